@@ -1,0 +1,5 @@
+import sys
+
+from opencave.cli import main
+
+sys.exit(main())

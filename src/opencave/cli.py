@@ -1,0 +1,374 @@
+"""The ``opencave`` command: run the server, administer accounts and access, set up tokens.
+
+Administration commands work directly on the data directory or database (no server needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from opencave.config import DEFAULT_PORT, resolve_settings
+from opencave.errors import OpencaveError
+
+
+def _storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="data directory (default: $OPENCAVE_DATA_DIR or ~/.opencave)")
+    parser.add_argument("--database", help="database URL, e.g. postgresql://user:pw@host/db (default: SQLite in the data directory)")
+
+
+def _runtime(args):
+    from opencave.runtime import Runtime
+
+    runtime = Runtime.open(resolve_settings(args.data_dir, args.database))
+    first_run = runtime.initialise(with_demo=True)
+    if first_run is not None:  # stderr: stdout of commands like `token create` must stay clean
+        print(
+            f"set up a new opencave store; admin login: {first_run.admin_email} password: {first_run.admin_password}",
+            file=sys.stderr,
+        )
+    return runtime
+
+
+def _print_rows(rows: list[dict]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for row in rows:
+        print("  ".join(str(row[k]).ljust(widths[k]) for k in keys))
+
+
+# -- serve ----------------------------------------------------------------------------------------
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from opencave.demo.registration import DEMO_DATASTACK
+    from opencave.runtime import Runtime
+    from opencave.server.app import create_app
+
+    settings = resolve_settings(args.data_dir, args.database, args.host, args.port, args.public_url, auth_enabled=not args.no_auth)
+    runtime = Runtime.open(settings)
+    first_run = runtime.initialise(with_demo=True)
+    url = settings.server_url
+    lines = [f"opencave is serving {url}", f"  datastack:   {DEMO_DATASTACK}", f"  data:        {settings.data_dir}"]
+    if first_run is not None:
+        lines += [
+            f"  admin login: {first_run.admin_email}  password: {first_run.admin_password}  (shown once)",
+        ]
+    location = f"--data-dir {settings.data_dir}" if args.database is None else "--database URL"
+    lines += [
+        f"  get a token: log in at {url}/sticky_auth/settings/tokens",
+        f"               or run `opencave token create admin@localhost {location}`",
+        f"  then:        python -c 'from opencave import CAVEclient; CAVEclient.setup_token(\"{url}\")'",
+    ]
+    if args.no_auth:
+        lines.append("  WARNING: authentication is switched off; every request acts as a superadmin.")
+    print("\n".join(lines), flush=True)
+    log_level = args.log_level
+    if args.workers > 1:
+        os.environ.update(
+            OPENCAVE_DATA_DIR=str(settings.data_dir),
+            OPENCAVE_DATABASE_URL=settings.database_url,
+            OPENCAVE_PUBLIC_URL=url,
+            OPENCAVE_AUTH="0" if args.no_auth else "1",
+        )
+        runtime.close()
+        uvicorn.run(
+            "opencave.server.asgi:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=args.workers,
+            log_level=log_level,
+            access_log=not args.no_access_log,
+        )
+    else:
+        uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=log_level, access_log=not args.no_access_log)
+    return 0
+
+
+# -- users ----------------------------------------------------------------------------------------
+def cmd_user_add(args) -> int:
+    runtime = _runtime(args)
+    user = runtime.accounts.create_user(args.email, args.name, admin=args.admin, password=args.password)
+    print(f"created user {user.id} {user.email}{' (admin)' if user.admin else ''}")
+    return 0
+
+
+def cmd_user_list(args) -> int:
+    users = _runtime(args).accounts.find_users()
+    _print_rows([{"id": u.id, "email": u.email, "name": u.name, "admin": u.admin, "password": u.has_password} for u in users])
+    return 0
+
+
+def cmd_user_password(args) -> int:
+    import getpass
+
+    password = args.password or getpass.getpass("New password: ")
+    _runtime(args).accounts.set_password(args.email, password)
+    print(f"password set for {args.email}")
+    return 0
+
+
+def cmd_user_admin(args) -> int:
+    runtime = _runtime(args)
+    user = runtime.accounts.get_user_by_email(args.email)
+    runtime.accounts.update_user(user.id, admin=not args.revoke)
+    print(f"{args.email} is {'no longer ' if args.revoke else ''}a superadmin")
+    return 0
+
+
+def cmd_user_remove(args) -> int:
+    runtime = _runtime(args)
+    runtime.accounts.delete_user(runtime.accounts.get_user_by_email(args.email).id)
+    print(f"removed {args.email}")
+    return 0
+
+
+def cmd_service_account_add(args) -> int:
+    runtime = _runtime(args)
+    account = runtime.accounts.create_service_account(args.name, args.parent)
+    print(runtime.tokens.create(account.id, description="service account"))
+    return 0
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+def cmd_token_create(args) -> int:
+    runtime = _runtime(args)
+    user = runtime.accounts.get_user_by_email(args.email)
+    print(runtime.tokens.create(user.id, description=args.description))
+    return 0
+
+
+def cmd_token_list(args) -> int:
+    runtime = _runtime(args)
+    user = runtime.accounts.get_user_by_email(args.email)
+    _print_rows(
+        [
+            {"id": t.id, "token": t.hint, "description": t.description, "created": t.created.isoformat(timespec="seconds")}
+            for t in runtime.tokens.list_api_tokens(user.id)
+        ]
+    )
+    return 0
+
+
+def cmd_token_revoke(args) -> int:
+    _runtime(args).tokens.revoke(args.token.strip().lower())
+    print("revoked")
+    return 0
+
+
+# -- groups, datasets, permissions, terms of service ----------------------------------------------
+def cmd_group_add(args) -> int:
+    group = _runtime(args).accounts.create_group(args.name)
+    print(f"created group {group['id']} {group['name']}")
+    return 0
+
+
+def cmd_group_list(args) -> int:
+    _print_rows(_runtime(args).accounts.list_groups())
+    return 0
+
+
+def cmd_group_members(args) -> int:
+    runtime = _runtime(args)
+    _print_rows(runtime.accounts.group_members(runtime.accounts.group_id(args.group)))
+    return 0
+
+
+def cmd_group_add_user(args) -> int:
+    _runtime(args).accounts.add_member(args.group, args.email, admin=args.admin)
+    print(f"{args.email} is in group {args.group}")
+    return 0
+
+
+def cmd_group_remove_user(args) -> int:
+    _runtime(args).accounts.remove_member(args.group, args.email)
+    print(f"{args.email} left group {args.group}")
+    return 0
+
+
+def cmd_dataset_add(args) -> int:
+    dataset = _runtime(args).access.create_dataset(args.name)
+    print(f"created dataset {dataset['id']} {dataset['name']}")
+    return 0
+
+
+def cmd_dataset_list(args) -> int:
+    _print_rows(_runtime(args).access.list_datasets())
+    return 0
+
+
+def cmd_dataset_map(args) -> int:
+    _runtime(args).access.map_resource(args.namespace, args.resource, args.dataset)
+    print(f"{args.namespace} '{args.resource}' belongs to dataset {args.dataset}")
+    return 0
+
+
+def cmd_dataset_admin(args) -> int:
+    runtime = _runtime(args)
+    runtime.access.add_dataset_admin(args.dataset, runtime.accounts.get_user_by_email(args.email).id)
+    print(f"{args.email} administers dataset {args.dataset}")
+    return 0
+
+
+def cmd_permission_grant(args) -> int:
+    _runtime(args).access.grant(args.group, args.dataset, args.permission)
+    print(f"group {args.group} may {args.permission} dataset {args.dataset}")
+    return 0
+
+
+def cmd_permission_revoke(args) -> int:
+    _runtime(args).access.revoke(args.group, args.dataset, args.permission)
+    print(f"group {args.group} may no longer {args.permission} dataset {args.dataset}")
+    return 0
+
+
+def cmd_permission_list(args) -> int:
+    _print_rows(_runtime(args).access.grants(args.dataset))
+    return 0
+
+
+def cmd_tos_add(args) -> int:
+    text = open(args.file, encoding="utf-8").read() if args.file else args.text
+    if not text:
+        raise SystemExit("give the terms with --text or --file")
+    tos = _runtime(args).access.create_tos(args.name, text, args.dataset)
+    print(f"created terms of service {tos['id']} {tos['name']}")
+    return 0
+
+
+def cmd_datastack_list(args) -> int:
+    runtime = _runtime(args)
+    _print_rows([{"datastack": n, "aligned_volume": runtime.info.aligned_volume_of(n)} for n in runtime.info.datastack_names()])
+    return 0
+
+
+def cmd_setup_token(args) -> int:
+    from opencave.client import CAVEclient
+
+    CAVEclient.setup_token(args.server, open=not args.no_open)
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def _command(sub, name: str, func: Callable, help: str, storage: bool = True) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help)
+    parser.set_defaults(func=func)
+    if storage:
+        _storage_options(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opencave", description="A complete, self-hostable CAVE.")
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = _command(top, "serve", cmd_serve, "run the server (sets up an empty data directory with the demo datastack)")
+    serve.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help=f"port (default {DEFAULT_PORT})")
+    serve.add_argument("--public-url", help="address clients use to reach this server, if not http://HOST:PORT")
+    serve.add_argument("--workers", type=int, default=1, help="server processes (share one database)")
+    serve.add_argument("--no-auth", action="store_true", help="switch authentication off (local testing only)")
+    serve.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+    user = top.add_parser("user", help="user accounts").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(user, "add", cmd_user_add, "create a user (joins the 'default' group)")
+    p.add_argument("email")
+    p.add_argument("--name")
+    p.add_argument("--admin", action="store_true", help="make the user a superadmin")
+    p.add_argument("--password", help="password for logging in to the web pages (at least 8 characters)")
+    _command(user, "list", cmd_user_list, "list users")
+    p = _command(user, "set-password", cmd_user_password, "set a user's login password")
+    p.add_argument("email")
+    p.add_argument("--password", help="the new password (prompted for when omitted)")
+    p = _command(user, "admin", cmd_user_admin, "make a user a superadmin (or --revoke)")
+    p.add_argument("email")
+    p.add_argument("--revoke", action="store_true")
+    p = _command(user, "remove", cmd_user_remove, "delete a user and their tokens")
+    p.add_argument("email")
+    p = _command(user, "service-account", cmd_service_account_add, "create a service account and print its token")
+    p.add_argument("name")
+    p.add_argument("--parent", required=True, help="e-mail of the owning user")
+
+    token = top.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(token, "create", cmd_token_create, "create a token and print it (only the token, on one line)")
+    p.add_argument("email")
+    p.add_argument("--description", default="command line")
+    p = _command(token, "list", cmd_token_list, "list a user's tokens (shortened)")
+    p.add_argument("email")
+    p = _command(token, "revoke", cmd_token_revoke, "revoke a token")
+    p.add_argument("token")
+
+    group = top.add_parser("group", help="groups").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(group, "add", cmd_group_add, "create a group")
+    p.add_argument("name")
+    _command(group, "list", cmd_group_list, "list groups")
+    p = _command(group, "members", cmd_group_members, "list a group's members")
+    p.add_argument("group")
+    p = _command(group, "add-user", cmd_group_add_user, "add a user to a group")
+    p.add_argument("group")
+    p.add_argument("email")
+    p.add_argument("--admin", action="store_true", help="make the user a group admin")
+    p = _command(group, "remove-user", cmd_group_remove_user, "remove a user from a group")
+    p.add_argument("group")
+    p.add_argument("email")
+
+    dataset = top.add_parser("dataset", help="datasets").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(dataset, "add", cmd_dataset_add, "create a dataset")
+    p.add_argument("name")
+    _command(dataset, "list", cmd_dataset_list, "list datasets")
+    p = _command(dataset, "map", cmd_dataset_map, "put a service resource (datastack, aligned_volume, pychunkedgraph) in a dataset")
+    p.add_argument("namespace", choices=["datastack", "aligned_volume", "pychunkedgraph"])
+    p.add_argument("resource")
+    p.add_argument("dataset")
+    p = _command(dataset, "admin", cmd_dataset_admin, "make a user an admin of a dataset")
+    p.add_argument("dataset")
+    p.add_argument("email")
+
+    permission = top.add_parser("permission", help="dataset permissions of groups").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    for name, func, text in (("grant", cmd_permission_grant, "grant"), ("revoke", cmd_permission_revoke, "revoke")):
+        p = _command(permission, name, func, f"{text} a group a permission (view, edit, admin) on a dataset")
+        p.add_argument("group")
+        p.add_argument("dataset")
+        p.add_argument("permission", choices=["view", "edit", "admin"])
+    p = _command(permission, "list", cmd_permission_list, "list grants")
+    p.add_argument("--dataset")
+
+    tos = top.add_parser("tos", help="terms of service").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(tos, "add", cmd_tos_add, "create terms of service, optionally required for a dataset")
+    p.add_argument("name")
+    p.add_argument("--text")
+    p.add_argument("--file")
+    p.add_argument("--dataset", help="require acceptance for this dataset")
+
+    datastack = top.add_parser("datastack", help="datastacks").add_subparsers(dest="action", required=True, metavar="ACTION")
+    _command(datastack, "list", cmd_datastack_list, "list datastacks")
+
+    p = _command(top, "setup-token", cmd_setup_token, "save a token for a server interactively (CAVEclient.setup_token)", storage=False)
+    p.add_argument("server", help="server address, e.g. http://127.0.0.1:8765")
+    p.add_argument("--no-open", action="store_true", help="do not open the tokens page in a browser")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OpencaveError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

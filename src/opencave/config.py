@@ -1,0 +1,55 @@
+"""Server and command-line settings: where data lives, which database, how the server is reached."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 8765
+DEFAULT_DATA_DIR = "~/.opencave"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    public_url: str = ""
+    auth_enabled: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    viewer_site: str = "https://neuroglancer-demo.appspot.com"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def server_url(self) -> str:
+        """The address clients use to reach this server (no trailing slash)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def resolve_settings(
+    data_dir: str | None = None,
+    database: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    public_url: str | None = None,
+    auth_enabled: bool = True,
+) -> Settings:
+    """Settings from explicit values, then ``OPENCAVE_*`` environment variables, then defaults."""
+    directory = Path(
+        os.path.expanduser(data_dir or os.environ.get("OPENCAVE_DATA_DIR") or DEFAULT_DATA_DIR)
+    ).resolve()
+    database_url = database or os.environ.get("OPENCAVE_DATABASE_URL") or f"sqlite:///{directory / 'opencave.db'}"
+    return Settings(
+        data_dir=directory,
+        database_url=database_url,
+        host=host or os.environ.get("OPENCAVE_HOST") or "127.0.0.1",
+        port=int(port or os.environ.get("OPENCAVE_PORT") or DEFAULT_PORT),
+        public_url=public_url or os.environ.get("OPENCAVE_PUBLIC_URL") or "",
+        auth_enabled=auth_enabled,
+    )

@@ -1,0 +1,1 @@
+"""The synthetic demo datastack every fresh opencave server starts with."""

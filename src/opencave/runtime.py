@@ -1,0 +1,72 @@
+"""Opens the live store and wires the domain services together; shared by server and CLI."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from opencave.config import Settings
+from opencave.services.auth import Access, Accounts, IdentityResolver, TokenStore
+from opencave.services.info import InfoRegistry
+from opencave.storage.sql import create_store_engine, upgrade_schema
+from opencave.storage.state import ensure_secret_key
+
+ADMIN_EMAIL = "admin@localhost"
+
+
+@dataclass
+class FirstRun:
+    """What a first start created, to tell the operator."""
+
+    admin_email: str
+    admin_password: str
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    accounts: Accounts
+    tokens: TokenStore
+    access: Access
+    identities: IdentityResolver
+    info: InfoRegistry
+    secret_key: str
+
+    @classmethod
+    def open(cls, settings: Settings) -> "Runtime":
+        """Open (and migrate) the store named by ``settings``."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_store_engine(settings.database_url)
+        upgrade_schema(engine)
+        with engine.begin() as conn:
+            secret_key = ensure_secret_key(conn)
+        base = settings.server_url
+        return cls(
+            settings=settings,
+            engine=engine,
+            accounts=Accounts(engine),
+            tokens=TokenStore(engine),
+            access=Access(engine),
+            identities=IdentityResolver(engine, tos_url=lambda tos_id: f"{base}/sticky_auth/api/v1/tos/{tos_id}/accept"),
+            info=InfoRegistry(engine),
+            secret_key=secret_key,
+        )
+
+    def initialise(self, with_demo: bool = True) -> FirstRun | None:
+        """Set up an empty store: permissions, the default group, an admin and the demo datastack."""
+        from opencave.demo.registration import register_demo
+
+        self.access.seed_permissions()
+        if self.accounts.count_users() > 0:
+            return None
+        password = secrets.token_urlsafe(12)
+        self.accounts.create_user(ADMIN_EMAIL, "admin", admin=True, password=password)
+        if with_demo:
+            register_demo(self.access, self.info, self.settings.viewer_site)
+        return FirstRun(ADMIN_EMAIL, password)
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""The ASGI server: every CAVE service under CAVE's own URL prefixes."""

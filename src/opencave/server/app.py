@@ -1,0 +1,39 @@
+"""``create_app``: one ASGI application mounting every CAVE service under CAVE's prefixes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from opencave import __version__
+from opencave.runtime import Runtime
+from opencave.server.errors import install_error_handlers
+from opencave.server.limits import BodyLimitMiddleware
+from opencave.server.routers import auth_api, info, pending, schema
+from opencave.server.web import pages
+
+# Endpoints of these services take small JSON bodies at most.
+SMALL_BODY_PREFIXES = {"/auth": 64 * 1024, "/sticky_auth": 64 * 1024, "/info": 64 * 1024, "/schema": 64 * 1024}
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="opencave",
+        version=__version__,
+        description="CAVE services: auth, info, schema (more to come).",
+        docs_url="/api/doc",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    for router in (auth_api.router, info.router, schema.router, pages.router, pending.router):
+        app.include_router(router)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    app.add_middleware(
+        BodyLimitMiddleware, default_limit=runtime.settings.max_body_bytes, prefix_limits=SMALL_BODY_PREFIXES
+    )
+    return app

@@ -1,0 +1,68 @@
+"""Turns every failure into a JSON error body with a real 4xx/5xx status — never a redirect."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from opencave.errors import OpencaveError
+from opencave.wire.errors import error_body
+
+log = logging.getLogger("opencave.server")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def error_response(status: int, error: str, message: str, data: dict | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, error, message, data), status_code=status, headers=headers)
+
+
+def _authenticate_header(request: Request, error: OpencaveError) -> dict[str, str] | None:
+    if error.status != 401:
+        return None
+    realm = f'Bearer realm="{request.app.state.runtime.settings.server_url}/sticky_auth/api/v1/authorize"'
+    if error.code == "invalid_token":
+        realm += ', error="invalid_token", error_description="Invalid/Expired Token"'
+    return {"WWW-Authenticate": realm}
+
+
+def _describe_validation(errors: list[dict]) -> tuple[int, str, str]:
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "malformed JSON")
+            return 400, "invalid_json", f"Request body is not valid JSON ({detail}); send a JSON document."
+    parts = []
+    for err in errors[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg')}")
+    return 422, "invalid_request", "Invalid request — " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OpencaveError)
+    async def _domain(request: Request, exc: OpencaveError):
+        return error_response(exc.status, exc.code, exc.message, exc.data, _authenticate_header(request, exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError):
+        status, code, message = _describe_validation(list(exc.errors()))
+        return error_response(status, code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            message = f"No endpoint at {request.url.path}; see the service guides in docs/ for valid URLs."
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}."
+        else:
+            message = str(exc.detail)
+        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), message, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", f"Internal server error ({type(exc).__name__}); the server log has details.")

@@ -1,0 +1,71 @@
+"""Request authentication: finds the presented token and resolves it to an identity.
+
+The token is taken, in middle_auth's order, from ``Authorization: Bearer``, the
+``middle_auth_token`` query parameter, then the ``middle_auth_token`` cookie. API calls without a
+usable token get a 401 JSON answer, never a redirect to a login page.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from opencave.errors import BadRequest, Forbidden, Unauthorized
+from opencave.runtime import Runtime
+from opencave.services.auth import AUTH_DISABLED_IDENTITY, Identity
+from opencave.wire.tokens import TOKEN_COOKIE, TOKEN_QUERY_PARAM, is_valid_token
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def presented_token(request: Request, cookie_only: bool = False) -> str | None:
+    if not cookie_only:
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise BadRequest(
+                    "The Authorization header must be 'Bearer <token>'.", code="bad_auth_header"
+                )
+            return value.strip()
+        query_token = request.query_params.get(TOKEN_QUERY_PARAM)
+        if query_token:
+            return query_token
+    return request.cookies.get(TOKEN_COOKIE)
+
+
+def identify(request: Request, token: str | None) -> Identity:
+    runtime = runtime_of(request)
+    if not runtime.settings.auth_enabled:
+        return AUTH_DISABLED_IDENTITY
+    if token is None:
+        raise Unauthorized(
+            "Unauthorized - No Token Provided: get a token at "
+            f"{runtime.settings.server_url}/sticky_auth/settings/tokens and send it as 'Authorization: Bearer <token>'.",
+            code="no_token",
+        )
+    if not is_valid_token(token):
+        raise Unauthorized(
+            "Unauthorized - Token is malformed: a token is 32 lowercase hexadecimal characters (0-9, a-f).",
+            code="invalid_token",
+        )
+    return runtime.identities.resolve(token)
+
+
+def current_identity(request: Request) -> Identity:
+    """FastAPI dependency: the caller's identity, or a 401."""
+    return identify(request, presented_token(request))
+
+
+def require_some_admin(identity: Identity) -> None:
+    """middle_auth's "some admin": a superadmin, a dataset or group admin, or a service account."""
+    if identity.admin or identity.datasets_admin or identity.groups_admin or identity.parent_id is not None:
+        return
+    raise Forbidden("Requires an administrator (superadmin, dataset admin or group admin).", code="missing_role")
+
+
+def require_superadmin(identity: Identity) -> None:
+
+    if not identity.admin:
+        raise Forbidden("Requires superadmin privilege.", code="missing_role")

@@ -1,0 +1,1 @@
+"""Pages a person uses in a browser: login, tokens, token creation, terms of service."""

@@ -1,0 +1,55 @@
+"""Small key/value server state kept in the live store: the server secret and generation counters.
+
+Generation counters let every server process over one database notice that cached data went
+stale: a writer bumps the counter in the same transaction as its change, readers compare.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+
+from sqlalchemy import BigInteger, Connection, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from opencave.storage.tables import server_state
+
+AUTH_GENERATION = "auth_generation"
+SECRET_KEY = "secret_key"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Stored timestamps are UTC; SQLite hands them back naive."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def get_value(connection: Connection, key: str) -> str | None:
+    return connection.execute(select(server_state.c.value).where(server_state.c.key == key)).scalar()
+
+
+def set_default(connection: Connection, key: str, value: str) -> str:
+    """Store ``value`` under ``key`` unless a value exists; return the stored value."""
+    dialect = connection.dialect.name
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert
+    connection.execute(insert(server_state).values(key=key, value=value).on_conflict_do_nothing())
+    return get_value(connection, key)  # type: ignore[return-value]
+
+
+def bump_generation(connection: Connection, key: str = AUTH_GENERATION) -> None:
+    """Mark cached data of ``key``'s kind stale for every server process."""
+    set_default(connection, key, "0")
+    connection.execute(
+        update(server_state)
+        .where(server_state.c.key == key)
+        .values(value=(server_state.c.value.cast(BigInteger()) + 1).cast(server_state.c.value.type))
+    )
+
+
+def ensure_secret_key(connection: Connection) -> str:
+    return set_default(connection, SECRET_KEY, secrets.token_hex(32))

@@ -1,0 +1,194 @@
+"""The live store's tables (SQLAlchemy Core), shared by every service.
+
+Auth follows middle_auth's model (users, groups, datasets, permissions granted to groups on
+datasets, service tables mapping a service's resource name to a dataset), with tokens kept as
+SHA-256 digests instead of plain text. Info follows the info service's model (aligned volumes,
+datastacks, image mirrors).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+server_state = Table(
+    "server_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(80), nullable=False),
+    Column("email", String(120), nullable=False, unique=True),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("pi", String(80), nullable=False, default=""),
+    Column("gdpr_consent", Boolean, nullable=False, default=False),
+    Column("read_only", Boolean, nullable=False, default=False),
+    Column("parent_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("password_hash", String(255), nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(120), nullable=False, unique=True),
+)
+
+user_groups = Table(
+    "user_groups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("admin", Boolean, nullable=False, default=False),
+    UniqueConstraint("user_id", "group_id", name="uq_user_groups_member"),
+)
+
+terms_of_service = Table(
+    "terms_of_service",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(120), nullable=False, unique=True),
+    Column("text", Text, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+user_tos = Table(
+    "user_tos",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("tos_id", Integer, ForeignKey("terms_of_service.id", ondelete="CASCADE"), nullable=False),
+    Column("accepted", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("user_id", "tos_id", name="uq_user_tos_pair"),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(120), nullable=False, unique=True),
+    Column("tos_id", Integer, ForeignKey("terms_of_service.id", ondelete="SET NULL"), nullable=True),
+)
+
+permissions = Table(
+    "permissions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(40), nullable=False, unique=True),
+)
+
+group_dataset_permissions = Table(
+    "group_dataset_permissions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("group_id", Integer, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False),
+    Column("permission_id", Integer, ForeignKey("permissions.id", ondelete="CASCADE"), nullable=False),
+    UniqueConstraint("group_id", "dataset_id", "permission_id", name="uq_gdp_triple"),
+)
+
+dataset_admins = Table(
+    "dataset_admins",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("dataset_id", Integer, ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False),
+    UniqueConstraint("user_id", "dataset_id", name="uq_dataset_admins_pair"),
+)
+
+service_tables = Table(
+    "service_tables",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("service_name", String(80), nullable=False),
+    Column("table_name", String(200), nullable=False),
+    Column("dataset_id", Integer, ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False),
+    UniqueConstraint("service_name", "table_name", name="uq_service_tables_resource"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("hint", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),  # "api" (long-lived) or "login" (browser session)
+    Column("description", String(200), nullable=False, default=""),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("last_used", DateTime(timezone=True), nullable=True),
+    Column("expires", DateTime(timezone=True), nullable=True),
+)
+
+aligned_volumes = Table(
+    "aligned_volumes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(120), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=True),
+    Column("description", String(500), nullable=False, default=""),
+    Column("image_source", String(500), nullable=False),
+)
+
+datastacks = Table(
+    "datastacks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(120), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=True),
+    Column("aligned_volume_id", Integer, ForeignKey("aligned_volumes.id", ondelete="CASCADE"), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("local_server", String(500), nullable=True),
+    Column("segmentation_source", String(500), nullable=True),
+    Column("skeleton_source", String(500), nullable=True),
+    Column("analysis_database", String(200), nullable=True),
+    Column("viewer_site", String(500), nullable=True),
+    Column("synapse_table", String(200), nullable=True),
+    Column("soma_table", String(200), nullable=True),
+    Column("proofreading_status_table", String(200), nullable=True),
+    Column("cell_identification_table", String(200), nullable=True),
+    Column("proofreading_review_table", String(200), nullable=True),
+    Column("viewer_resolution_x", Float, nullable=True),
+    Column("viewer_resolution_y", Float, nullable=True),
+    Column("viewer_resolution_z", Float, nullable=True),
+    Column("base_link_id", BigInteger, nullable=True),
+)
+
+image_sources = Table(
+    "image_sources",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(120), nullable=False, unique=True),
+    Column("aligned_volume_id", Integer, ForeignKey("aligned_volumes.id", ondelete="CASCADE"), nullable=False),
+    Column("viewer_layer_name", String(200), nullable=True),
+    Column("image_source", String(500), nullable=False),
+    Column("description", String(500), nullable=False, default=""),
+)

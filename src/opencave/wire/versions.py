@@ -1,0 +1,10 @@
+"""Version strings the services report.
+
+They must pass caveclient 8.2.1's version gates (e.g. info >= 4.3.1 for image mirrors) and name
+the upstream API level each opencave service implements.
+"""
+
+INFO_SERVER_VERSION = "4.3.3"
+INFO_API_VERSIONS = [2]
+SCHEMA_API_VERSIONS = [2]
+AUTH_SERVER_VERSION = "2.30.3"
