@@ -103,12 +103,6 @@ def create_user(request: Request, body: NewUser, identity: Identity = Depends(cu
     return runtime_of(request).accounts.create_user(body.email, body.name, admin=body.admin).full_json()
 
 
-@router.get(_path("get_user"))
-def get_user(user_id: int, request: Request, identity: Identity = Depends(current_identity)) -> dict:
-    user = runtime_of(request).accounts.get_user(user_id)
-    return user.full_json() if identity.admin or identity.id == user_id else user.public_json()
-
-
 @router.get(_path("get_tokens"))
 def list_tokens(request: Request, identity: Identity = Depends(current_identity)) -> list[dict]:
     return [t.as_json() for t in runtime_of(request).tokens.list_api_tokens(identity.id)]
@@ -175,6 +169,13 @@ def service_dataset(namespace: str, table_name: str, request: Request, identity:
     if dataset is None:
         raise NotFound(f"No {namespace} resource named '{table_name}' is mapped to a dataset.", code="unknown_resource")
     return dataset
+
+
+# Registered last: its {user_id} pattern would otherwise shadow /user/token and friends.
+@router.get(_path("get_user"))
+def get_user(user_id: int, request: Request, identity: Identity = Depends(current_identity)) -> dict:
+    user = runtime_of(request).accounts.get_user(user_id)
+    return user.full_json() if identity.admin or identity.id == user_id else user.public_json()
 
 
 def _no_synthetic(identity: Identity) -> None:
