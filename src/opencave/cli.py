@@ -13,6 +13,16 @@ from collections.abc import Callable
 from opencave.config import DEFAULT_PORT, resolve_settings
 from opencave.errors import OpencaveError
 
+DATASTACK_OPTIONS = (
+    "description",
+    "local_server",
+    "segmentation_source",
+    "skeleton_source",
+    "viewer_site",
+    "synapse_table",
+    "soma_table",
+)
+
 
 def _storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data directory (default: $OPENCAVE_DATA_DIR or ~/.opencave)")
@@ -249,6 +259,29 @@ def cmd_datastack_list(args) -> int:
     return 0
 
 
+def cmd_datastack_add(args) -> int:
+    runtime = _runtime(args)
+    runtime.access.dataset(args.dataset)  # fail before writing anything
+    fields = {key: getattr(args, key) for key in DATASTACK_OPTIONS if getattr(args, key) is not None}
+    if args.viewer_resolution:
+        fields.update(zip(("viewer_resolution_x", "viewer_resolution_y", "viewer_resolution_z"), args.viewer_resolution))
+    if args.aligned_volume not in runtime.info.aligned_volume_names():
+        if not args.image_source:
+            raise SystemExit(f"aligned volume '{args.aligned_volume}' does not exist: give --image-source to create it")
+        runtime.info.add_aligned_volume(args.aligned_volume, args.image_source)
+        runtime.access.map_resource("aligned_volume", args.aligned_volume, args.dataset)
+    runtime.info.add_datastack(args.name, args.aligned_volume, **fields)
+    runtime.access.map_resource("datastack", args.name, args.dataset)
+    print(f"created datastack {args.name} in dataset {args.dataset}")
+    return 0
+
+
+def cmd_datastack_mirror(args) -> int:
+    _runtime(args).info.add_image_source(args.name, args.aligned_volume, args.image_source, args.description or "")
+    print(f"aligned volume {args.aligned_volume} has image mirror {args.name}")
+    return 0
+
+
 def cmd_setup_token(args) -> int:
     from opencave.client import CAVEclient
 
@@ -352,6 +385,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     datastack = top.add_parser("datastack", help="datastacks").add_subparsers(dest="action", required=True, metavar="ACTION")
     _command(datastack, "list", cmd_datastack_list, "list datastacks")
+    p = _command(datastack, "add", cmd_datastack_add, "register a datastack (and its aligned volume) in a dataset")
+    p.add_argument("name")
+    p.add_argument("--dataset", required=True, help="dataset whose permissions govern the datastack")
+    p.add_argument("--aligned-volume", required=True)
+    p.add_argument("--image-source", help="image source of a new aligned volume, e.g. precomputed://https://…")
+    p.add_argument("--viewer-resolution", type=float, nargs=3, metavar=("X", "Y", "Z"))
+    p = _command(datastack, "mirror", cmd_datastack_mirror, "add an image mirror to an aligned volume")
+    p.add_argument("aligned_volume")
+    p.add_argument("name")
+    p.add_argument("image_source")
+    p.add_argument("--description")
+    p = datastack.choices["add"]
+    for option in DATASTACK_OPTIONS:
+        p.add_argument("--" + option.replace("_", "-"), help="use {local_server} for this server's address" if option.endswith("source") else None)
 
     p = _command(top, "setup-token", cmd_setup_token, "save a token for a server interactively (CAVEclient.setup_token)", storage=False)
     p.add_argument("server", help="server address, e.g. http://127.0.0.1:8765")
