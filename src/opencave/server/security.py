@@ -11,7 +11,7 @@ from fastapi import Request
 
 from opencave.errors import BadRequest, Forbidden, Unauthorized
 from opencave.runtime import Runtime
-from opencave.services.auth import AUTH_DISABLED_IDENTITY, Identity
+from opencave.services.auth import AUTH_DISABLED_IDENTITY, AuthContext, Identity
 from opencave.wire.tokens import TOKEN_COOKIE, TOKEN_QUERY_PARAM, is_valid_token
 
 
@@ -35,10 +35,10 @@ def presented_token(request: Request, cookie_only: bool = False) -> str | None:
     return request.cookies.get(TOKEN_COOKIE)
 
 
-def identify(request: Request, token: str | None) -> Identity:
+def authenticate(request: Request, token: str | None) -> AuthContext:
     runtime = runtime_of(request)
     if not runtime.settings.auth_enabled:
-        return AUTH_DISABLED_IDENTITY
+        return runtime.identities.unauthenticated(AUTH_DISABLED_IDENTITY)
     if token is None:
         raise Unauthorized(
             "Unauthorized - No Token Provided: get a token at "
@@ -50,12 +50,20 @@ def identify(request: Request, token: str | None) -> Identity:
             "Unauthorized - Token is malformed: a token is 32 lowercase hexadecimal characters (0-9, a-f).",
             code="invalid_token",
         )
-    return runtime.identities.resolve(token)
+    return runtime.identities.authenticate(token)
 
 
-def current_identity(request: Request) -> Identity:
+async def current_context(request: Request) -> AuthContext:
+    """FastAPI dependency: the caller's identity and generation snapshot, or a 401.
+
+    Async on purpose: the check is one indexed lookup, cheaper than a hop to the thread pool.
+    """
+    return authenticate(request, presented_token(request))
+
+
+async def current_identity(request: Request) -> Identity:
     """FastAPI dependency: the caller's identity, or a 401."""
-    return identify(request, presented_token(request))
+    return authenticate(request, presented_token(request)).identity
 
 
 def require_some_admin(identity: Identity) -> None:

@@ -7,6 +7,7 @@ stale: a writer bumps the counter in the same transaction as its change, readers
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import BigInteger, Connection, select, update
@@ -15,7 +16,29 @@ from sqlalchemy.dialects import postgresql, sqlite
 from opencave.storage.tables import server_state
 
 AUTH_GENERATION = "auth_generation"
+INFO_GENERATION = "info_generation"
+GENERATION_KEYS = (AUTH_GENERATION, INFO_GENERATION)
 SECRET_KEY = "secret_key"
+
+
+@dataclass(frozen=True)
+class Generations:
+    """A snapshot of the generation counters, read once per request."""
+
+    auth: str = "0"
+    info: str = "0"
+
+    @classmethod
+    def from_pairs(cls, pairs) -> "Generations":
+        values = {key: value for key, value in pairs if key is not None}
+        return cls(auth=values.get(AUTH_GENERATION, "0"), info=values.get(INFO_GENERATION, "0"))
+
+
+GENERATIONS_QUERY = select(server_state.c.key, server_state.c.value).where(server_state.c.key.in_(GENERATION_KEYS))
+
+
+def read_generations(connection: Connection) -> Generations:
+    return Generations.from_pairs(connection.execute(GENERATIONS_QUERY).all())
 
 
 def utcnow() -> datetime:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from opencave.server.security import current_identity, runtime_of
-from opencave.services.auth import Identity
+from opencave.server.security import current_context, runtime_of
+from opencave.services.auth import AuthContext
 from opencave.wire.endpoints import INFO, route_path
 from opencave.wire.versions import INFO_API_VERSIONS, INFO_SERVER_VERSION
 
@@ -27,65 +27,67 @@ def info_api_versions() -> list[int]:
     return INFO_API_VERSIONS
 
 
-def _visible(request: Request, identity: Identity, namespace: str, names: list[str]) -> list[str]:
+def _visible(request: Request, context: AuthContext, namespace: str, names: list[str]) -> list[str]:
     identities = runtime_of(request).identities
     visible = []
     for name in names:
-        dataset = identities.dataset_of(namespace, name)
-        if dataset is not None and identity.has("view", dataset, ignore_tos=True):
+        dataset = identities.dataset_of(namespace, name, context.generations)
+        if dataset is not None and context.identity.has("view", dataset, ignore_tos=True):
             visible.append(name)
     return visible
 
 
 @router.get(_path("aligned_volumes"))
-def aligned_volumes(request: Request, identity: Identity = Depends(current_identity)) -> list[str]:
+def aligned_volumes(request: Request, context: AuthContext = Depends(current_context)) -> list[str]:
     names = runtime_of(request).info.aligned_volume_names()
-    return _visible(request, identity, "aligned_volume", names)
+    return _visible(request, context, "aligned_volume", names)
 
 
 @router.get(_path("aligned_volume_by_id"))
-def aligned_volume_by_id(aligned_volume_id: int, request: Request, identity: Identity = Depends(current_identity)) -> dict:
+def aligned_volume_by_id(aligned_volume_id: int, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     runtime = runtime_of(request)
     volume = runtime.info.aligned_volume_by_id(aligned_volume_id, runtime.settings.server_url)
-    runtime.identities.require(identity, "view", "aligned_volume", volume["name"], ignore_tos=True)
+    runtime.identities.require(context, "view", "aligned_volume", volume["name"], ignore_tos=True)
     return volume
 
 
 @router.get(_path("aligned_volume_info"))
-def aligned_volume_info(aligned_volume_name: str, request: Request, identity: Identity = Depends(current_identity)) -> dict:
+def aligned_volume_info(aligned_volume_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     runtime = runtime_of(request)
     volume = runtime.info.aligned_volume(aligned_volume_name, runtime.settings.server_url)
-    runtime.identities.require(identity, "view", "aligned_volume", aligned_volume_name, ignore_tos=True)
+    runtime.identities.require(context, "view", "aligned_volume", aligned_volume_name, ignore_tos=True)
     return volume
 
 
 @router.get(_path("datastacks_from_aligned_volume"))
-def datastacks_of_volume(aligned_volume_name: str, request: Request, identity: Identity = Depends(current_identity)) -> list[str]:
+def datastacks_of_volume(aligned_volume_name: str, request: Request, context: AuthContext = Depends(current_context)) -> list[str]:
     names = runtime_of(request).info.datastacks_of_volume(aligned_volume_name)
-    return _visible(request, identity, "datastack", names)
+    return _visible(request, context, "datastack", names)
 
 
 @router.get(_path("datastacks"))
-def datastacks(request: Request, identity: Identity = Depends(current_identity)) -> list[str]:
-    return _visible(request, identity, "datastack", runtime_of(request).info.datastack_names())
+def datastacks(request: Request, context: AuthContext = Depends(current_context)) -> list[str]:
+    return _visible(request, context, "datastack", runtime_of(request).info.datastack_names())
 
 
 @router.get(_path("datastack_info"))
-def datastack_info(
+async def datastack_info(
     datastack_name: str,
     request: Request,
     image_source_name: str | None = None,
-    identity: Identity = Depends(current_identity),
+    context: AuthContext = Depends(current_context),
 ) -> dict:
     runtime = runtime_of(request)
-    record = runtime.info.datastack_info(datastack_name, runtime.settings.server_url, image_source_name)
-    runtime.identities.require(identity, "view", "datastack", datastack_name)
+    record = runtime.info.cached_datastack_info(
+        datastack_name, runtime.settings.server_url, context.generations, image_source_name
+    )
+    runtime.identities.require(context, "view", "datastack", datastack_name)
     return record
 
 
 @router.get(_path("image_sources"))
-def image_sources(datastack_name: str, request: Request, identity: Identity = Depends(current_identity)) -> list[dict]:
+def image_sources(datastack_name: str, request: Request, context: AuthContext = Depends(current_context)) -> list[dict]:
     runtime = runtime_of(request)
     mirrors = runtime.info.image_sources(datastack_name, runtime.settings.server_url)
-    runtime.identities.require(identity, "view", "datastack", datastack_name)
+    runtime.identities.require(context, "view", "datastack", datastack_name)
     return mirrors

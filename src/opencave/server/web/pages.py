@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from opencave.errors import OpencaveError, Unauthorized
-from opencave.server.security import current_identity, identify, presented_token, runtime_of
+from opencave.server.security import authenticate, presented_token, runtime_of
 from opencave.server.web import csrf
 from opencave.services.auth import API, LOGIN, Identity
 from opencave.services.auth.passwords import verify_password
@@ -42,7 +42,7 @@ def _browser_identity(request: Request) -> Identity | None:
     if token is None:
         return None
     try:
-        return identify(request, token)
+        return authenticate(request, token).identity
     except OpencaveError:
         return None
 
@@ -158,7 +158,7 @@ def revoke_token_form(token_id: int, request: Request, csrf_token: str = Form(""
 def create_token(request: Request) -> Response:
     """Programmatic callers get a new token as a JSON string; browsers get a confirmation page."""
     if not _wants_html(request):
-        identity = current_identity(request)
+        identity = authenticate(request, presented_token(request)).identity
         if identity.id == 0:
             raise Unauthorized("Authentication is switched off on this server; no token can be issued.", code="auth_disabled")
         return JSONResponse(runtime_of(request).tokens.create(identity.id, API, "create_token"))

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 
 from opencave.errors import Forbidden, NotFound, Unauthorized
 from opencave.services.auth.tokens import TokenStore
-from opencave.storage.state import AUTH_GENERATION, get_value
+from opencave.storage.state import Generations, read_generations
 from opencave.storage.tables import (
     dataset_admins,
     datasets,
@@ -77,6 +77,14 @@ class Identity:
         }
 
 
+@dataclass(frozen=True)
+class AuthContext:
+    """Who is calling, and the generation counters read with their token (for cache checks)."""
+
+    identity: Identity
+    generations: Generations
+
+
 AUTH_DISABLED_IDENTITY = Identity(id=0, name="AUTH_DISABLED", email="AUTH_DISABLED@AUTH.DISABLED", admin=True)
 
 
@@ -91,7 +99,7 @@ class IdentityResolver:
         self._identities: dict[tuple[int, str], Identity] = {}
         self._resources: tuple[str, dict[tuple[str, str], str]] | None = None
 
-    def resolve(self, token: str) -> Identity:
+    def authenticate(self, token: str) -> AuthContext:
         match = self.tokens.match(token)
         if match is None:
             raise Unauthorized(
@@ -99,7 +107,7 @@ class IdentityResolver:
                 "(/sticky_auth/settings/tokens) and save it with client.auth.save_token().",
                 code="invalid_token",
             )
-        key = (match.user_id, match.generation)
+        key = (match.user_id, match.generations.auth)
         identity = self._identities.get(key)
         if identity is None:
             identity = self._compute(match.user_id)
@@ -107,27 +115,34 @@ class IdentityResolver:
                 if len(self._identities) > 4096:
                     self._identities.clear()
                 self._identities[key] = identity
-        return identity if identity.token_id == match.token_id else replace(identity, token_id=match.token_id)
+        if identity.token_id != match.token_id:
+            identity = replace(identity, token_id=match.token_id)
+        return AuthContext(identity, match.generations)
+
+    def unauthenticated(self, identity: Identity) -> AuthContext:
+        """A context for a fixed identity (authentication switched off)."""
+        with self.engine.connect() as conn:
+            return AuthContext(identity, read_generations(conn))
 
     def identity_for_user(self, user_id: int) -> Identity:
         return self._compute(user_id)
 
-    def dataset_of(self, namespace: str, name: str) -> str | None:
+    def dataset_of(self, namespace: str, name: str, generations: Generations) -> str | None:
         """The dataset a service resource belongs to (None when nothing maps it)."""
-        with self.engine.connect() as conn:
-            generation = get_value(conn, AUTH_GENERATION) or "0"
-            cached = self._resources
-            if cached is None or cached[0] != generation:
-                query = select(service_tables.c.service_name, service_tables.c.table_name, datasets.c.name).join(
-                    datasets, datasets.c.id == service_tables.c.dataset_id
-                )
-                cached = (generation, {(r[0], r[1]): r[2] for r in conn.execute(query)})
-                self._resources = cached
+        cached = self._resources
+        if cached is None or cached[0] != generations.auth:
+            query = select(service_tables.c.service_name, service_tables.c.table_name, datasets.c.name).join(
+                datasets, datasets.c.id == service_tables.c.dataset_id
+            )
+            with self.engine.connect() as conn:
+                cached = (generations.auth, {(r[0], r[1]): r[2] for r in conn.execute(query)})
+            self._resources = cached
         return cached[1].get((namespace, name))
 
-    def require(self, identity: Identity, permission: str, namespace: str, name: str, ignore_tos: bool = False) -> str:
-        """Raise unless ``identity`` holds ``permission`` on the dataset of resource ``name``."""
-        dataset = self.dataset_of(namespace, name)
+    def require(self, context: AuthContext, permission: str, namespace: str, name: str, ignore_tos: bool = False) -> str:
+        """Raise unless the caller holds ``permission`` on the dataset of resource ``name``."""
+        identity = context.identity
+        dataset = self.dataset_of(namespace, name, context.generations)
         if dataset is None:
             raise NotFound(f"No {namespace} named '{name}' is registered on this server.", code="unknown_resource")
         if identity.has(permission, dataset, ignore_tos):

@@ -12,11 +12,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from opencave.errors import NotFound
-from opencave.storage.state import AUTH_GENERATION, as_utc, get_value, utcnow
-from opencave.storage.tables import tokens
+from opencave.storage.state import GENERATION_KEYS, Generations, as_utc, utcnow
+from opencave.storage.tables import server_state, tokens
 
 API = "api"
 LOGIN = "login"
@@ -62,12 +62,20 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class TokenMatch:
-    """A presented token that exists and has not expired, plus the auth generation seen with it."""
+    """A presented token that exists and has not expired, plus the generations seen with it."""
 
     token_id: int
     user_id: int
     kind: str
-    generation: str
+    generations: Generations
+
+
+# One round trip per request: the token's row joined with the generation counters.
+_MATCH_QUERY = (
+    select(tokens.c.id, tokens.c.user_id, tokens.c.kind, tokens.c.expires, tokens.c.last_used, server_state.c.key, server_state.c.value)
+    .select_from(tokens.outerjoin(server_state, server_state.c.key.in_(GENERATION_KEYS)))
+    .where(tokens.c.token_hash == bindparam("token_hash"))
+)
 
 
 def _record(row) -> TokenRecord:
@@ -137,20 +145,16 @@ class TokenStore:
     def match(self, token: str) -> TokenMatch | None:
         """Look a presented token up; None when unknown or expired. One query, no hashing cost."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(tokens.c.id, tokens.c.user_id, tokens.c.kind, tokens.c.expires, tokens.c.last_used).where(
-                    tokens.c.token_hash == digest(token)
-                )
-            ).first()
-            if row is None:
-                return None
-            now = utcnow()
-            expires = as_utc(row.expires)
-            if expires is not None and expires <= now:
-                return None
-            generation = get_value(conn, AUTH_GENERATION) or "0"
+            rows = conn.execute(_MATCH_QUERY, {"token_hash": digest(token)}).all()
+        if not rows:
+            return None
+        row, now = rows[0], utcnow()
+        expires = as_utc(row.expires)
+        if expires is not None and expires <= now:
+            return None
         last_used = as_utc(row.last_used)
         if last_used is None or now - last_used > LAST_USED_RESOLUTION:
             with self.engine.begin() as conn:
                 conn.execute(update(tokens).where(tokens.c.id == row.id).values(last_used=now))
-        return TokenMatch(token_id=row.id, user_id=row.user_id, kind=row.kind, generation=generation)
+        generations = Generations.from_pairs((r.key, r.value) for r in rows)
+        return TokenMatch(token_id=row.id, user_id=row.user_id, kind=row.kind, generations=generations)

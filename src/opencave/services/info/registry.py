@@ -7,10 +7,14 @@ server moves (a new ``--public-url``) without rewriting the database.
 
 from __future__ import annotations
 
+import copy
+import threading
+
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from opencave.errors import BadRequest, Conflict, NotFound
+from opencave.storage.state import INFO_GENERATION, Generations, bump_generation
 from opencave.storage.tables import aligned_volumes, datastacks, image_sources
 
 LOCAL_SERVER = "{local_server}"
@@ -48,20 +52,26 @@ def _volume_json(row, server_url: str) -> dict:
 
 
 class InfoRegistry:
+    """Writes bump the info generation, so cached records are dropped by every server process."""
+
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._records: dict[tuple, dict] = {}
+        self._lock = threading.Lock()
 
     # -- writes --------------------------------------------------------------------------------
     def add_aligned_volume(self, name: str, image_source: str, description: str = "", display_name: str | None = None) -> int:
         with self.engine.begin() as conn:
             try:
-                return conn.execute(
+                volume_id = conn.execute(
                     insert(aligned_volumes).values(
                         name=name, image_source=image_source, description=description, display_name=display_name
                     )
                 ).inserted_primary_key[0]
             except IntegrityError:
                 raise Conflict(f"Aligned volume '{name}' already exists.", code="aligned_volume_exists") from None
+            bump_generation(conn, INFO_GENERATION)
+            return volume_id
 
     def add_datastack(self, name: str, aligned_volume: str, **fields) -> int:
         unknown = set(fields) - set(DATASTACK_FIELDS) - {"display_name", "base_link_id"}
@@ -70,11 +80,13 @@ class InfoRegistry:
         with self.engine.begin() as conn:
             volume_id = self._volume_id(conn, aligned_volume)
             try:
-                return conn.execute(
+                datastack_id = conn.execute(
                     insert(datastacks).values(name=name, aligned_volume_id=volume_id, **fields)
                 ).inserted_primary_key[0]
             except IntegrityError:
                 raise Conflict(f"Datastack '{name}' already exists.", code="datastack_exists") from None
+            bump_generation(conn, INFO_GENERATION)
+            return datastack_id
 
     def update_datastack(self, name: str, **fields) -> None:
         unknown = set(fields) - set(DATASTACK_FIELDS) - {"display_name", "base_link_id"}
@@ -83,12 +95,13 @@ class InfoRegistry:
         with self.engine.begin() as conn:
             if conn.execute(update(datastacks).where(datastacks.c.name == name).values(**fields)).rowcount == 0:
                 raise NotFound(self._unknown_datastack(name), code="unknown_datastack")
+            bump_generation(conn, INFO_GENERATION)
 
     def add_image_source(self, name: str, aligned_volume: str, image_source: str, description: str = "", viewer_layer_name: str | None = None) -> int:
         with self.engine.begin() as conn:
             volume_id = self._volume_id(conn, aligned_volume)
             try:
-                return conn.execute(
+                source_id = conn.execute(
                     insert(image_sources).values(
                         name=name,
                         aligned_volume_id=volume_id,
@@ -99,6 +112,8 @@ class InfoRegistry:
                 ).inserted_primary_key[0]
             except IntegrityError:
                 raise Conflict(f"Image source '{name}' already exists.", code="image_source_exists") from None
+            bump_generation(conn, INFO_GENERATION)
+            return source_id
 
     # -- reads ---------------------------------------------------------------------------------
     def datastack_names(self) -> list[str]:
@@ -142,6 +157,20 @@ class InfoRegistry:
         if name is None:
             raise NotFound(self._unknown_datastack(datastack), code="unknown_datastack")
         return name
+
+    def cached_datastack_info(
+        self, name: str, server_url: str, generations: Generations, image_source_name: str | None = None
+    ) -> dict:
+        """``datastack_info`` from a per-process cache that the info generation invalidates."""
+        key = (name, server_url, image_source_name, generations.info)
+        record = self._records.get(key)
+        if record is None:
+            record = self.datastack_info(name, server_url, image_source_name)
+            with self._lock:
+                if len(self._records) > 1024:
+                    self._records.clear()
+                self._records[key] = record
+        return copy.deepcopy(record)
 
     def datastack_info(self, name: str, server_url: str, image_source_name: str | None = None) -> dict:
         """The full datastack record (``/info/api/v2/datastack/full/{name}``); every key present."""
