@@ -43,8 +43,8 @@ def test_authorization_header_must_be_bearer(server, admin_token):
 
 
 def test_token_as_cookie_and_query_parameter(server, admin_token):
-    assert requests.get(server.url + DATASTACKS, cookies={"middle_auth_token": admin_token}).json() == ["opencave_demo"]
-    assert requests.get(server.url + DATASTACKS, params={"middle_auth_token": admin_token}).json() == ["opencave_demo"]
+    assert "opencave_demo" in requests.get(server.url + DATASTACKS, cookies={"middle_auth_token": admin_token}).json()
+    assert "opencave_demo" in requests.get(server.url + DATASTACKS, params={"middle_auth_token": admin_token}).json()
 
 
 def test_browser_without_token_is_not_redirected_on_api_call(server):

@@ -88,7 +88,7 @@ def test_info_errors_match(pair):
     for client in pair:
         with pytest.raises(requests.HTTPError, match="404 Client Error") as caught:
             client.info.get_datastack_info("no_such_stack")
-        assert "Unknown datastack 'no_such_stack'" in str(caught.value)
+        assert "Unknown datastack 'no_such_stack'" in caught.value.response.json()["message"]
     for client in pair:
         with pytest.raises(ValueError, match="Image source nope not found"):
             client.info.get_aligned_volume_info(image_mirror="nope")
@@ -164,7 +164,7 @@ def test_permission_denied_is_403_for_both(server, pair):
         client = module.CAVEclient(server_address=server.url, auth_token=token)
         with pytest.raises(requests.HTTPError, match="403 Client Error") as caught:
             client.info.get_datastack_info("closed_stack")
-        assert "Missing permission: view for dataset closed_ds" in str(caught.value)
+        assert "Missing permission: view for dataset closed_ds" in caught.value.response.json()["message"]
         with pytest.raises(requests.HTTPError, match="403"):
             client.auth.get_user_information([1])
 

@@ -62,7 +62,7 @@ def test_b_existing_user_save_token(impl, server, isolated_home):
         client = impl(DS)
     assert client.server_address == server.url
     assert client.auth.token == token
-    assert client.info.get_datastacks() == [DS]
+    assert DS in client.info.get_datastacks()
     netloc = server.url.split("://")[1]
     saved = json.loads((isolated_home / SECRETS / f"{netloc}-cave-secret.json").read_text())
     assert saved["token"] == token
@@ -87,7 +87,7 @@ def test_d_two_deployments_two_tokens(impl, server, server_factory, backend, mon
     impl(DS, server_address=server.url, auth_token=token_1)  # remembers the datastack's server
     first = impl(DS, auth_token=os.environ["CAVE_TOKEN_1"])
     second = impl("v1dd_like", server_address=other.url, auth_token=os.environ["CAVE_TOKEN_2"])
-    assert first.info.get_datastacks() == [DS]
+    assert DS in first.info.get_datastacks()
     assert second.info.get_datastacks() == [DS, "v1dd_like"]
     assert first.info.get_datastack_info()["local_server"] == server.url
     assert second.info.get_datastack_info()["local_server"] == other.url

@@ -28,3 +28,4 @@ def server_netloc(server_address: str) -> str:
 def server_token_file(server_address: str) -> str:
     """The token file kept for one server, as caveclient names it."""
     return f"{SECRETS_DIR}/{server_netloc(server_address)}-cave-secret.json"
+DEFAULT_SERVER_FILE = SECRETS_DIR + "/opencave_default_server.json"

@@ -1,0 +1,39 @@
+"""opencave's CAVE client: caveclient 8.2.1's public API, built on ``opencave.wire``.
+
+``from opencave import CAVEclient`` is the usual entry point; the classes below are exported for
+type hints and for building single sub-clients.
+"""
+
+from .auth import AuthClient
+from .base import ClientBase, ClientBaseWithDatastack, check_version_compatibility, handle_response
+from .errors import (
+    AuthException,
+    GlobalClientError,
+    ServerIncompatibilityError,
+    ServiceNotAvailable,
+    TokenFileError,
+)
+from .framework import CAVEclient, CAVEclientFull, CAVEclientGlobal
+from .info import InfoServiceClient
+from .schema import SchemaClient
+from .session import get_session_defaults, set_session_defaults
+
+__all__ = [
+    "AuthClient",
+    "AuthException",
+    "CAVEclient",
+    "CAVEclientFull",
+    "CAVEclientGlobal",
+    "ClientBase",
+    "ClientBaseWithDatastack",
+    "GlobalClientError",
+    "InfoServiceClient",
+    "SchemaClient",
+    "ServerIncompatibilityError",
+    "ServiceNotAvailable",
+    "TokenFileError",
+    "check_version_compatibility",
+    "get_session_defaults",
+    "handle_response",
+    "set_session_defaults",
+]

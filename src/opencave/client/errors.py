@@ -1,0 +1,48 @@
+"""Exceptions raised by the client.
+
+The first three keep caveclient's names so that ``except`` clauses written for caveclient keep
+working after the import is changed; the rest are opencave's own.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+
+class GlobalClientError(Exception):
+    """A datastack-bound service was used on a client made without a datastack."""
+
+
+class AuthException(Exception):
+    """An API call was redirected, which CAVE servers do only to send a browser to a login page."""
+
+
+class ServerIncompatibilityError(Exception):
+    """The server's software or API version is too old (or too new) for the requested feature."""
+
+    def __init__(self, message: str):
+        # Messages name methods, constraints and versions; wrapping keeps them readable in a
+        # notebook traceback, as caveclient does.
+        super().__init__(textwrap.fill(message, width=80))
+
+
+class ServiceNotAvailable(NotImplementedError):
+    """A CAVE sub-client that opencave's client does not provide yet.
+
+    Subclasses ``NotImplementedError`` so generic handlers treat it as a missing feature rather
+    than as a failed request.
+    """
+
+    def __init__(self, service: str, detail: str = ""):
+        self.service = service
+        message = (
+            f"client.{service} is not available in opencave's CAVEclient yet. "
+            f"Use caveclient's CAVEclient for the {service} service in the meantime."
+        )
+        if detail:
+            message = f"{detail} {message}"
+        super().__init__(message)
+
+
+class TokenFileError(ValueError):
+    """A token file exists but cannot be used (not JSON, or not a JSON object)."""

@@ -1,0 +1,347 @@
+"""``CAVEclient``: one object holding the datastack, server, token and every sub-client.
+
+``CAVEclient(...)`` is a factory, as in caveclient: it returns a ``CAVEclientGlobal`` (global
+services only) when no datastack is given, else a ``CAVEclientFull``. Sub-clients are built on
+first use and share the token, retry, pool and timeout settings.
+
+Sub-clients opencave does not provide yet (annotation, chunkedgraph, materialize, l2cache,
+skeleton, state) exist as properties that raise ``ServiceNotAvailable``, so code that touches
+them fails with a message naming the missing service rather than an AttributeError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from numbers import Integral
+from typing import Any, TypeVar
+
+from .default_server import default_server_address
+from .auth import AuthClient
+from .datastack_lookup import handle_server_address
+from .errors import GlobalClientError, ServiceNotAvailable
+from .info import InfoServiceClient
+from .onboarding import interactive_setup_token
+from .schema import SchemaClient
+from .session import Timeout, normalize_timeout
+
+T = TypeVar("T")
+
+
+class CAVEclient:
+    """Factory of CAVE clients; ``CAVEclient(...)`` returns a ``CAVEclientGlobal`` or a
+    ``CAVEclientFull``.
+
+    Parameters
+    ----------
+    datastack_name
+        The datastack to work with. None gives a client of the global services only (auth,
+        info, schema).
+    server_address
+        The global server. None: the server cached for the datastack (see
+        ``datastack_lookup``), else ``https://global.daf-apis.com``.
+    auth_token_file, auth_token_key, auth_token
+        Where the token comes from; by default the server's own token file (see
+        ``opencave.client.auth``).
+    global_only
+        Make a global client even if a datastack is given.
+    max_retries, pool_maxsize, pool_block
+        Overrides of the session defaults (``set_session_defaults``).
+    desired_resolution
+        Default resolution (nm per voxel) for materialization positions.
+    info_cache
+        Pre-filled ``{datastack: info record}``, sparing the info service requests.
+    write_server_cache
+        Remember ``server_address`` as the datastack's server for later clients.
+    version
+        Default materialization version.
+    timeout
+        Seconds to wait for each connection and each read, as one number or a
+        ``(connect, read)`` tuple, for every request of every sub-client (opencave
+        extension). Default: the session defaults, 10 s to connect and 300 s to read.
+    """
+
+    def __new__(  # type: ignore[misc]  # a factory: returns another class, like caveclient's
+        cls,
+        datastack_name: str | None = None,
+        server_address: str | None = None,
+        auth_token_file: str | None = None,
+        auth_token_key: str | None = None,
+        auth_token: str | None = None,
+        global_only: bool = False,
+        max_retries: int | None = None,
+        pool_maxsize: int | None = None,
+        pool_block: bool | None = None,
+        desired_resolution: Sequence[float] | None = None,
+        info_cache: dict[str, dict[str, Any]] | None = None,
+        write_server_cache: bool = True,
+        version: int | None = None,
+        timeout: Timeout | None = None,
+    ) -> CAVEclientGlobal:
+        common: dict[str, Any] = {
+            "auth_token_file": auth_token_file,
+            "auth_token_key": auth_token_key,
+            "auth_token": auth_token,
+            "max_retries": max_retries,
+            "pool_maxsize": pool_maxsize,
+            "pool_block": pool_block,
+            "info_cache": info_cache,
+            "timeout": timeout,
+        }
+        if global_only or datastack_name is None:
+            return CAVEclientGlobal(server_address=server_address, **common)
+        server_address = handle_server_address(datastack_name, server_address, write=write_server_cache)
+        return CAVEclientFull(
+            datastack_name=datastack_name,
+            server_address=server_address,
+            desired_resolution=desired_resolution,
+            version=version,
+            **common,
+        )
+
+    @staticmethod
+    def setup_token(server_address: str, overwrite: bool = True, open: bool = True) -> None:
+        """Set up a token for a CAVE server interactively.
+
+        Opens (if ``open``) the server's token page, asks for a token (hidden input), checks
+        that the server accepts it, saves it, then offers to make the server the default for
+        all or some of its datastacks.
+        """
+        interactive_setup_token(server_address, overwrite=overwrite, open=open)
+
+
+class CAVEclientGlobal:
+    """A client of a CAVE deployment's global services: auth, info and schema.
+
+    No request is made until a sub-client is first used. Parameters as for ``CAVEclient``;
+    ``timeout`` (opencave extension) applies to every request of every sub-client.
+    """
+
+    def __init__(
+        self,
+        server_address: str | None = None,
+        auth_token_file: str | None = None,
+        auth_token_key: str | None = None,
+        auth_token: str | None = None,
+        max_retries: int | None = None,
+        pool_maxsize: int | None = None,
+        pool_block: bool | None = None,
+        info_cache: dict[str, dict[str, Any]] | None = None,
+        timeout: Timeout | None = None,
+    ):
+        self._server_address = server_address or default_server_address()
+        self._max_retries = max_retries
+        self._pool_maxsize = pool_maxsize
+        self._pool_block = pool_block
+        self._info_cache = info_cache
+        # Validate now so a bad value fails here, not at the first request.
+        self._timeout = None if timeout is None else normalize_timeout(timeout)
+        self._services: dict[str, Any] = {}
+        self._auth_config: dict[str, Any] = {}
+        self.change_auth(auth_token_file=auth_token_file, auth_token_key=auth_token_key, auth_token=auth_token)
+
+    def change_auth(
+        self,
+        auth_token_file: str | None = None,
+        auth_token_key: str | None = None,
+        auth_token: str | None = None,
+    ) -> None:
+        """Use another token and rebuild every sub-client with it on next use.
+
+        A None ``auth_token_file`` or ``auth_token_key`` keeps the current one (caveclient
+        means to, but resets them); a None ``auth_token`` looks the token up in the files again.
+        """
+        self._auth_config = {
+            "token_file": auth_token_file if auth_token_file is not None else self._auth_config.get("token_file"),
+            "token_key": auth_token_key if auth_token_key is not None else self._auth_config.get("token_key"),
+            "token": auth_token,
+            "server_address": self._server_address,
+        }
+        self._reset_services()
+
+    def _reset_services(self) -> None:
+        self._services.clear()
+
+    def _service(self, name: str, build: Callable[[], T]) -> T:
+        """The cached sub-client ``name``, built on first use."""
+        if name not in self._services:
+            self._services[name] = build()
+        return self._services[name]
+
+    def _subclient_options(self) -> dict[str, Any]:
+        """Keyword arguments every sub-client constructor takes."""
+        return {
+            "auth_client": self.auth,
+            "max_retries": self._max_retries,
+            "pool_maxsize": self._pool_maxsize,
+            "pool_block": self._pool_block,
+            "over_client": self,
+            "timeout": self._timeout,
+        }
+
+    @property
+    def server_address(self) -> str:
+        """The global server."""
+        return self._server_address
+
+    @property
+    def datastack_name(self) -> str | None:
+        return None
+
+    @property
+    def timeout(self) -> Timeout:
+        """The timeout of this client's requests (opencave extension)."""
+        return self._timeout if self._timeout is not None else normalize_timeout(None)
+
+    @property
+    def auth(self) -> AuthClient:
+        """The token and the auth service (``opencave.client.auth.AuthClient``)."""
+        return self._service("auth", lambda: AuthClient(**self._auth_config, timeout=self._timeout))
+
+    @property
+    def info(self) -> InfoServiceClient:
+        """The info service (``opencave.client.info.InfoServiceClient``)."""
+        return self._service(
+            "info",
+            lambda: InfoServiceClient(
+                server_address=self.server_address,
+                datastack_name=self.datastack_name,
+                info_cache=self._info_cache,
+                **self._subclient_options(),
+            ),
+        )
+
+    @property
+    def schema(self) -> SchemaClient:
+        """The annotation schema service (``opencave.client.schema.SchemaClient``)."""
+        return self._service(
+            "schema", lambda: SchemaClient(server_address=self.server_address, **self._subclient_options())
+        )
+
+    @property
+    def state(self) -> Any:
+        """The neuroglancer state service — not provided by opencave yet."""
+        raise ServiceNotAvailable("state")
+
+    def _no_local_functionality(self) -> None:
+        raise GlobalClientError("Client in global-only mode because no datastack was set.")
+
+    @property
+    def annotation(self) -> Any:
+        self._no_local_functionality()
+
+    @property
+    def chunkedgraph(self) -> Any:
+        self._no_local_functionality()
+
+    def __repr__(self) -> str:
+        return f"CAVEclient<datastack=None, server_address={self.server_address}>"
+
+
+class CAVEclientFull(CAVEclientGlobal):
+    """A client of one datastack: global services plus the datastack's local services.
+
+    Construction asks the info service for the datastack's record (unless ``info_cache`` has
+    it), which names the local server. Parameters as for ``CAVEclient``.
+    """
+
+    def __init__(
+        self,
+        datastack_name: str | None = None,
+        server_address: str | None = None,
+        auth_token_file: str | None = None,
+        auth_token_key: str | None = None,
+        auth_token: str | None = None,
+        max_retries: int | None = None,
+        pool_maxsize: int | None = None,
+        pool_block: bool | None = None,
+        desired_resolution: Sequence[float] | None = None,
+        info_cache: dict[str, dict[str, Any]] | None = None,
+        version: int | None = None,
+        timeout: Timeout | None = None,
+    ):
+        self._datastack_name = datastack_name
+        self.local_server: str | None = None
+        super().__init__(
+            server_address=server_address,
+            auth_token_file=auth_token_file,
+            auth_token_key=auth_token_key,
+            auth_token=auth_token,
+            max_retries=max_retries,
+            pool_maxsize=pool_maxsize,
+            pool_block=pool_block,
+            info_cache=info_cache,
+            timeout=timeout,
+        )
+        self.desired_resolution = desired_resolution
+        self.local_server = self.info.local_server()
+        self.auth.local_server = self.local_server
+        self._aligned_volume_name = self.info.get_aligned_volume_info()["name"]
+        self._version: int | None = None
+        self._timestamp: datetime | None = None
+        self.version = version
+
+    @property
+    def datastack_name(self) -> str | None:
+        """The datastack of this client."""
+        return self._datastack_name
+
+    @property
+    def auth(self) -> AuthClient:
+        """The token and the auth service (``opencave.client.auth.AuthClient``)."""
+        # The local server is passed again after change_auth so save_token keeps syncing it.
+        return self._service(
+            "auth",
+            lambda: AuthClient(**self._auth_config, local_server=self.local_server, timeout=self._timeout),
+        )
+
+    @property
+    def version(self) -> int | None:
+        """Default materialization version for queries (None: the latest). Setting it also
+        sets ``timestamp`` to that version's time."""
+        return self._version
+
+    @version.setter
+    def version(self, version: int | None) -> None:
+        if version is None:
+            self._version = None
+            self._timestamp = None
+        elif isinstance(version, Integral) and not isinstance(version, bool):
+            raise ServiceNotAvailable(
+                "materialize", detail=f"Setting a materialization version (version={version}) needs client.materialize."
+            )
+        else:
+            raise TypeError("Version must be an integer or None.")
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The time of the default materialization version, or None."""
+        return self._timestamp
+
+    @property
+    def annotation(self) -> Any:
+        """The annotation engine — not provided by opencave yet."""
+        raise ServiceNotAvailable("annotation")
+
+    @property
+    def chunkedgraph(self) -> Any:
+        """The chunkedgraph (proofreadable segmentation) — not provided by opencave yet."""
+        raise ServiceNotAvailable("chunkedgraph")
+
+    @property
+    def materialize(self) -> Any:
+        """The materialization engine — not provided by opencave yet."""
+        raise ServiceNotAvailable("materialize")
+
+    @property
+    def l2cache(self) -> Any:
+        """The level-2 cache — not provided by opencave yet."""
+        raise ServiceNotAvailable("l2cache")
+
+    @property
+    def skeleton(self) -> Any:
+        """The skeleton service — not provided by opencave yet."""
+        raise ServiceNotAvailable("skeleton")
+
+    def __repr__(self) -> str:
+        return f"CAVEclient<datastack_name={self.datastack_name}, server_address={self.server_address}>"
