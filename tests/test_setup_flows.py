@@ -138,3 +138,24 @@ def test_opencave_never_sends_a_token_to_another_server(server, server_factory, 
     assert CAVEclient(server_address=other.url).auth.token is None
     with pytest.raises(requests.HTTPError, match="401"):
         CAVEclient(server_address=other.url).info.get_datastacks()
+
+
+def test_setup_token_command_line(server, isolated_home):
+    """``opencave setup-token SERVER`` runs the same dialogue from a terminal."""
+    import subprocess
+    import sys
+
+    token = server.new_token()
+    env = {**os.environ, "HOME": str(isolated_home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "opencave", "setup-token", server.url, "--no-open"],
+        input=f"{token}\ny\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "All datastacks are configured" in result.stdout
+    netloc = server.url.split("://")[1]
+    assert json.loads((isolated_home / SECRETS / f"{netloc}-cave-secret.json").read_text())["token"] == token

@@ -282,78 +282,14 @@ class ClientBase:
 class ClientBaseWithDatastack(ClientBase):
     """A client bound to one datastack, whose name fills ``{datastack_name}`` in templates."""
 
-    def __init__(
-        self,
-        server_address: str,
-        auth_header: Mapping[str, str],
-        api_version: int,
-        endpoints: Mapping[str, str],
-        server_name: str,
-        datastack_name: str | None,
-        verify: bool | str = True,
-        max_retries: int | None = None,
-        pool_maxsize: int | None = None,
-        pool_block: bool | None = None,
-        over_client: Any = None,
-        timeout: Timeout | None = None,
-    ):
-        super().__init__(
-            server_address,
-            auth_header,
-            api_version,
-            endpoints,
-            server_name,
-            verify=verify,
-            max_retries=max_retries,
-            pool_maxsize=pool_maxsize,
-            pool_block=pool_block,
-            over_client=over_client,
-            timeout=timeout,
-        )
+    def __init__(self, *args: Any, datastack_name: str | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self._datastack_name = datastack_name
         self._default_url_mapping["datastack_name"] = datastack_name
 
     @property
     def datastack_name(self) -> str | None:
         return self._datastack_name
-
-
-class ClientBaseWithDataset(ClientBase):
-    """Legacy variant bound to a dataset name (pre-datastack CAVE services)."""
-
-    def __init__(
-        self,
-        server_address: str,
-        auth_header: Mapping[str, str],
-        api_version: int,
-        endpoints: Mapping[str, str],
-        server_name: str,
-        dataset_name: str | None,
-        verify: bool | str = True,
-        max_retries: int | None = None,
-        pool_maxsize: int | None = None,
-        pool_block: bool | None = None,
-        over_client: Any = None,
-        timeout: Timeout | None = None,
-    ):
-        super().__init__(
-            server_address,
-            auth_header,
-            api_version,
-            endpoints,
-            server_name,
-            verify=verify,
-            max_retries=max_retries,
-            pool_maxsize=pool_maxsize,
-            pool_block=pool_block,
-            over_client=over_client,
-            timeout=timeout,
-        )
-        self._dataset_name = dataset_name
-
-    @property
-    def dataset_name(self) -> str | None:
-        return self._dataset_name
 
 
 # --------------------------------------------------------------------------------------------

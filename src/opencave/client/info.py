@@ -59,7 +59,7 @@ class InfoServiceClient(ClientBaseWithDatastack):
             api_version,
             endpoints,
             SERVER_KEY,
-            datastack_name,
+            datastack_name=datastack_name,
             verify=verify,
             max_retries=max_retries,
             pool_maxsize=pool_maxsize,

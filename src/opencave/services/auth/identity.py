@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 
 from opencave.errors import Forbidden, NotFound, Unauthorized
 from opencave.services.auth.tokens import TokenStore
+from opencave.storage.sql import reader
 from opencave.storage.state import Generations, read_generations
 from opencave.storage.tables import (
     dataset_admins,
@@ -121,7 +122,7 @@ class IdentityResolver:
 
     def unauthenticated(self, identity: Identity) -> AuthContext:
         """A context for a fixed identity (authentication switched off)."""
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             return AuthContext(identity, read_generations(conn))
 
     def identity_for_user(self, user_id: int) -> Identity:

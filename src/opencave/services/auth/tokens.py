@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 
 from opencave.errors import NotFound
+from opencave.storage.sql import reader
 from opencave.storage.state import GENERATION_KEYS, Generations, as_utc, utcnow
 from opencave.storage.tables import server_state, tokens
 
@@ -94,6 +95,7 @@ def _record(row) -> TokenRecord:
 class TokenStore:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._reader = reader(engine)
 
     def create(self, user_id: int, kind: str = API, description: str = "", connection: Connection | None = None) -> str:
         """Mint a token for ``user_id``; the plain token is returned once and never stored."""
@@ -144,7 +146,7 @@ class TokenStore:
 
     def match(self, token: str) -> TokenMatch | None:
         """Look a presented token up; None when unknown or expired. One query, no hashing cost."""
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(_MATCH_QUERY, {"token_hash": digest(token)}).all()
         if not rows:
             return None
