@@ -1,22 +1,10 @@
-"""The two client implementations every compatibility test drives."""
+"""Helpers for tests that drive both client implementations (the ``impl`` fixture is in conftest)."""
 
 from __future__ import annotations
-
-import importlib
-
-import pytest
 
 IMPLEMENTATIONS = ["caveclient", "opencave"]
 
 
-@pytest.fixture(params=IMPLEMENTATIONS)
-def impl(request):
-    """The ``CAVEclient`` class of the genuine caveclient 8.2.1, then of opencave."""
-    module = importlib.import_module(request.param)
-    if request.param == "caveclient":
-        assert module.__version__ == "8.2.1"
-    return module.CAVEclient
-
-
 def flavour(cls) -> str:
+    """``"caveclient"`` or ``"opencave"``: which library a ``CAVEclient`` class comes from."""
     return cls.__module__.split(".")[0]

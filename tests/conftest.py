@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
+from tests.clients import IMPLEMENTATIONS
 from tests.support.postgres import create_database, postgres_server
 from tests.support.server import ServerProcess
 
@@ -65,3 +68,12 @@ def isolated_home(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     return home
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def impl(request):
+    """The ``CAVEclient`` class of the genuine caveclient 8.2.1, then of opencave."""
+    module = importlib.import_module(request.param)
+    if request.param == "caveclient":
+        assert module.__version__ == "8.2.1"
+    return module.CAVEclient

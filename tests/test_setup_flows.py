@@ -15,7 +15,7 @@ import re
 import pytest
 import requests
 
-from tests.clients import flavour, impl  # noqa: F401  (fixture)
+from tests.clients import flavour
 
 DS = "opencave_demo"
 SECRETS = ".cloudvolume/secrets"

@@ -11,9 +11,11 @@ from opencave.config import Settings
 from opencave.services.auth import Access, Accounts, IdentityResolver, TokenStore
 from opencave.services.info import InfoRegistry
 from opencave.storage.sql import create_store_engine, upgrade_schema
-from opencave.storage.state import ensure_secret_key
+from opencave.errors import Conflict
+from opencave.storage.state import ensure_secret_key, get_value, set_default
 
 ADMIN_EMAIL = "admin@localhost"
+DEMO_REGISTERED = "demo_registered"
 
 
 @dataclass
@@ -50,23 +52,38 @@ class Runtime:
             accounts=Accounts(engine),
             tokens=TokenStore(engine),
             access=Access(engine),
-            identities=IdentityResolver(engine, tos_url=lambda tos_id: f"{base}/sticky_auth/api/v1/tos/{tos_id}/accept"),
+            identities=IdentityResolver(
+                engine, tos_url=lambda tos_id: f"{base}/sticky_auth/api/v1/tos/{tos_id}/accept"
+            ),
             info=InfoRegistry(engine),
             secret_key=secret_key,
         )
 
     def initialise(self, with_demo: bool = True) -> FirstRun | None:
-        """Set up an empty store: permissions, the default group, an admin and the demo datastack."""
+        """Set up an empty store: permissions, an admin and the demo datastack.
+
+        Every step is idempotent and the demo is marked done only after its last step, so a
+        start that was killed half-way is completed by the next one; concurrent starts are safe.
+        """
         from opencave.demo.registration import register_demo
 
         self.access.seed_permissions()
-        if self.accounts.count_users() > 0:
-            return None
-        password = secrets.token_urlsafe(12)
-        self.accounts.create_user(ADMIN_EMAIL, "admin", admin=True, password=password)
+        first_run = None
+        if self.accounts.count_users() == 0:
+            password = secrets.token_urlsafe(12)
+            try:
+                self.accounts.create_user(ADMIN_EMAIL, "admin", admin=True, password=password)
+                first_run = FirstRun(ADMIN_EMAIL, password)
+            except Conflict:  # another process created it first
+                pass
         if with_demo:
-            register_demo(self.access, self.info, self.settings.viewer_site)
-        return FirstRun(ADMIN_EMAIL, password)
+            with self.engine.connect() as conn:
+                done = get_value(conn, DEMO_REGISTERED)
+            if done is None:
+                register_demo(self.access, self.info, self.settings.viewer_site)
+                with self.engine.begin() as conn:
+                    set_default(conn, DEMO_REGISTERED, "1")
+        return first_run
 
     def close(self) -> None:
         self.engine.dispose()
