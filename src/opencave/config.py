@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PORT = 8765
@@ -21,7 +21,6 @@ class Settings:
     auth_enabled: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     viewer_site: str = "https://neuroglancer-demo.appspot.com"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def server_url(self) -> str:

@@ -139,13 +139,6 @@ class Access:
             conn.execute(insert(service_tables).values(service_name=namespace, table_name=name, dataset_id=did))
             bump_generation(conn)
 
-    def resource_datasets(self) -> dict[tuple[str, str], str]:
-        query = select(service_tables.c.service_name, service_tables.c.table_name, datasets.c.name).join(
-            datasets, datasets.c.id == service_tables.c.dataset_id
-        )
-        with self.engine.connect() as conn:
-            return {(r[0], r[1]): r[2] for r in conn.execute(query)}
-
     # -- terms of service ----------------------------------------------------------------------
     def create_tos(self, name: str, text: str, dataset: str | None = None) -> dict:
         with self.engine.begin() as conn:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import threading
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from opencave.errors import BadRequest, Conflict, NotFound
@@ -87,15 +87,6 @@ class InfoRegistry:
                 raise Conflict(f"Datastack '{name}' already exists.", code="datastack_exists") from None
             bump_generation(conn, INFO_GENERATION)
             return datastack_id
-
-    def update_datastack(self, name: str, **fields) -> None:
-        unknown = set(fields) - set(DATASTACK_FIELDS) - {"display_name", "base_link_id"}
-        if unknown:
-            raise BadRequest(f"Unknown datastack fields {sorted(unknown)}.", code="invalid_field")
-        with self.engine.begin() as conn:
-            if conn.execute(update(datastacks).where(datastacks.c.name == name).values(**fields)).rowcount == 0:
-                raise NotFound(self._unknown_datastack(name), code="unknown_datastack")
-            bump_generation(conn, INFO_GENERATION)
 
     def add_image_source(self, name: str, aligned_volume: str, image_source: str, description: str = "", viewer_layer_name: str | None = None) -> int:
         with self.engine.begin() as conn:
