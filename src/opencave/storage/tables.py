@@ -16,7 +16,9 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -191,4 +193,59 @@ image_sources = Table(
     Column("viewer_layer_name", String(200), nullable=True),
     Column("image_source", String(500), nullable=False),
     Column("description", String(500), nullable=False, default=""),
+)
+
+
+# --- chunkedgraph -------------------------------------------------------------------------
+# The supervoxels and their edges come from the watershed (files next to the volume); the
+# store holds everything that changes: the node hierarchy (every node, immutable once written,
+# with its children), the operation log (the edges each edit added or removed), L2 attributes.
+
+cg_graphs = Table(
+    "cg_graphs",
+    metadata,
+    Column("table_id", String(128), primary_key=True),
+    Column("world_dir", Text, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    # The edit counter; edits update this row first, which also serialises them.
+    Column("last_op_id", BigInteger, nullable=False, default=0),
+)
+
+cg_nodes = Table(
+    "cg_nodes",
+    metadata,
+    Column("table_id", String(128), ForeignKey("cg_graphs.table_id", ondelete="CASCADE"), primary_key=True),
+    Column("node_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("op_id", BigInteger, nullable=False, index=True),  # 0: built at ingest
+    Column("children", LargeBinary, nullable=False),  # little-endian uint64 child ids
+)
+
+cg_operations = Table(
+    "cg_operations",
+    metadata,
+    Column("table_id", String(128), ForeignKey("cg_graphs.table_id", ondelete="CASCADE"), primary_key=True),
+    Column("op_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),  # merge, split, undo, redo
+    Column("target_op_id", BigInteger, nullable=True),  # the operation an undo/redo acts on
+    Column("details", Text, nullable=False),  # JSON: edges, points, old and new roots
+)
+
+l2_attributes = Table(
+    "l2_attributes",
+    metadata,
+    Column("table_id", String(128), ForeignKey("cg_graphs.table_id", ondelete="CASCADE"), primary_key=True),
+    Column("l2_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("attributes", Text, nullable=False),  # JSON, as the L2 cache answers it
+)
+
+remesh_requests = Table(
+    "remesh_requests",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("table_id", String(128), ForeignKey("cg_graphs.table_id", ondelete="CASCADE"), nullable=False),
+    Column("l2_id", BigInteger, nullable=False),
+    Column("requested", DateTime(timezone=True), nullable=False),
+    Column("priority", SmallInteger, nullable=False, default=0),
 )

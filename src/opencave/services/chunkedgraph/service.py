@@ -1,0 +1,278 @@
+"""The chunkedgraph service: graphs registered in the store, their in-memory indexes kept in
+step with the store, and edits committed atomically.
+
+Every edit runs in one transaction that first bumps the graph's ``last_op_id`` row — a row
+lock on PostgreSQL, the write lock on SQLite — so edits of a graph are serialised across all
+server processes, and a process reading the graph brings its index up to date with the
+operations others committed (``refresh``). A killed process loses no committed edit and leaves
+no partial one: nodes and the operation row commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from opencave.errors import BadRequest, Conflict, NotFound
+from opencave.storage.sql import reader
+from opencave.storage.tables import cg_graphs, cg_nodes, cg_operations
+from opencave.wire.node_ids import NodeIdLayout
+
+from .edits import EditPlan
+from .hierarchy import build_hierarchy
+from .index import Geometry, GraphIndex, Operation
+
+INSERT_BATCH = 5000
+
+
+@dataclass
+class GraphHandle:
+    """One loaded graph: its index, its world files and the lock serialising its writers."""
+
+    table_id: str
+    world_dir: Path
+    world: dict[str, Any]
+    index: GraphIndex
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+    sync_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def load_geometry(world: dict[str, Any]) -> Geometry:
+    masks = {int(k): int(v) for k, v in world["spatial_bit_masks"].items()}
+    return Geometry(
+        layout=NodeIdLayout(int(world["n_layers"]), masks),
+        chunks_per_axis=tuple(world["chunks_per_axis"]),
+        chunk_size=tuple(world["chunk_size"]),
+        resolution=tuple(float(r) for r in world["resolution"]),
+        voxel_offset=tuple(world["voxel_offset"]),
+        volume_size=tuple(world["volume_size"]),
+    )
+
+
+def _new_index(world_dir: Path, world: dict[str, Any], created: float) -> GraphIndex:
+    with np.load(world_dir / "graph.npz") as graph:
+        return GraphIndex(
+            load_geometry(world),
+            graph["chunk_sv_counts"],
+            graph["edges"],
+            graph["affinity"],
+            graph["area"],
+            graph["initially_active"],
+            created,
+        )
+
+
+def _to_posix(value: datetime) -> float:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+class GraphService:
+    """Registry and access point of every chunkedgraph in the store."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._graphs: dict[str, GraphHandle] = {}
+        self._load_lock = threading.Lock()
+
+    # -- registry ----------------------------------------------------------------------------
+    def table_ids(self) -> list[str]:
+        with reader(self.engine).connect() as conn:
+            return list(conn.execute(select(cg_graphs.c.table_id).order_by(cg_graphs.c.table_id)).scalars())
+
+    def exists(self, table_id: str) -> bool:
+        with reader(self.engine).connect() as conn:
+            return conn.execute(select(cg_graphs.c.table_id).where(cg_graphs.c.table_id == table_id)).first() is not None
+
+    def create_graph(self, table_id: str, world_dir: Path, created: float, progress: Callable[[str], None] | None = None) -> GraphHandle:
+        """Ingest a world: build its initial hierarchy and store it (one transaction)."""
+        world_dir = Path(world_dir).resolve()
+        created = datetime.fromtimestamp(created, UTC).timestamp()  # as stored
+        world = json.loads((world_dir / "world.json").read_text())
+        index = _new_index(world_dir, world, created)
+        if progress:
+            progress(f"building the hierarchy of {index.n_sv:,} supervoxels")
+        active = np.flatnonzero(index.active0.view())
+        built = build_hierarchy(
+            index.node_id.view(),
+            index.sv_chunk_coords(np.arange(index.n_sv)),
+            index.edge_a.view()[active],
+            index.edge_b.view()[active],
+            index.n_layers,
+            index.allocate,
+        )
+        if progress:
+            progress(f"storing {built.node_ids.size:,} nodes")
+        with self.engine.begin() as conn:
+            if conn.execute(select(cg_graphs.c.table_id).where(cg_graphs.c.table_id == table_id)).first():
+                raise Conflict(f"Graph {table_id} exists already.")
+            conn.execute(
+                insert(cg_graphs).values(
+                    table_id=table_id,
+                    world_dir=str(world_dir),
+                    created=datetime.fromtimestamp(created, UTC),
+                    last_op_id=0,
+                )
+            )
+            self._insert_nodes(conn, table_id, 0, built.node_ids, built.child_ptr, built.child_ids)
+        index.apply(built, None)
+        handle = GraphHandle(table_id, world_dir, world, index)
+        with self._load_lock:
+            self._graphs[table_id] = handle
+        return handle
+
+    def graph(self, table_id: str) -> GraphHandle:
+        """The graph, brought up to date with every committed operation."""
+        handle = self._graphs.get(table_id)
+        if handle is None:
+            with self._load_lock:
+                handle = self._graphs.get(table_id)
+                if handle is None:
+                    handle = self._load(table_id)
+                    self._graphs[table_id] = handle
+        self.refresh(handle)
+        return handle
+
+    def _load(self, table_id: str) -> GraphHandle:
+        with reader(self.engine).connect() as conn:
+            row = conn.execute(select(cg_graphs).where(cg_graphs.c.table_id == table_id)).first()
+            if row is None:
+                raise NotFound(f"Graph {table_id!r} does not exist.", code="unknown_table")
+            world_dir = Path(row.world_dir)
+            world = json.loads((world_dir / "world.json").read_text())
+            index = _new_index(world_dir, world, _to_posix(row.created))
+            handle = GraphHandle(table_id, world_dir, world, index)
+            self._catch_up(handle, conn)
+        return handle
+
+    def refresh(self, handle: GraphHandle) -> None:
+        """Apply operations other processes committed since this index last looked."""
+        with reader(self.engine).connect() as conn:
+            last = conn.execute(select(cg_graphs.c.last_op_id).where(cg_graphs.c.table_id == handle.table_id)).scalar()
+            if last is None:
+                with self._load_lock:
+                    self._graphs.pop(handle.table_id, None)
+                raise NotFound(f"Graph {handle.table_id!r} does not exist.", code="unknown_table")
+            if last > handle.index.seq:
+                self._catch_up(handle, conn)
+
+    def _catch_up(self, handle: GraphHandle, conn: Connection) -> None:
+        with handle.sync_lock:
+            index = handle.index
+            start = index.seq + 1
+            nodes = conn.execute(
+                select(cg_nodes.c.op_id, cg_nodes.c.node_id, cg_nodes.c.children)
+                .where(cg_nodes.c.table_id == handle.table_id, cg_nodes.c.op_id >= start)
+                .order_by(cg_nodes.c.op_id, cg_nodes.c.node_id)
+            ).all()
+            operations = conn.execute(
+                select(cg_operations)
+                .where(cg_operations.c.table_id == handle.table_id, cg_operations.c.op_id >= max(start, 1))
+                .order_by(cg_operations.c.op_id)
+            ).all()
+            by_op: dict[int, list[Any]] = {}
+            for row in nodes:
+                by_op.setdefault(int(row.op_id), []).append(row)
+            if start == 0:
+                index.apply(_node_arrays(by_op.get(0, [])), None)
+            for row in operations:
+                operation = Operation(
+                    op_id=int(row.op_id),
+                    timestamp=_to_posix(row.timestamp),
+                    user_id=row.user_id,
+                    kind=row.kind,
+                    target_op_id=row.target_op_id,
+                    details=json.loads(row.details),
+                )
+                index.apply(_node_arrays(by_op.get(operation.op_id, [])), operation)
+
+    # -- edits -------------------------------------------------------------------------------
+    def commit(
+        self,
+        handle: GraphHandle,
+        make_plan: Callable[[GraphIndex], EditPlan],
+        user_id: str,
+        timestamp: float | None = None,
+    ) -> Operation:
+        """Plan an edit on the newest state and commit it; serialised per graph."""
+        with handle.write_lock:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(cg_graphs)
+                    .where(cg_graphs.c.table_id == handle.table_id)
+                    .values(last_op_id=cg_graphs.c.last_op_id + 1)
+                )
+                op_id = conn.execute(
+                    select(cg_graphs.c.last_op_id).where(cg_graphs.c.table_id == handle.table_id)
+                ).scalar_one()
+                self._catch_up(handle, conn)
+                index = handle.index
+                if op_id != index.seq + 1:
+                    raise RuntimeError(f"graph {handle.table_id}: operation counter {op_id} ahead of log {index.seq}")
+                plan = make_plan(index)
+                last = index.op_timestamp(index.seq)
+                if timestamp is None:
+                    timestamp = max(time.time(), last + 1e-6)
+                elif timestamp <= last:
+                    raise BadRequest("An edit's timestamp must be later than the graph's last operation.")
+                moment = datetime.fromtimestamp(timestamp, UTC)  # stored to the microsecond
+                if moment.timestamp() <= last:
+                    moment += timedelta(microseconds=1)
+                timestamp = moment.timestamp()
+                operation = Operation(op_id, timestamp, str(user_id), plan.kind, plan.target_op_id, plan.log_details())
+                conn.execute(
+                    insert(cg_operations).values(
+                        table_id=handle.table_id,
+                        op_id=op_id,
+                        timestamp=moment,
+                        user_id=str(user_id),
+                        kind=plan.kind,
+                        target_op_id=plan.target_op_id,
+                        details=json.dumps(operation.details, separators=(",", ":")),
+                    )
+                )
+                built = plan.built
+                self._insert_nodes(conn, handle.table_id, op_id, built.node_ids, built.child_ptr, built.child_ids)
+            try:
+                with handle.sync_lock:  # a reader may have caught up with this edit already
+                    if handle.index.seq < op_id:
+                        handle.index.apply(built, operation)
+            except Exception:
+                with self._load_lock:  # the store has the edit; rebuild the index from it
+                    self._graphs.pop(handle.table_id, None)
+                raise
+        return operation
+
+    @staticmethod
+    def _insert_nodes(conn: Connection, table_id: str, op_id: int, node_ids: np.ndarray, ptr: np.ndarray, children: np.ndarray) -> None:
+        rows = [
+            {
+                "table_id": table_id,
+                "node_id": int(node_ids[i]),
+                "op_id": op_id,
+                "children": children[ptr[i] : ptr[i + 1]].astype("<u8").tobytes(),
+            }
+            for i in range(node_ids.size)
+        ]
+        for start in range(0, len(rows), INSERT_BATCH):
+            conn.execute(insert(cg_nodes), rows[start : start + INSERT_BATCH])
+
+
+def _node_arrays(rows: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, child pointer, child ids) of stored node rows."""
+    ids = np.array([int(r.node_id) for r in rows], dtype=np.uint64)
+    blobs = [bytes(r.children) for r in rows]
+    sizes = np.array([len(b) // 8 for b in blobs], dtype=np.int64)
+    ptr = np.concatenate(([0], np.cumsum(sizes)))
+    children = np.frombuffer(b"".join(blobs), dtype="<u8").astype(np.uint64) if blobs else np.zeros(0, np.uint64)
+    return ids, ptr, children
