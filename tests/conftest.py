@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import pytest
 
 from tests.clients import IMPLEMENTATIONS
+from tests.support.demo import WORLD_CACHE_ENV
 from tests.support.postgres import create_database, postgres_server
 from tests.support.server import ServerProcess
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_world_cache(tmp_path_factory):
+    """Servers started by the tests share one built demo world (it is deterministic)."""
+    os.environ[WORLD_CACHE_ENV] = str(tmp_path_factory.mktemp("worlds"))
+    yield
+    os.environ.pop(WORLD_CACHE_ENV, None)
 
 
 @pytest.fixture(scope="session")

@@ -282,6 +282,18 @@ def cmd_datastack_mirror(args) -> int:
     return 0
 
 
+def cmd_demo_create(args) -> int:
+    from opencave.demo.graph import build_world_graph
+    from opencave.demo.registration import register_demo
+
+    runtime = _runtime(args)
+    world_dir = runtime.settings.data_dir / "worlds" / args.name
+    register_demo(runtime.access, runtime.info, runtime.settings.viewer_site, name=args.name)
+    handle = build_world_graph(runtime.graphs, runtime.l2cache, args.name, world_dir, args.size, args.seed)
+    print(f"datastack {args.name}: {handle.index.n_sv:,} supervoxels, {handle.index.seq} operations, world in {world_dir}")
+    return 0
+
+
 def cmd_setup_token(args) -> int:
     from opencave.client import CAVEclient
 
@@ -399,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = datastack.choices["add"]
     for option in DATASTACK_OPTIONS:
         p.add_argument("--" + option.replace("_", "-"), help="use {local_server} for this server's address" if option.endswith("source") else None)
+
+    demo = top.add_parser("demo", help="synthetic datastacks").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(demo, "create", cmd_demo_create, "build a synthetic world and register it as a datastack")
+    p.add_argument("name", help="name of the datastack, its dataset and its chunkedgraph table")
+    p.add_argument("--size", choices=["small", "medium", "large"], default="small")
+    p.add_argument("--seed", type=int, default=1)
 
     p = _command(top, "setup-token", cmd_setup_token, "save a token for a server interactively (CAVEclient.setup_token)", storage=False)
     p.add_argument("server", help="server address, e.g. http://127.0.0.1:8765")

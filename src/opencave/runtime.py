@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 
 from opencave.config import Settings
 from opencave.services.auth import Access, Accounts, IdentityResolver, TokenStore
+from opencave.services.chunkedgraph.service import GraphService
 from opencave.services.info import InfoRegistry
+from opencave.services.l2cache.cache import L2Cache
 from opencave.storage.sql import create_store_engine, upgrade_schema
 from opencave.errors import Conflict
 from opencave.storage.state import ensure_secret_key, get_value, set_default
 
 ADMIN_EMAIL = "admin@localhost"
 DEMO_REGISTERED = "demo_registered"
+DEMO_GRAPH_READY = "demo_graph_ready"
+DEMO_WORLD = ("small", 0)
+WORLD_CACHE_ENV = "OPENCAVE_WORLD_CACHE"  # size and seed of the demo datastack's world
 
 
 @dataclass
@@ -35,6 +42,8 @@ class Runtime:
     access: Access
     identities: IdentityResolver
     info: InfoRegistry
+    graphs: GraphService
+    l2cache: L2Cache
     secret_key: str
 
     @classmethod
@@ -56,6 +65,8 @@ class Runtime:
                 engine, tos_url=lambda tos_id: f"{base}/sticky_auth/api/v1/tos/{tos_id}/accept"
             ),
             info=InfoRegistry(engine),
+            graphs=GraphService(engine),
+            l2cache=L2Cache(engine),
             secret_key=secret_key,
         )
 
@@ -83,7 +94,23 @@ class Runtime:
                 register_demo(self.access, self.info, self.settings.viewer_site)
                 with self.engine.begin() as conn:
                     set_default(conn, DEMO_REGISTERED, "1")
+            self._ensure_demo_graph()
         return first_run
+
+    def _ensure_demo_graph(self) -> None:
+        """Build the demo's world and proofread chunkedgraph once (the first start)."""
+        from opencave.demo.graph import build_world_graph
+        from opencave.demo.registration import DEMO_GRAPH_TABLE
+
+        with self.engine.connect() as conn:
+            if get_value(conn, DEMO_GRAPH_READY) is not None:
+                return
+        size, seed = DEMO_WORLD
+        cache = os.environ.get(WORLD_CACHE_ENV)  # a shared directory of built worlds (tests, fleets)
+        world_dir = Path(cache) / f"{size}-{seed}" if cache else self.settings.data_dir / "worlds" / DEMO_GRAPH_TABLE
+        build_world_graph(self.graphs, self.l2cache, DEMO_GRAPH_TABLE, world_dir, size, seed)
+        with self.engine.begin() as conn:
+            set_default(conn, DEMO_GRAPH_READY, "1")
 
     def close(self) -> None:
         self.engine.dispose()

@@ -74,7 +74,7 @@ def test_full_client(rsps, caplog):
     assert client.version is None and client.timestamp is None
     assert read_map() == {DATASTACK: SERVER}
     assert "will now be used by default" in caplog.text
-    for name in ("annotation", "chunkedgraph", "materialize", "l2cache", "skeleton", "state"):
+    for name in ("annotation", "materialize", "skeleton", "state"):
         with pytest.raises(ServiceNotAvailable, match=f"client.{name} is not available"):
             getattr(client, name)
 

@@ -34,7 +34,7 @@ class ServerProcess:
             args += ["--database", self.database]
         return args
 
-    def start(self, timeout: float = 30) -> "ServerProcess":
+    def start(self, timeout: float = 120) -> "ServerProcess":
         command = [sys.executable, "-m", "opencave", "serve", "--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)

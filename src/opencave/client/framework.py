@@ -4,9 +4,9 @@
 services only) when no datastack is given, else a ``CAVEclientFull``. Sub-clients are built on
 first use and share the token, retry, pool and timeout settings.
 
-Sub-clients opencave does not provide yet (annotation, chunkedgraph, materialize, l2cache,
-skeleton, state) exist as properties that raise ``ServiceNotAvailable``, so code that touches
-them fails with a message naming the missing service rather than an AttributeError.
+Sub-clients opencave does not provide yet (annotation, materialize, skeleton, state) exist as
+properties that raise ``ServiceNotAvailable``, so code that touches them fails with a message
+naming the missing service rather than an AttributeError.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from datetime import datetime
 from numbers import Integral
 from typing import Any, TypeVar
 
-from .default_server import default_server_address
 from .auth import AuthClient
+from .chunkedgraph import ChunkedGraphClient
 from .datastack_lookup import handle_server_address
+from .default_server import default_server_address
 from .errors import GlobalClientError, ServiceNotAvailable
 from .info import InfoServiceClient
+from .l2cache import L2CacheClient
 from .onboarding import interactive_setup_token
 from .schema import SchemaClient
 from .session import Timeout, normalize_timeout
@@ -315,7 +317,8 @@ class CAVEclientFull(CAVEclientGlobal):
 
     @property
     def timestamp(self) -> datetime | None:
-        """The time of the default materialization version, or None."""
+        """The time of the default materialization version, or None; chunkedgraph queries
+        default to it."""
         return self._timestamp
 
     @property
@@ -323,10 +326,24 @@ class CAVEclientFull(CAVEclientGlobal):
         """The annotation engine — not provided by opencave yet."""
         raise ServiceNotAvailable("annotation")
 
+    def _segmentation_table(self) -> str:
+        """The chunkedgraph table: the last path part of ``graphene://.../table/<table>``."""
+        return (self.info.segmentation_source() or "").rstrip("/").split("/")[-1]
+
     @property
-    def chunkedgraph(self) -> Any:
-        """The chunkedgraph (proofreadable segmentation) — not provided by opencave yet."""
-        raise ServiceNotAvailable("chunkedgraph")
+    def chunkedgraph(self) -> ChunkedGraphClient:
+        """The chunkedgraph on the local server (``opencave.client.chunkedgraph``).
+
+        Its default timestamp is this client's ``timestamp`` while a version is set.
+        """
+        return self._service(
+            "chunkedgraph",
+            lambda: ChunkedGraphClient(
+                server_address=self.local_server,
+                table_name=self._segmentation_table(),
+                **self._subclient_options(),
+            ),
+        )
 
     @property
     def materialize(self) -> Any:
@@ -334,9 +351,16 @@ class CAVEclientFull(CAVEclientGlobal):
         raise ServiceNotAvailable("materialize")
 
     @property
-    def l2cache(self) -> Any:
-        """The level-2 cache — not provided by opencave yet."""
-        raise ServiceNotAvailable("l2cache")
+    def l2cache(self) -> L2CacheClient:
+        """The level-2 cache on the local server (``opencave.client.l2cache``)."""
+        return self._service(
+            "l2cache",
+            lambda: L2CacheClient(
+                server_address=self.local_server,
+                table_name=self._segmentation_table(),
+                **self._subclient_options(),
+            ),
+        )
 
     @property
     def skeleton(self) -> Any:

@@ -18,27 +18,26 @@ DEMO_ALIGNED_VOLUME = "opencave_demo"
 DEMO_GRAPH_TABLE = "opencave_demo"
 
 
-def register_demo(access: Access, info: InfoRegistry, viewer_site: str) -> None:
-    """Idempotent: parts that exist already (from an interrupted earlier run) are kept."""
+def register_demo(access: Access, info: InfoRegistry, viewer_site: str, name: str = DEMO_DATASTACK) -> None:
+    """Register a synthetic datastack ``name`` (its dataset, aligned volume and chunkedgraph
+    table share the name). Idempotent: parts that exist already are kept."""
     with suppress(Conflict):
-        access.create_dataset(DEMO_DATASET)
+        access.create_dataset(name)
     with suppress(Conflict):
         info.add_aligned_volume(
-            DEMO_ALIGNED_VOLUME,
-            image_source="precomputed://{local_server}/volumes/" + DEMO_ALIGNED_VOLUME + "/image",
+            name,
+            image_source="precomputed://{local_server}/volumes/" + name + "/image",
             description="Synthetic volume of the opencave demo datastack.",
-            display_name="opencave demo",
+            display_name=name.replace("_", " "),
         )
     with suppress(Conflict):
         info.add_datastack(
-            DEMO_DATASTACK,
-            DEMO_ALIGNED_VOLUME,
-            display_name="opencave demo",
+            name,
+            name,
+            display_name=name.replace("_", " "),
             description="Synthetic connectome for trying opencave: neurons, synapses, cell types, proofreading.",
-            segmentation_source="graphene://{local_server}/segmentation/table/" + DEMO_GRAPH_TABLE,
-            skeleton_source="precomputed://{local_server}/skeletoncache/api/v1/"
-            + DEMO_DATASTACK
-            + "/precomputed/skeleton/",
+            segmentation_source="graphene://{local_server}/segmentation/table/" + name,
+            skeleton_source="precomputed://{local_server}/skeletoncache/api/v1/" + name + "/precomputed/skeleton/",
             viewer_site=viewer_site,
             synapse_table="synapses",
             soma_table="nucleus_detection",
@@ -48,8 +47,8 @@ def register_demo(access: Access, info: InfoRegistry, viewer_site: str) -> None:
             viewer_resolution_y=4.0,
             viewer_resolution_z=40.0,
         )
-    access.map_resource("datastack", DEMO_DATASTACK, DEMO_DATASET)
-    access.map_resource("aligned_volume", DEMO_ALIGNED_VOLUME, DEMO_DATASET)
-    access.map_resource("pychunkedgraph", DEMO_GRAPH_TABLE, DEMO_DATASET)
+    access.map_resource("datastack", name, name)
+    access.map_resource("aligned_volume", name, name)
+    access.map_resource("pychunkedgraph", name, name)
     for permission in ("view", "edit"):
-        access.grant(DEFAULT_GROUP, DEMO_DATASET, permission)
+        access.grant(DEFAULT_GROUP, name, permission)

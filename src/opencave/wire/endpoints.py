@@ -102,19 +102,86 @@ SCHEMA = ServiceEndpoints(
     },
 )
 
+_CG = "{cg_server_address}/segmentation"
+_CG_LEGACY = _CG + "/1.0"
+_CG_V1 = _CG + "/api/v1"
+_CG_TABLE = _CG_V1 + "/table/{table_id}"
+# ``cloudvolume_path`` is a graphene:// data source, not a route (route_path rejects it).
+CHUNKEDGRAPH = ServiceEndpoints(
+    server_key="cg_server_address",
+    common={
+        "get_api_versions": _CG + "/api/versions",
+        "get_version": _CG + "/api/version",
+        "info": _CG + "/table/{table_id}/info",
+    },
+    versions={
+        0: {
+            "handle_root": _CG_LEGACY + "/{table_id}/graph/root",
+            "handle_children": _CG_LEGACY + "/segment/{node_id}/children",
+            "leaves_from_root": _CG_LEGACY + "/{table_id}/segment/{root_id}/leaves",
+            "merge_log": _CG_LEGACY + "/{table_id}/segment/{root_id}/merge_log",
+            "change_log": _CG_LEGACY + "/{table_id}/segment/{root_id}/change_log",
+            "contact_sites": _CG_LEGACY + "/{table_id}/segment/{root_id}/contact_sites",
+            "cloudvolume_path": "graphene://" + _CG_LEGACY + "/{table_id}",
+        },
+        1: {
+            "handle_root": _CG_TABLE + "/node/{supervoxel_id}/root",
+            "handle_roots": _CG_TABLE + "/roots",
+            "handle_children": _CG_TABLE + "/node/{root_id}/children",
+            "leaves_from_root": _CG_TABLE + "/node/{root_id}/leaves",
+            "do_merge": _CG_TABLE + "/merge",
+            "get_roots": _CG_TABLE + "/roots_binary",
+            "leaves_many": _CG_TABLE + "/node/leaves_many",
+            "minimal_covering_nodes": _CG_TABLE + "/minimal_covering_nodes",
+            "merge_log": _CG_TABLE + "/root/{root_id}/merge_log",
+            "change_log": _CG_TABLE + "/root/{root_id}/change_log",
+            "tabular_change_log": _CG_TABLE + "/tabular_change_log_many",
+            "contact_sites": _CG_TABLE + "/node/{root_id}/contact_sites",
+            "contact_sites_pairwise": _CG_TABLE + "/contact_sites_pair/{root_id_1}/{root_id_2}",
+            "cloudvolume_path": "graphene://" + _CG_V1 + "/{table_id}",
+            "find_path": _CG_TABLE + "/graph/find_path",
+            "lvl2_graph": _CG_TABLE + "/node/{root_id}/lvl2_graph",
+            "remesh_level2_chunks": "{cg_server_address}/meshing/api/v1/table/{table_id}/remeshing",
+            "get_subgraph": _CG_TABLE + "/node/{root_id}/subgraph",
+            "handle_lineage_graph": _CG_TABLE + "/lineage_graph_multiple",
+            "past_id_mapping": _CG_TABLE + "/past_id_mapping",
+            "operation_details": _CG_TABLE + "/operation_details",
+            "user_operations": _CG_TABLE + "/user_operations",
+            "is_latest_roots": _CG_TABLE + "/is_latest_roots",
+            "root_timestamps": _CG_TABLE + "/root_timestamps",
+            "delta_roots": _CG_TABLE + "/delta_roots",
+            "preview_split": _CG_TABLE + "/graph/split_preview",
+            "valid_nodes": _CG_TABLE + "/valid_nodes",
+            "execute_split": _CG_TABLE + "/split",
+            "undo": _CG_TABLE + "/undo",
+            "oldest_timestamp": _CG_TABLE + "/oldest_timestamp",
+        },
+    },
+)
+
+_L2CACHE_V1 = "{l2cache_server_address}/l2cache/api/v1"
+L2CACHE = ServiceEndpoints(
+    server_key="l2cache_server_address",
+    versions={
+        1: {
+            "l2cache_data": _L2CACHE_V1 + "/table/{table_id}/attributes",
+            "l2cache_meta": _L2CACHE_V1 + "/attribute_metadata",
+            "l2cache_table_mapping": _L2CACHE_V1 + "/table_mapping",
+        }
+    },
+)
+
 # URL prefixes of the services this server does not provide yet; they answer 501.
 PENDING_SERVICE_PREFIXES: dict[str, str] = {
     "/annotation": "annotation engine",
     "/materialize": "materialization engine",
-    "/segmentation": "chunkedgraph",
     "/meshing": "meshing service",
-    "/l2cache": "L2 cache",
     "/nglstate": "neuroglancer state service",
     "/skeletoncache": "skeleton service",
     "/volumes": "volume service",
 }
 
-_PLACEHOLDER = re.compile(r"^\{[a-z_]+_server_address\}")
+_PLACEHOLDER = re.compile(r"^\{[a-z0-9_]+_server_address\}")
 
 
 def route_path(template: str) -> str:

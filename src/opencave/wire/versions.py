@@ -8,3 +8,6 @@ INFO_SERVER_VERSION = "4.3.3"
 INFO_API_VERSIONS = [2]
 SCHEMA_API_VERSIONS = [2]
 AUTH_SERVER_VERSION = "2.30.3"
+# PyChunkedGraph level: >= 2.18 enables every caveclient 8.2.1 chunkedgraph feature.
+CHUNKEDGRAPH_SERVER_VERSION = "2.21.1"
+CHUNKEDGRAPH_API_VERSIONS = [0, 1]

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from opencave.errors import BadRequest, Conflict, NotFound
 from opencave.storage.sql import reader
-from opencave.storage.tables import cg_graphs, cg_nodes, cg_operations
+from opencave.services.segmentation.volume import WatershedVolume
+from opencave.storage.tables import cg_graphs, cg_nodes, cg_operations, remesh_requests
 from opencave.wire.node_ids import NodeIdLayout
 
 from .edits import EditPlan
@@ -44,6 +46,11 @@ class GraphHandle:
     index: GraphIndex
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     sync_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def volume(self) -> WatershedVolume:
+        """The watershed (supervoxel label volume) of the graph."""
+        return WatershedVolume(self.world_dir / "ws")
 
 
 def load_geometry(world: dict[str, Any]) -> Geometry:
@@ -195,6 +202,42 @@ class GraphService:
                     details=json.loads(row.details),
                 )
                 index.apply(_node_arrays(by_op.get(operation.op_id, [])), operation)
+
+    def info(self, handle: GraphHandle, server_url: str) -> dict[str, Any]:
+        """PyChunkedGraph's table info: the watershed's precomputed info plus the graph layout."""
+        world = handle.world
+        ws_info = json.loads((handle.world_dir / "ws" / "info").read_text())
+        layout = handle.index.layout
+        return {
+            **ws_info,
+            "data_dir": f"{server_url}/volumes/{handle.table_id}/ws",
+            "chunks_start_at_voxel_offset": True,
+            "graph": {
+                "chunk_size": list(world["chunk_size"]),
+                "bounding_box": list(world["volume_size"]),
+                "n_bits_for_layer_id": 8,
+                "cv_mip": 0,
+                "n_layers": layout.n_layers,
+                "spatial_bit_masks": {str(k): v for k, v in layout.bits.items()},
+            },
+            "app": {"supported_api_versions": [0, 1]},
+        }
+
+    def request_remesh(self, handle: GraphHandle, l2_ids: np.ndarray) -> int:
+        """Queue meshing of L2 nodes (the mesh worker consumes the queue)."""
+        index = handle.index
+        idx = index.node_index(l2_ids)
+        if (idx < 0).any() or (index.node_layer.view()[np.maximum(idx, 0)] != 2).any():
+            bad = int(l2_ids[(idx < 0) | (index.node_layer.view()[np.maximum(idx, 0)] != 2)][0])
+            raise BadRequest(f"Node {bad} is not a layer-2 node of this graph; remeshing takes L2 ids.", code="not_level2")
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            if l2_ids.size:
+                conn.execute(
+                    insert(remesh_requests),
+                    [{"table_id": handle.table_id, "l2_id": int(i), "requested": now, "priority": 0} for i in l2_ids],
+                )
+        return int(l2_ids.size)
 
     # -- edits -------------------------------------------------------------------------------
     def commit(
