@@ -95,7 +95,7 @@ def test_roots_and_hierarchy(pair, world, when):
         ("get_leaves_many", (roots[:3],), {"stop_layer": 2, "bounds": world.bounds_around(0)}),
         ("is_latest_roots", (roots,), {"timestamp": ts}),
         ("get_root_timestamps", (roots,), {}),
-        ("get_root_timestamps", (roots,), {"latest": True, "timestamp": ts}),
+        ("get_root_timestamps", (roots,), {"latest": True, "timestamp": ts or dt.datetime.now(dt.timezone.utc)}),
         ("is_valid_nodes", (roots,), {}),
         ("get_subgraph", (root, world.bounds_around(0)), {}),
         ("level2_chunk_graph", (root,), {}),
@@ -187,9 +187,10 @@ def test_edits_through_both_clients(pair, world):
         merged = result["new_root_ids"][0]
         assert (cg.get_roots([sv_a, sv_b]) == merged).all()
         assert not cg.is_latest_roots(before).any()
-        source, sink, ok = cg.preview_split([point_a[1]], [point_b[1]], merged, [sv_a], [sv_b])[:3]
+        nm_a, nm_b = world.nm_point(sv_a), world.nm_point(sv_b)  # split points are in nm
+        source, sink, ok = cg.preview_split([nm_a], [nm_b], merged, [sv_a], [sv_b])[:3]
         assert ok and sv_a in source and sv_b in sink
-        op, new_roots = cg.execute_split([point_a[1]], [point_b[1]], merged, [sv_a], [sv_b])
+        op, new_roots = cg.execute_split([nm_a], [nm_b], merged, [sv_a], [sv_b])
         assert len(new_roots) >= 2
         roots = cg.get_roots([sv_a, sv_b])
         assert roots[0] != roots[1]

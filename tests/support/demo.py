@@ -75,6 +75,10 @@ class DemoWorld:
         voxel = self.voxel_of(sv)
         return [float(voxel[0] * 2), float(voxel[1] * 2), float(voxel[2])]
 
+    def nm_point(self, sv: int) -> list[float]:
+        """The supervoxel's voxel in nm."""
+        return (self.voxel_of(sv) * np.array(self.spec["resolution"])).astype(float).tolist()
+
     def two_points_on(self, client, root: int) -> tuple[np.ndarray, np.ndarray]:
         """Two points (nm) on an object, on two of its supervoxels far apart."""
         leaves = client.chunkedgraph.get_leaves(root)
@@ -83,17 +87,9 @@ class DemoWorld:
         return self.voxel_of(first) * resolution, self.voxel_of(last) * resolution
 
     def merge_candidates_raw(self, count: int) -> list[tuple[int, int]]:
-        """Touching supervoxels of different neurons, each neuron used once (by contact size,
-        skipping the first few pairs, which other tests edit)."""
+        """Touching supervoxels of different neurons, one pair per pair of neurons (by contact
+        size, skipping the first few, which other tests edit)."""
         return _neuron_pairs(self, count, skip=4)
-
-    def farthest_from(self, sv: int) -> int:
-        """The supervoxel whose chunk is farthest from ``sv``'s."""
-        layout = NodeIdLayout(self.spec["n_layers"], {int(k): v for k, v in self.spec["spatial_bit_masks"].items()})
-        ids = self.graph["sv_ids"]
-        coords = chunk_coordinates(layout, ids)
-        here = chunk_coordinates(layout, [sv])[0]
-        return int(ids[np.abs(coords - here).max(axis=1).argmax()])
 
     def merge_candidates(self, client, count: int) -> list[tuple[tuple[int, list[float]], tuple[int, list[float]]]]:
         """Pairs of touching supervoxels of different current objects, from distinct objects."""
@@ -119,13 +115,13 @@ class DemoWorld:
 def _neuron_pairs(world: DemoWorld, count: int, skip: int = 0) -> list[tuple[int, int]]:
     edges = world.graph["edges"]
     neuron = dict(zip(world.graph["sv_ids"].tolist(), world.graph["sv_neuron"].tolist()))
-    used: set[int] = set()
+    used: set[tuple[int, int]] = set()
     found = []
     for a, b in edges[np.argsort(-world.graph["area"], kind="stable")].tolist():
         na, nb = neuron[a], neuron[b]
-        if na == nb or 0 in (na, nb) or na in used or nb in used:
+        if na == nb or 0 in (na, nb) or (min(na, nb), max(na, nb)) in used:
             continue
-        used |= {na, nb}
+        used.add((min(na, nb), max(na, nb)))
         found.append((a, b))
     return found[skip : skip + count]
 

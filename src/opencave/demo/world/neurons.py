@@ -170,14 +170,19 @@ def _trees(rng: np.random.Generator, cell_class: str, budget: float, giant: bool
     return trees
 
 
-def _place_somas(rng: np.random.Generator, n: int, volume: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """Soma centres away from the border and from each other (rejection sampling)."""
+def _place_somas(rng: np.random.Generator, n: int, central: int, volume: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Soma centres away from the border and from each other (rejection sampling).
+
+    The first ``central`` somas sit in the middle quarter (x/y), so their big arbors stay inside.
+    """
     margin = np.array([18, 18, 6])
+    middle = np.array([volume[0] / 4, volume[1] / 4, 6])
     centres: list[np.ndarray] = []
     min_nm = 3.2 * float(radii[:, 0].max()) * NM_PER_VOXEL[0]
     while len(centres) < n:
+        edge = middle if len(centres) < central else margin
         for _ in range(10_000):
-            candidate = np.floor(rng.uniform(margin, volume - margin))
+            candidate = np.floor(rng.uniform(edge, volume - edge))
             if all(np.linalg.norm((candidate - c) * NM_PER_VOXEL) >= min_nm for c in centres):
                 break
         else:
@@ -193,7 +198,7 @@ def grow_neurons(rng: np.random.Generator, size: WorldSize) -> list[Neuron]:
     xy_radii = rng.uniform(10, 14, size=n)
     z_radii = xy_radii * NM_PER_VOXEL[0] / NM_PER_VOXEL[2] * rng.uniform(1.1, 1.3, size=n)
     radii = np.stack([xy_radii, xy_radii, np.maximum(z_radii, 2.5)], axis=1)
-    centres = _place_somas(rng, n, volume, radii)
+    centres = _place_somas(rng, n, size.n_giants, volume, radii)
     somas = _Somas(centres, radii)
     neurons = []
     for index in range(n):

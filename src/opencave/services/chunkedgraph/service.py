@@ -230,7 +230,7 @@ class GraphService:
         if (idx < 0).any() or (index.node_layer.view()[np.maximum(idx, 0)] != 2).any():
             bad = int(l2_ids[(idx < 0) | (index.node_layer.view()[np.maximum(idx, 0)] != 2)][0])
             raise BadRequest(f"Node {bad} is not a layer-2 node of this graph; remeshing takes L2 ids.", code="not_level2")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.engine.begin() as conn:
             if l2_ids.size:
                 conn.execute(
