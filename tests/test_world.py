@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import networkx as nx
@@ -11,7 +12,11 @@ import numpy as np
 import pytest
 
 from opencave.demo.world import WORLD_SIZES, build_world, load_world
-from opencave.services.segmentation.precomputed import chunk_file, decode_chunk, read_info
+from opencave.services.segmentation.precomputed import (
+    chunk_file,
+    decode_chunk,
+    read_info,
+)
 from opencave.wire.node_ids import chunk_coordinates, segment_ids
 
 SPLIT_PADDING = np.array([40, 40, 6])
@@ -41,17 +46,23 @@ def volume(world) -> np.ndarray:
         hi = np.minimum(lo + chunk, world.volume_size)
         path = world.ws_dir / chunk_file(scale, coords)
         if path.exists():
-            full[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = decode_chunk(path.read_bytes(), tuple(hi - lo))
+            full[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = decode_chunk(
+                path.read_bytes(), tuple(hi - lo)
+            )
     return full
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_small_world_builds_fast(built):
     world, seconds = built
-    print(f"small world built in {seconds:.2f} s: {world.n_supervoxels} supervoxels, {world.n_edges} edges")
+    print(
+        f"small world built in {seconds:.2f} s: {world.n_supervoxels} supervoxels, {world.n_edges} edges"
+    )
     assert seconds < 15
 
 
@@ -77,9 +88,13 @@ def test_world_description(world):
     size = WORLD_SIZES["small"]
     assert load_world(world.path) == world
     assert world.volume_size == [256, 256, 64] and world.chunks_per_axis == [4, 4, 4]
-    assert world.resolution == [8, 8, 40] and world.chunk_size == [64, 64, 16] and world.n_layers == 4
+    assert (
+        world.resolution == [8, 8, 40] and world.chunk_size == [64, 64, 16] and world.n_layers == 4
+    )
     assert world.n_neurons == size.n_neurons == len(world.cells)
-    assert world.n_supervoxels == len(world.graph.sv_ids) and world.n_edges == len(world.graph.edges)
+    assert world.n_supervoxels == len(world.graph.sv_ids) and world.n_edges == len(
+        world.graph.edges
+    )
     assert read_info(world.ws_dir)["scales"][0]["encoding"] == "compressed_segmentation"
 
 
@@ -137,7 +152,10 @@ def test_cells_and_neurons(world):
         members = graph.sv_ids[graph.sv_neuron == cell["neuron_id"]].tolist()
         assert nx.is_connected(same.subgraph(members))
     assert (graph.sv_neuron == 0).sum() < 0.1 * len(ids)
-    classes = {"excitatory": {"23P", "4P", "5P-IT", "5P-ET", "6P-IT"}, "inhibitory": {"BC", "MC", "BPC", "NGC"}}
+    classes = {
+        "excitatory": {"23P", "4P", "5P-IT", "5P-ET", "6P-IT"},
+        "inhibitory": {"BC", "MC", "BPC", "NGC"},
+    }
     for cell in world.cells:
         assert cell["cell_type"] in classes[cell["cell_class"]]
         soma = graph.sv_index(cell["soma_supervoxel"])[0]
@@ -147,11 +165,14 @@ def test_cells_and_neurons(world):
 
 def test_history_is_well_formed(world):
     history = world.history
-    epoch = datetime(2025, 1, 6, 9, tzinfo=timezone.utc)
-    times = [datetime.fromisoformat(op["timestamp"].replace("Z", "+00:00")) for op in history]
+    epoch = datetime(2025, 1, 6, 9, tzinfo=UTC)
+    times = [datetime.fromisoformat(op["timestamp"]) for op in history]
     assert all(op["timestamp"].endswith("Z") for op in history)
-    assert all((b - a).total_seconds() >= 1 for a, b in zip(times, times[1:]))
-    assert all(epoch <= t < epoch + timedelta(weeks=8) and t.weekday() < 5 and 9 <= t.hour < 18 for t in times)
+    assert all((b - a).total_seconds() >= 1 for a, b in itertools.pairwise(times))
+    assert all(
+        epoch <= t < epoch + timedelta(weeks=8) and t.weekday() < 5 and 9 <= t.hour < 18
+        for t in times
+    )
     assert {op["user_id"] for op in history} <= {1, 2, 3}
     kinds = [op["kind"] for op in history]
     assert kinds.count("split") >= 3 and kinds.count("merge") >= 4 and "redo" in kinds
@@ -165,7 +186,9 @@ def test_history_is_well_formed(world):
 def test_history_replay_reaches_truth(world, volume):
     """Merges add an edge, splits cut a min-cut in a box around their points, undo/redo invert."""
     graph = world.graph
-    affinity = {(a, b): float(f) for (a, b), f in zip(graph.edges.tolist(), graph.affinity.tolist())}
+    affinity = {
+        (a, b): float(f) for (a, b), f in zip(graph.edges.tolist(), graph.affinity.tolist())
+    }
     current = nx.Graph()
     current.add_nodes_from(graph.sv_ids.tolist())
     for (a, b), active in zip(graph.edges.tolist(), graph.initially_active.tolist()):
@@ -192,7 +215,9 @@ def test_history_replay_reaches_truth(world, volume):
     assert {frozenset(c) for c in nx.connected_components(current)} == truth
 
 
-def _min_cut(current: nx.Graph, volume: np.ndarray, op: dict, affinity: dict) -> list[tuple[int, int]]:
+def _min_cut(
+    current: nx.Graph, volume: np.ndarray, op: dict, affinity: dict
+) -> list[tuple[int, int]]:
     sources = [p[0] for p in op["sources"]]
     sinks = [p[0] for p in op["sinks"]]
     points = np.array([p[1:] for p in op["sources"] + op["sinks"]])

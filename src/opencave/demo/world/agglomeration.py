@@ -59,7 +59,9 @@ class _Graph:
         n = len(self.sv_neuron)
         a, b = self.a[active], self.b[active]
         ones = np.ones(2 * len(a), dtype=np.int8)
-        return coo_matrix((ones, (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)).tocsr()
+        return coo_matrix(
+            (ones, (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)
+        ).tocsr()
 
     def point(self, sv: int) -> list[int]:
         return [int(self.seg.sv_ids[sv]), *(int(v) for v in self.seg.sv_point[sv])]
@@ -72,7 +74,11 @@ def _connected(adjacency: csr_matrix, members: np.ndarray) -> bool:
 
 
 def _detach_fragments(
-    rng: np.random.Generator, graph: _Graph, neurons: list[Neuron], piece_start: np.ndarray, active: np.ndarray
+    rng: np.random.Generator,
+    graph: _Graph,
+    neurons: list[Neuron],
+    piece_start: np.ndarray,
+    active: np.ndarray,
 ) -> list[tuple[np.ndarray, int]]:
     """Cut one subtree (>= MIN_FRAGMENT svs, at most half the cell) off about half of the cells.
 
@@ -106,7 +112,9 @@ def _detach_fragments(
     return chosen
 
 
-def _neighbourhood(adjacency: csr_matrix, start: int, cell: np.ndarray, max_depth: int) -> dict[int, tuple[int, int]]:
+def _neighbourhood(
+    adjacency: csr_matrix, start: int, cell: np.ndarray, max_depth: int
+) -> dict[int, tuple[int, int]]:
     """sv -> (depth, parent) for svs of the same cell within ``max_depth`` active edges of ``start``."""
     seen = {start: (0, -1)}
     queue = deque([start])
@@ -115,7 +123,9 @@ def _neighbourhood(adjacency: csr_matrix, start: int, cell: np.ndarray, max_dept
         depth = seen[current][0]
         if depth == max_depth:
             continue
-        for other in adjacency.indices[adjacency.indptr[current] : adjacency.indptr[current + 1]].tolist():
+        for other in adjacency.indices[
+            adjacency.indptr[current] : adjacency.indptr[current + 1]
+        ].tolist():
             if other not in seen and cell[other]:
                 seen[other] = (depth + 1, current)
                 queue.append(other)
@@ -140,7 +150,9 @@ def _split_points(
     seg = graph.seg
     ends = (int(graph.a[edge]), int(graph.b[edge]))
     contact = seg.sv_point[list(ends)].mean(axis=0)
-    trees = [_neighbourhood(adjacency, end, graph.sv_neuron == graph.sv_neuron[end], 3) for end in ends]
+    trees = [
+        _neighbourhood(adjacency, end, graph.sv_neuron == graph.sv_neuron[end], 3) for end in ends
+    ]
 
     def candidates(tree: dict[int, tuple[int, int]], depths: tuple[int, ...]) -> list[int]:
         out = []
@@ -155,10 +167,15 @@ def _split_points(
         if not all(pools):
             continue
         for _ in range(20):
-            picks = [list(rng.choice(pool, size=min(len(pool), int(rng.integers(1, 3))), replace=False)) for pool in pools]
+            picks = [
+                list(rng.choice(pool, size=min(len(pool), int(rng.integers(1, 3))), replace=False))
+                for pool in pools
+            ]
             points = seg.sv_point[picks[0] + picks[1]]
             lo, hi = points.min(axis=0) - SPLIT_PADDING, points.max(axis=0) + SPLIT_PADDING
-            needed = [sv for tree, pick in zip(trees, picks) for p in pick for sv in _path(tree, int(p))]
+            needed = [
+                sv for tree, pick in zip(trees, picks) for p in pick for sv in _path(tree, int(p))
+            ]
             if np.all(seg.sv_bbox_min[needed] >= lo) and np.all(seg.sv_bbox_max[needed] <= hi):
                 return [int(v) for v in picks[0]], [int(v) for v in picks[1]]
     return None
@@ -196,7 +213,9 @@ def _false_merges(
     return merges
 
 
-def _wrong_merges(rng: np.random.Generator, graph: _Graph, false_edges: list[int], count: int) -> list[int]:
+def _wrong_merges(
+    rng: np.random.Generator, graph: _Graph, false_edges: list[int], count: int
+) -> list[int]:
     """Contacts between different cells (not a falsely merged pair) that a proofreader merges by mistake."""
     na, nb = graph.sv_neuron[graph.a], graph.sv_neuron[graph.b]
     pairs = {(min(na[e], nb[e]), max(na[e], nb[e])) for e in false_edges}
@@ -234,14 +253,23 @@ def plan_proofreading(
     fragments = _detach_fragments(rng, graph, neurons, piece_start, active)
     false_merges = _false_merges(rng, graph, active, len(neurons))
     false_edges = [edge for edge, _, _ in false_merges]
-    wrong = _wrong_merges(rng, graph, false_edges, max(1, round(0.05 * (len(fragments) + len(false_merges)))))
+    wrong = _wrong_merges(
+        rng, graph, false_edges, max(1, round(0.05 * (len(fragments) + len(false_merges))))
+    )
 
     def merge(edge: int) -> dict[str, Any]:
-        return {"kind": "merge", "points": [graph.point(int(graph.a[edge])), graph.point(int(graph.b[edge]))]}
+        return {
+            "kind": "merge",
+            "points": [graph.point(int(graph.a[edge])), graph.point(int(graph.b[edge]))],
+        }
 
     blocks: list[list[dict[str, Any]]] = [[merge(edge)] for _, edge in fragments]
     for index, (_, sources, sinks) in enumerate(false_merges):
-        split = {"kind": "split", "sources": [graph.point(s) for s in sources], "sinks": [graph.point(s) for s in sinks]}
+        split = {
+            "kind": "split",
+            "sources": [graph.point(s) for s in sources],
+            "sinks": [graph.point(s) for s in sinks],
+        }
         # the first fix is also undone and redone, which leaves it in place
         blocks.append([split, {"kind": "undo"}, {"kind": "redo"}] if index == 0 else [split])
     blocks.extend([merge(edge), {"kind": "undo"}] for edge in wrong)

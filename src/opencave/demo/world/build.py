@@ -17,14 +17,40 @@ from tqdm import tqdm
 
 from opencave.demo.world.agglomeration import plan_proofreading
 from opencave.demo.world.neurons import grow_neurons
-from opencave.demo.world.sizes import CHUNK_SIZE, RESOLUTION, VOXEL_OFFSET, WORLD_SIZES, WorldSize
-from opencave.demo.world.spec import EPOCH, FORMAT, WorldSpec, load_world, save_graph, write_json
-from opencave.demo.world.watershed import Capsules, SeedGrid, affinities, assign_neurons, oversegment
-from opencave.services.segmentation.precomputed import chunk_file, encode_chunk, segmentation_info, write_info
+from opencave.demo.world.sizes import (
+    CHUNK_SIZE,
+    RESOLUTION,
+    VOXEL_OFFSET,
+    WORLD_SIZES,
+    WorldSize,
+)
+from opencave.demo.world.spec import (
+    EPOCH,
+    FORMAT,
+    WorldSpec,
+    load_world,
+    save_graph,
+    write_json,
+)
+from opencave.demo.world.watershed import (
+    Capsules,
+    SeedGrid,
+    affinities,
+    assign_neurons,
+    oversegment,
+)
+from opencave.services.segmentation.precomputed import (
+    chunk_file,
+    encode_chunk,
+    segmentation_info,
+    write_info,
+)
 from opencave.wire.node_ids import NodeIdLayout, layer_count
 
 
-def build_world(out_dir: Path, size: str = "small", seed: int = 0, progress: bool = True) -> WorldSpec:
+def build_world(
+    out_dir: Path, size: str = "small", seed: int = 0, progress: bool = True
+) -> WorldSpec:
     """Build (or rebuild) the world ``size`` with ``seed`` into ``out_dir``."""
     if size not in WORLD_SIZES:
         raise ValueError(f"unknown world size {size!r}; choose one of {', '.join(WORLD_SIZES)}")
@@ -53,13 +79,21 @@ def _build_into(directory: Path, name: str, size: WorldSize, seed: int, progress
     )
     grid = size.chunks_per_axis
     layout = NodeIdLayout.for_layers(layer_count(grid))
-    with tqdm(total=int(np.prod(grid)), desc=f"{size.name} world", unit="chunk", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(
+        total=int(np.prod(grid)),
+        desc=f"{size.name} world",
+        unit="chunk",
+        disable=not progress,
+        file=sys.stderr,
+    ) as bar:
         bar.set_postfix_str("growing neurons")
         neurons = grow_neurons(morphology, size)
         caps = Capsules.from_neurons(neurons, size.volume_size)
         seeds = SeedGrid(seeding, size.volume_size)
         pieces_per_neuron = [len(neuron.pieces) for neuron in neurons]
-        piece_neuron = np.concatenate([[0], np.repeat(np.arange(1, len(neurons) + 1), pieces_per_neuron)])
+        piece_neuron = np.concatenate(
+            [[0], np.repeat(np.arange(1, len(neurons) + 1), pieces_per_neuron)]
+        )
         piece_start = 1 + np.concatenate([[0], np.cumsum(pieces_per_neuron)[:-1]])
 
         info = segmentation_info(size.volume_size, RESOLUTION, CHUNK_SIZE, VOXEL_OFFSET)
@@ -84,7 +118,7 @@ def _build_into(directory: Path, name: str, size: WorldSize, seed: int, progress
             raise RuntimeError("a nucleus lies outside its own soma")
         sv_neuron = assign_neurons(seg, piece_neuron, soma_sv)
         plan = plan_proofreading(
-            proofreading, seg, sv_neuron, neurons, piece_start, datetime.fromisoformat(EPOCH.replace("Z", "+00:00"))
+            proofreading, seg, sv_neuron, neurons, piece_start, datetime.fromisoformat(EPOCH)
         )
         save_graph(
             directory / "graph.npz",

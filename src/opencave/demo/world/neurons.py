@@ -114,10 +114,14 @@ def _grow_tree(
     somas: _Somas,
     own: int,
     volume: np.ndarray,
-) -> None:
-    """Breadth-first growth until the tree's length budget is spent or all tips have stopped."""
+    budget_nm: float,
+) -> float:
+    """Breadth-first growth until the length budget is spent or all tips have stopped.
+
+    Returns the unspent budget.
+    """
     tips = deque([(0, start, tree.direction, tree.radius)])
-    remaining = tree.budget_nm
+    remaining = budget_nm
     while tips and remaining > 0:
         parent, position, direction, radius = tips.popleft()
         target = rng.uniform(*tree.piece_nm)
@@ -125,7 +129,9 @@ def _grow_tree(
         grown, stopped = 0.0, False
         while grown < target and remaining > 0:
             noise = _random_unit(rng)
-            direction = _unit(tree.persistence * direction + (1 - tree.persistence) * noise + tree.bias)
+            direction = _unit(
+                tree.persistence * direction + (1 - tree.persistence) * noise + tree.bias
+            )
             step = points[-1] + direction * STEP_NM / NM_PER_VOXEL
             if somas.blocks(step, own):
                 stopped = True
@@ -143,7 +149,10 @@ def _grow_tree(
         pieces.append(Piece(parent, np.array(points), np.array(radii)))
         if not stopped and remaining > 0:
             for child in _fork(rng, direction):
-                tips.append((len(pieces) - 1, points[-1], child, max(MIN_RADIUS, radius * tree.shrink)))
+                tips.append(
+                    (len(pieces) - 1, points[-1], child, max(MIN_RADIUS, radius * tree.shrink))
+                )
+    return max(remaining, 0.0)
 
 
 def _trees(rng: np.random.Generator, cell_class: str, budget: float, giant: bool) -> list[_Tree]:
@@ -155,22 +164,43 @@ def _trees(rng: np.random.Generator, cell_class: str, budget: float, giant: bool
     none = np.zeros(3)
     trees = []
     if cell_class == "excitatory":
-        trees.append(_Tree(PIA, 8.0 * thickness, 0.35 * budget, 0.12 * PIA, 0.85, (300, 700), (1 + taper) / 2, shrink))
+        trees.append(
+            _Tree(
+                PIA,
+                8.0 * thickness,
+                0.35 * budget,
+                0.12 * PIA,
+                0.85,
+                (300, 700),
+                (1 + taper) / 2,
+                shrink,
+            )
+        )
         trees.append(_Tree(-PIA, 3.5, 0.25 * budget, 0.08 * -PIA, 0.8, (250, 600), 0.998))
         basal = int(rng.integers(3, 6))
         share = 0.4 * budget / basal
         for _ in range(basal):
-            trees.append(_Tree(_random_unit(rng), 6.0 * thickness, share, none, 0.75, (200, 500), taper, shrink))
+            trees.append(
+                _Tree(
+                    _random_unit(rng), 6.0 * thickness, share, none, 0.75, (200, 500), taper, shrink
+                )
+            )
     else:
         trees.append(_Tree(_random_unit(rng), 3.0, 0.4 * budget, none, 0.7, (150, 400), 0.998))
         dendrites = int(rng.integers(4, 7))
         share = 0.6 * budget / dendrites
         for _ in range(dendrites):
-            trees.append(_Tree(_random_unit(rng), 5.5 * thickness, share, none, 0.75, (200, 450), taper, shrink))
+            trees.append(
+                _Tree(
+                    _random_unit(rng), 5.5 * thickness, share, none, 0.75, (200, 450), taper, shrink
+                )
+            )
     return trees
 
 
-def _place_somas(rng: np.random.Generator, n: int, central: int, volume: np.ndarray, radii: np.ndarray) -> np.ndarray:
+def _place_somas(
+    rng: np.random.Generator, n: int, central: int, volume: np.ndarray, radii: np.ndarray
+) -> np.ndarray:
     """Soma centres away from the border and from each other (rejection sampling).
 
     The first ``central`` somas sit in the middle quarter (x/y), so their big arbors stay inside.
@@ -212,8 +242,11 @@ def grow_neurons(rng: np.random.Generator, size: WorldSize) -> list[Neuron]:
         budget = 9000.0 * size.arbor_scale * (16.0 if giant else rng.uniform(0.6, 1.4))
         soma = Piece(-1, centres[index][None, :], np.array([radii[index, 0]]))
         pieces = [soma]
+        leftover = 0.0  # length a tree could not use (it left the volume) goes to the next one
         for tree in _trees(rng, cell_class, budget, giant):
-            _grow_tree(rng, pieces, centres[index], tree, somas, index, volume)
+            leftover = _grow_tree(
+                rng, pieces, centres[index], tree, somas, index, volume, tree.budget_nm + leftover
+            )
         neurons.append(
             Neuron(
                 neuron_id=index + 1,

@@ -15,7 +15,16 @@ from opencave.wire.node_ids import NodeIdLayout
 
 FORMAT = 1
 EPOCH = "2025-01-06T09:00:00Z"
-GRAPH_ARRAYS = ("chunk_sv_counts", "edges", "affinity", "area", "initially_active", "sv_ids", "sv_neuron", "sv_voxels")
+GRAPH_ARRAYS = (
+    "chunk_sv_counts",
+    "edges",
+    "affinity",
+    "area",
+    "initially_active",
+    "sv_ids",
+    "sv_neuron",
+    "sv_voxels",
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,9 @@ class WorldSpec:
 
     @property
     def layout(self) -> NodeIdLayout:
-        return NodeIdLayout(self.n_layers, {int(k): int(v) for k, v in self.spatial_bit_masks.items()})
+        return NodeIdLayout(
+            self.n_layers, {int(k): int(v) for k, v in self.spatial_bit_masks.items()}
+        )
 
     @cached_property
     def graph(self) -> WorldGraph:
@@ -109,4 +120,6 @@ def save_graph(path: Path, arrays: dict[str, np.ndarray]) -> None:
             entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             entry.compress_type = zipfile.ZIP_DEFLATED
             with archive.open(entry, "w", force_zip64=True) as handle:
-                np.lib.format.write_array(handle, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+                np.lib.format.write_array(
+                    handle, np.ascontiguousarray(arrays[name]), allow_pickle=False
+                )

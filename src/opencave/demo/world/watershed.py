@@ -65,7 +65,9 @@ class Capsules:
                 next_piece += 1
         a, b = np.concatenate(p0), np.concatenate(p1)
         ra, rb, s = np.concatenate(r0), np.concatenate(r1), np.concatenate(zscale)
-        reach = np.maximum(ra, rb)[:, None] / np.stack([np.ones_like(s), np.ones_like(s), s], axis=1)
+        reach = np.maximum(ra, rb)[:, None] / np.stack(
+            [np.ones_like(s), np.ones_like(s), s], axis=1
+        )
         lo = np.clip(np.floor(np.minimum(a, b) - reach), 0, volume).astype(np.int64)
         hi = np.clip(np.ceil(np.maximum(a, b) + reach) + 1, 0, volume).astype(np.int64)
         return cls(a, b, ra, rb, s, np.concatenate(piece).astype(np.int32), lo, hi)
@@ -80,7 +82,9 @@ class Capsules:
         owner = np.repeat(np.arange(len(counts)), counts)
         local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         sy, sz = span[owner, 1], span[owner, 2]
-        coords = first[owner] + np.stack([local // (sy * sz), (local // sz) % sy, local % sz], axis=1)
+        coords = first[owner] + np.stack(
+            [local // (sy * sz), (local // sz) % sy, local % sz], axis=1
+        )
         chunk = np.ravel_multi_index(coords.T, grid)
         order = np.lexsort((owner, chunk))
         bounds = np.searchsorted(chunk[order], np.arange(grid.prod() + 1))
@@ -124,7 +128,9 @@ class ChunkSupervoxels:
     area: np.ndarray  # (e,) shared voxel faces
 
 
-def _rasterise(origin: np.ndarray, shape: tuple[int, ...], caps: Capsules, indices: np.ndarray) -> np.ndarray:
+def _rasterise(
+    origin: np.ndarray, shape: tuple[int, ...], caps: Capsules, indices: np.ndarray
+) -> np.ndarray:
     """Global piece id of each voxel; the earlier capsule keeps a voxel claimed twice."""
     pieces = np.zeros(shape, dtype=np.int32)
     end = origin + np.array(shape)
@@ -142,7 +148,11 @@ def _rasterise(origin: np.ndarray, shape: tuple[int, ...], caps: Capsules, indic
         t = np.clip((x * v[0] + y * v[1] + z * v[2]) / vv, 0, 1) if vv > 0 else np.zeros((1, 1, 1))
         radius = caps.r0[i] + t * (caps.r1[i] - caps.r0[i])
         inside = (x - t * v[0]) ** 2 + (y - t * v[1]) ** 2 + (z - t * v[2]) ** 2 <= radius**2
-        view = pieces[lo[0] - origin[0] : hi[0] - origin[0], lo[1] - origin[1] : hi[1] - origin[1], lo[2] - origin[2] : hi[2] - origin[2]]
+        view = pieces[
+            lo[0] - origin[0] : hi[0] - origin[0],
+            lo[1] - origin[1] : hi[1] - origin[1],
+            lo[2] - origin[2] : hi[2] - origin[2],
+        ]
         view[inside & (view == 0)] = caps.piece[i]
     return pieces
 
@@ -193,21 +203,31 @@ def _absorb_slivers(labels: np.ndarray, pieces: np.ndarray) -> np.ndarray:
     return remap[labels]
 
 
-def oversegment_chunk(origin: np.ndarray, shape: tuple[int, ...], caps: Capsules, indices: np.ndarray, seeds: SeedGrid) -> ChunkSupervoxels:
+def oversegment_chunk(
+    origin: np.ndarray, shape: tuple[int, ...], caps: Capsules, indices: np.ndarray, seeds: SeedGrid
+) -> ChunkSupervoxels:
     pieces = _rasterise(origin, shape, caps, indices)
     where = np.nonzero(pieces)
     coords = np.stack(where, axis=1) + origin
     keys = np.zeros(shape, dtype=np.uint64)
     cell = seeds.nearest(coords.astype(np.float64))
-    keys[where] = pieces[where].astype(np.uint64) * np.uint64(len(seeds.positions)) + cell.astype(np.uint64) + np.uint64(1)
-    labels = _absorb_slivers(cc3d.connected_components(keys, connectivity=6, out_dtype=np.uint32), pieces)
+    keys[where] = (
+        pieces[where].astype(np.uint64) * np.uint64(len(seeds.positions))
+        + cell.astype(np.uint64)
+        + np.uint64(1)
+    )
+    labels = _absorb_slivers(
+        cc3d.connected_components(keys, connectivity=6, out_dtype=np.uint32), pieces
+    )
     n = int(labels.max())
     label = labels[where].astype(np.int64)
     order = np.argsort(label, kind="stable")
     starts = np.searchsorted(label[order], np.arange(1, n + 1))
     voxels = np.diff(np.append(starts, len(order)))
     sorted_coords = coords[order]
-    centroid = np.add.reduceat(sorted_coords, starts, axis=0) / voxels[:, None] if n else np.zeros((0, 3))
+    centroid = (
+        np.add.reduceat(sorted_coords, starts, axis=0) / voxels[:, None] if n else np.zeros((0, 3))
+    )
     d2 = (((coords - centroid[label - 1]) * NM_PER_VOXEL) ** 2).sum(axis=1)
     nearest = np.lexsort((d2, label))[starts]
     edges, area = _contacts(labels, n)
@@ -215,8 +235,12 @@ def oversegment_chunk(origin: np.ndarray, shape: tuple[int, ...], caps: Capsules
         labels=labels,
         piece=pieces[where][order][starts] if n else np.zeros(0, np.int32),
         voxels=voxels,
-        bbox_min=np.minimum.reduceat(sorted_coords, starts, axis=0) if n else np.zeros((0, 3), np.int64),
-        bbox_max=np.maximum.reduceat(sorted_coords, starts, axis=0) if n else np.zeros((0, 3), np.int64),
+        bbox_min=np.minimum.reduceat(sorted_coords, starts, axis=0)
+        if n
+        else np.zeros((0, 3), np.int64),
+        bbox_max=np.maximum.reduceat(sorted_coords, starts, axis=0)
+        if n
+        else np.zeros((0, 3), np.int64),
         point=coords[nearest],
         edges=edges,
         area=area,
@@ -249,7 +273,9 @@ def _face_contacts(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.nd
     return pairs[0].reshape(-1, 2), pairs[1]
 
 
-def chunk_origins(size: WorldSize) -> Iterator[tuple[tuple[int, int, int], np.ndarray, tuple[int, int, int]]]:
+def chunk_origins(
+    size: WorldSize,
+) -> Iterator[tuple[tuple[int, int, int], np.ndarray, tuple[int, int, int]]]:
     """(chunk coordinates, voxel origin, clipped shape) of every chunk, in C order of (x, y, z)."""
     volume, chunk = np.array(size.volume_size), np.array(CHUNK_SIZE)
     for coords in np.ndindex(*size.chunks_per_axis):
@@ -273,7 +299,9 @@ def oversegment(
     grid = size.chunks_per_axis
     per_chunk = caps.per_chunk(grid)
     counts = np.zeros(grid, dtype=np.int32)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("piece", "voxels", "lo", "hi", "point", "edges", "area", "ids")}
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("piece", "voxels", "lo", "hi", "point", "edges", "area", "ids")
+    }
     pending: dict[tuple[tuple[int, int, int], int], np.ndarray] = {}
     offset = 0
     for linear, (coords, origin, shape) in enumerate(chunk_origins(size)):
@@ -285,7 +313,9 @@ def oversegment(
         foreground = result.labels > 0
         ids[foreground] = layout.node_id(1, *coords, result.labels[foreground])
         emit(coords, origin, ids)
-        parts["ids"].append(np.asarray(layout.node_id(1, *coords, segments), dtype=np.uint64).reshape(-1))
+        parts["ids"].append(
+            np.asarray(layout.node_id(1, *coords, segments), dtype=np.uint64).reshape(-1)
+        )
         parts["piece"].append(result.piece)
         parts["voxels"].append(result.voxels)
         parts["lo"].append(result.bbox_min)
@@ -296,7 +326,9 @@ def oversegment(
         for axis in range(3):
             below = tuple(c - (a == axis) for a, c in enumerate(coords))
             if coords[axis] > 0:
-                pairs, area = _face_contacts(_face(result.labels, axis, 0, offset), pending.pop((below, axis)))
+                pairs, area = _face_contacts(
+                    _face(result.labels, axis, 0, offset), pending.pop((below, axis))
+                )
                 parts["edges"].append(pairs)
                 parts["area"].append(area)
             if coords[axis] < grid[axis] - 1:
@@ -318,7 +350,9 @@ def oversegment(
     )
 
 
-def assign_neurons(seg: Oversegmentation, piece_neuron: np.ndarray, soma_sv: np.ndarray) -> np.ndarray:
+def assign_neurons(
+    seg: Oversegmentation, piece_neuron: np.ndarray, soma_sv: np.ndarray
+) -> np.ndarray:
     """True neuron of each supervoxel: 0 for supervoxels cut off their soma by other cells."""
     owner = piece_neuron[seg.sv_piece]
     a, b = seg.edges[:, 0], seg.edges[:, 1]
@@ -330,7 +364,9 @@ def assign_neurons(seg: Oversegmentation, piece_neuron: np.ndarray, soma_sv: np.
     return np.where(component == soma_component[owner], owner, 0).astype(np.int32)
 
 
-def affinities(rng: np.random.Generator, seg: Oversegmentation, sv_neuron: np.ndarray) -> np.ndarray:
+def affinities(
+    rng: np.random.Generator, seg: Oversegmentation, sv_neuron: np.ndarray
+) -> np.ndarray:
     """High (0.6-1, growing with contact area) inside a neuron, low (0.01-0.4) between cells."""
     a, b = sv_neuron[seg.edges[:, 0]], sv_neuron[seg.edges[:, 1]]
     same = (a == b) & (a > 0)

@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from opencave.services.segmentation.precomputed import GZIP_SUFFIX, chunk_bounds, chunk_file, decode_chunk, read_info
+from opencave.services.segmentation.precomputed import (
+    GZIP_SUFFIX,
+    chunk_bounds,
+    chunk_file,
+    decode_chunk,
+    read_info,
+)
 
 _CHUNK_PATH = re.compile(r"^(?P<key>[A-Za-z0-9_.]+)/\d+-\d+_\d+-\d+_\d+-\d+$")
 
@@ -49,7 +55,9 @@ class WatershedVolume:
         lo, hi = chunk_bounds(self._scale, key)
         shape = tuple(int(v) for v in hi - lo)
         path = self.directory / chunk_file(self._scale, key)
-        labels = decode_chunk(path.read_bytes(), shape) if path.exists() else np.zeros(shape, np.uint64)
+        labels = (
+            decode_chunk(path.read_bytes(), shape) if path.exists() else np.zeros(shape, np.uint64)
+        )
         labels.flags.writeable = False
         with self._lock:
             self._cache[key] = labels
@@ -94,13 +102,19 @@ class WatershedVolume:
 
     def supervoxels_at(self, points_voxels: Any) -> np.ndarray:
         """Supervoxel id at each (n, 3) voxel point (floored); 0 outside the volume."""
-        points = np.floor(np.asarray(points_voxels, dtype=np.float64).reshape(-1, 3)).astype(np.int64)
+        points = np.floor(np.asarray(points_voxels, dtype=np.float64).reshape(-1, 3)).astype(
+            np.int64
+        )
         local = points - np.array(self.voxel_offset)
         out = np.zeros(len(points), dtype=np.uint64)
         inside = np.all((local >= 0) & (local < np.array(self.size)), axis=1)
         chunk = np.array(self.chunk_size)
         coords = local // chunk
-        keys = np.ravel_multi_index(coords[inside].T, self.grid) if inside.any() else np.zeros(0, np.int64)
+        keys = (
+            np.ravel_multi_index(coords[inside].T, self.grid)
+            if inside.any()
+            else np.zeros(0, np.int64)
+        )
         rows = np.flatnonzero(inside)
         for key in np.unique(keys):
             sel = rows[keys == key]
