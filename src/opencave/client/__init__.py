@@ -13,8 +13,10 @@ from .errors import (
     ServiceNotAvailable,
     TokenFileError,
 )
+from .chunkedgraph import ChunkedGraphClient
 from .framework import CAVEclient, CAVEclientFull, CAVEclientGlobal
 from .info import InfoServiceClient
+from .l2cache import L2CacheClient
 from .schema import SchemaClient
 from .session import get_session_defaults, set_session_defaults
 
@@ -24,10 +26,12 @@ __all__ = [
     "CAVEclient",
     "CAVEclientFull",
     "CAVEclientGlobal",
+    "ChunkedGraphClient",
     "ClientBase",
     "ClientBaseWithDatastack",
     "GlobalClientError",
     "InfoServiceClient",
+    "L2CacheClient",
     "SchemaClient",
     "ServerIncompatibilityError",
     "ServiceNotAvailable",

@@ -15,6 +15,7 @@ from opencave.services.segmentation.precomputed import (
     GZIP_SUFFIX,
     chunk_bounds,
     chunk_file,
+    encode_chunk,
     decode_chunk,
     read_info,
 )
@@ -77,7 +78,21 @@ class WatershedVolume:
         if match is None or match["key"] != self._scale["key"]:
             return None
         path = self.directory / (relative_path + GZIP_SUFFIX)
-        return path.read_bytes() if path.is_file() else None
+        if path.is_file():
+            return path.read_bytes()
+        return self._empty_chunk(relative_path)
+
+    def _empty_chunk(self, relative_path: str) -> bytes | None:
+        """An all-background chunk for a valid chunk name whose file was omitted (empty)."""
+        lo = np.array([int(axis.split("-")[0]) for axis in relative_path.split("/")[1].split("_")])
+        chunk = np.array(self.chunk_size)
+        coords = (lo - np.array(self.voxel_offset)) // chunk
+        if (coords < 0).any() or ((lo - np.array(self.voxel_offset)) % chunk).any():
+            return None
+        c_lo, c_hi = chunk_bounds(self._scale, coords)
+        if (c_lo >= c_hi).any() or chunk_file(self._scale, coords) != relative_path + GZIP_SUFFIX:
+            return None
+        return encode_chunk(np.zeros(tuple(c_hi - c_lo), dtype=np.uint64))
 
     def cutout(self, vmin: Any, vmax: Any) -> np.ndarray:
         """Labels of the half-open voxel box [vmin, vmax); 0 outside the volume."""
