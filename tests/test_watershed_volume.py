@@ -107,7 +107,10 @@ def test_omitted_chunks_read_as_zeros(world, tmp_path):
     (ws / chunk_file(scale, (1, 1, 1))).unlink()
     sparse = WatershedVolume(ws)
     assert sparse.read_chunk(1, 1, 1).shape == (64, 64, 16) and not sparse.read_chunk(1, 1, 1).any()
-    assert sparse.raw_file(chunk_file(scale, (1, 1, 1)).removesuffix(".gz")) is None
+    empty = sparse.raw_file(chunk_file(scale, (1, 1, 1)).removesuffix(".gz"))
+    assert not decode_chunk(empty, (64, 64, 16)).any()  # served as background
+    assert sparse.raw_file("8_8_40/1-65_0-64_0-16") is None
+    assert sparse.raw_file("8_8_40/256-320_0-64_0-16") is None
     assert sparse.read_chunk(0, 0, 0).any()
     with pytest.raises(IndexError):
         sparse.read_chunk(4, 0, 0)

@@ -2,8 +2,9 @@
 
 A supervoxel is a connected piece of (one morphology piece ∧ one Voronoi cell of a global seed
 grid) inside one chunk, so supervoxels never cross chunk or branch boundaries, like the
-watershed fragments a chunkedgraph is built on. Each voxel's label depends only on its global
-position, so chunks can be computed independently and still agree at their faces.
+watershed fragments a chunkedgraph is built on; slivers join a neighbour of the same piece.
+Each voxel's piece and cell depend only on its global position, so chunks can be computed
+independently and still agree at their faces.
 """
 
 from __future__ import annotations

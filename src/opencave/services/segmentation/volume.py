@@ -15,8 +15,8 @@ from opencave.services.segmentation.precomputed import (
     GZIP_SUFFIX,
     chunk_bounds,
     chunk_file,
-    encode_chunk,
     decode_chunk,
+    encode_chunk,
     read_info,
 )
 
