@@ -90,7 +90,7 @@ def main() -> int:
         client = CAVEclient(name, server_address=url, auth_token=token)
         cg = client.chunkedgraph
         world = DemoWorld(world_dir)
-        sv_ids = world.graph["sv_ids"]
+        sv_ids = world.graph.sv_ids
         rng = np.random.default_rng(0)
         query = rng.choice(sv_ids, 1_000_000)
         past = world.op_times[len(world.op_times) // 2] + dt.timedelta(seconds=1)
@@ -197,7 +197,7 @@ def main() -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
         "command": " ".join(sys.argv),
-        "world": {"size": args.size, "supervoxels": int(world.spec["n_supervoxels"]), "history_ops": len(world.history)},
+        "world": {"size": args.size, "supervoxels": int(world.spec.n_supervoxels), "history_ops": len(world.history)},
         "results": results,
     }
     print(json.dumps(record, indent=2))

@@ -220,8 +220,8 @@ def test_sigkill_during_edits_loses_nothing(kill_backend, server_factory, tmp_pa
         details = ops.json()
         assert set(map(str, acknowledged)) <= set(details)
         # The graph must be exactly the components of the initial edges plus every logged edit.
-        sv_ids = world.graph["sv_ids"]
-        edges = {tuple(e) for e in world.graph["edges"][world.graph["initially_active"]].tolist()}
+        sv_ids = world.graph.sv_ids
+        edges = {tuple(e) for e in world.graph.edges[world.graph.initially_active].tolist()}
         op_id = 1
         while True:
             r = session.get(base + "/operation_details", params={"operation_ids": f"[{op_id}]"})

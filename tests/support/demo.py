@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from opencave.services.segmentation.volume import WatershedVolume
-from opencave.wire.node_ids import NodeIdLayout, chunk_coordinates
+from opencave.demo.world import WorldSpec, load_world
+from opencave.demo.world.spec import WorldGraph
+from opencave.wire.node_ids import chunk_coordinates
 
 WORLD_CACHE_ENV = "OPENCAVE_WORLD_CACHE"
 
@@ -26,28 +27,28 @@ class DemoWorld:
     directory: Path
 
     @cached_property
-    def spec(self) -> dict:
-        return json.loads((self.directory / "world.json").read_text())
+    def spec(self) -> WorldSpec:
+        return load_world(self.directory)
 
-    @cached_property
+    @property
     def cells(self) -> list[dict]:
-        return json.loads((self.directory / "cells.json").read_text())
+        return self.spec.cells
 
-    @cached_property
+    @property
     def history(self) -> list[dict]:
-        return json.loads((self.directory / "history.json").read_text())
+        return self.spec.history
 
-    @cached_property
-    def graph(self):
-        return np.load(self.directory / "graph.npz")
+    @property
+    def graph(self) -> WorldGraph:
+        return self.spec.graph
 
     @cached_property
     def volume(self) -> WatershedVolume:
-        return WatershedVolume(self.directory / "ws")
+        return WatershedVolume(self.spec.ws_dir)
 
     @property
     def epoch(self) -> dt.datetime:
-        return _parse(self.spec["epoch"])
+        return _parse(self.spec.epoch)
 
     @property
     def op_times(self) -> list[dt.datetime]:
@@ -63,12 +64,11 @@ class DemoWorld:
 
     def voxel_of(self, sv: int) -> np.ndarray:
         """A voxel inside a supervoxel."""
-        layout = NodeIdLayout(self.spec["n_layers"], {int(k): v for k, v in self.spec["spatial_bit_masks"].items()})
-        cx, cy, cz = chunk_coordinates(layout, [sv])[0]
+        cx, cy, cz = chunk_coordinates(self.spec.layout, [sv])[0]
         labels = self.volume.read_chunk(int(cx), int(cy), int(cz))
         local = np.argwhere(labels == np.uint64(sv))
         inner = local[len(local) // 2]
-        return inner + np.array([cx, cy, cz]) * np.array(self.spec["chunk_size"])
+        return inner + np.array([cx, cy, cz]) * np.array(self.spec.chunk_size)
 
     def viewer_point(self, sv: int) -> list[float]:
         """The supervoxel's voxel in viewer units (4, 4, 40 nm)."""
@@ -77,13 +77,13 @@ class DemoWorld:
 
     def nm_point(self, sv: int) -> list[float]:
         """The supervoxel's voxel in nm."""
-        return (self.voxel_of(sv) * np.array(self.spec["resolution"])).astype(float).tolist()
+        return (self.voxel_of(sv) * np.array(self.spec.resolution)).astype(float).tolist()
 
     def two_points_on(self, client, root: int) -> tuple[np.ndarray, np.ndarray]:
         """Two points (nm) on an object, on two of its supervoxels far apart."""
         leaves = client.chunkedgraph.get_leaves(root)
         first, last = int(leaves[0]), int(leaves[-1])
-        resolution = np.array(self.spec["resolution"])
+        resolution = np.array(self.spec.resolution)
         return self.voxel_of(first) * resolution, self.voxel_of(last) * resolution
 
     def merge_candidates_raw(self, count: int) -> list[tuple[int, int]]:
@@ -93,15 +93,9 @@ class DemoWorld:
 
     def merge_candidates(self, client, count: int) -> list[tuple[tuple[int, list[float]], tuple[int, list[float]]]]:
         """Pairs of touching supervoxels of different current objects, from distinct objects."""
-        edges = self.graph["edges"]
-        neuron = dict(zip(self.graph["sv_ids"].tolist(), self.graph["sv_neuron"].tolist()))
         used: set[int] = set()
         found = []
-        order = np.argsort(-self.graph["area"])
-        for a, b in edges[order]:
-            a, b = int(a), int(b)
-            if neuron[a] == neuron[b] or neuron[a] == 0 or neuron[b] == 0:
-                continue
+        for a, b in _neuron_pairs(self, len(self.graph.edges)):
             roots = client.chunkedgraph.get_roots([a, b])
             if roots[0] == roots[1] or used & set(roots.tolist()):
                 continue
@@ -113,11 +107,11 @@ class DemoWorld:
 
 
 def _neuron_pairs(world: DemoWorld, count: int, skip: int = 0) -> list[tuple[int, int]]:
-    edges = world.graph["edges"]
-    neuron = dict(zip(world.graph["sv_ids"].tolist(), world.graph["sv_neuron"].tolist()))
+    graph = world.graph
+    neuron = dict(zip(graph.sv_ids.tolist(), graph.sv_neuron.tolist()))
     used: set[tuple[int, int]] = set()
     found = []
-    for a, b in edges[np.argsort(-world.graph["area"], kind="stable")].tolist():
+    for a, b in graph.edges[np.argsort(-graph.area, kind="stable")].tolist():
         na, nb = neuron[a], neuron[b]
         if na == nb or 0 in (na, nb) or (min(na, nb), max(na, nb)) in used:
             continue

@@ -5,7 +5,6 @@ L2 cache filled. Each step is idempotent, so an interrupted start is completed b
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -35,23 +34,23 @@ def build_world_graph(
     graphs: GraphService, l2cache: L2Cache, table_id: str, world_dir: Path, size: str, seed: int, progress: bool = True
 ) -> GraphHandle:
     """World files → stored graph with its history and L2 attributes (skips finished steps)."""
-    from opencave.demo.world import build_world
+    from opencave.demo.world import build_world, load_world
 
     if not (world_dir / "world.json").exists():
         if progress:
             _say(f"building the {size} synthetic world {table_id} (seed {seed})")
         build_world(world_dir, size=size, seed=seed, progress=progress)
-    world = json.loads((world_dir / "world.json").read_text())
+    world = load_world(world_dir)
     if not graphs.exists(table_id):
         if progress:
-            _say(f"ingesting {world['n_supervoxels']:,} supervoxels into chunkedgraph {table_id}")
+            _say(f"ingesting {world.n_supervoxels:,} supervoxels into chunkedgraph {table_id}")
         try:
-            graphs.create_graph(table_id, world_dir, _posix(world["epoch"]), progress=_say if progress else None)
+            graphs.create_graph(table_id, world_dir, _posix(world.epoch), progress=_say if progress else None)
         except Exception:
             if not graphs.exists(table_id):
                 raise
     handle = graphs.graph(table_id)
-    history = json.loads((world_dir / "history.json").read_text())
+    history = world.history
     if handle.index.seq < len(history):
         if progress:
             _say(f"replaying {len(history) - handle.index.seq} proofreading operations")

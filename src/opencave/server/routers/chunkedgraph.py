@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -529,9 +530,7 @@ def delta_roots(table_id: str, request: Request, context: AuthContext = Depends(
 
 
 def _iso(timestamp: float, delimiter: str) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(sep=delimiter)
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(sep=delimiter)
 
 
 @router.get(_path("oldest_timestamp"))

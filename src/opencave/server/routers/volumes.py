@@ -40,8 +40,7 @@ async def watershed_file(table_id: str, path: str, request: Request) -> Response
     runtime.identities.require(context, "view", NAMESPACE, table_id)
     handle = await run_in_threadpool(runtime.graphs.graph, table_id)
     if path == "info":
-        info = json.loads((handle.world_dir / "ws" / "info").read_text())
-        return Response(json.dumps(info), media_type="application/json")
+        return Response(json.dumps(handle.volume.info), media_type="application/json")
     data = await run_in_threadpool(handle.volume.raw_file, path)
     if data is None:
         raise NotFound(f"No volume file {path!r} in {table_id}; chunks are named like 8_8_40/0-64_0-64_0-16.", code="no_such_file")

@@ -6,7 +6,7 @@ Every function returns plain Python/numpy values; the HTTP layer only encodes th
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -352,8 +352,6 @@ def user_operations(index: GraphIndex, user_id: str | None, start: float, end: f
 
 
 def operation_details(index: GraphIndex, op_ids: list[int]) -> dict[str, dict[str, Any]]:
-    from datetime import datetime
-
     out: dict[str, dict[str, Any]] = {}
     for op_id in op_ids:
         if not 1 <= op_id <= index.seq:

@@ -206,7 +206,7 @@ class GraphService:
     def info(self, handle: GraphHandle, server_url: str) -> dict[str, Any]:
         """PyChunkedGraph's table info: the watershed's precomputed info plus the graph layout."""
         world = handle.world
-        ws_info = json.loads((handle.world_dir / "ws" / "info").read_text())
+        ws_info = handle.volume.info
         layout = handle.index.layout
         return {
             **ws_info,
