@@ -6,6 +6,7 @@ Administration commands work directly on the data directory or database (no serv
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -62,6 +63,12 @@ def cmd_serve(args) -> int:
     from opencave.server.app import create_app
 
     settings = resolve_settings(args.data_dir, args.database, args.host, args.port, args.public_url, auth_enabled=not args.no_auth)
+    if args.row_limit is not None:
+        if args.row_limit <= 0:
+            print("error: --row-limit must be positive", file=sys.stderr)
+            return 2
+        os.environ["OPENCAVE_QUERY_ROW_LIMIT"] = str(args.row_limit)
+        settings = dataclasses.replace(settings, query_row_limit=args.row_limit)
     runtime = Runtime.open(settings)
     first_run = runtime.initialise(with_demo=True)
     url = settings.server_url
@@ -78,6 +85,11 @@ def cmd_serve(args) -> int:
     ]
     if args.no_auth:
         lines.append("  WARNING: authentication is switched off; every request acts as a superadmin.")
+    if args.materialize_every:
+        from opencave.services.materialize.schedule import start_schedule
+
+        start_schedule(runtime, args.materialize_every, args.version_expires_after)
+        lines.append(f"  versions:    every {args.materialize_every:g} h")
     print("\n".join(lines), flush=True)
     log_level = args.log_level
     if args.workers > 1:
@@ -294,6 +306,45 @@ def cmd_demo_create(args) -> int:
     return 0
 
 
+# -- materialization -------------------------------------------------------------------------------
+def _moment(text: str | None):
+    from opencave.services.materialize.requests import parse_timestamp
+
+    return parse_timestamp(text) if text else None
+
+
+def cmd_materialize_create(args) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    runtime = _runtime(args)
+    moment = _moment(args.timestamp)
+    expires = (moment or datetime.now(timezone.utc)) + timedelta(days=args.expires_after) if args.expires_after else None
+    version = runtime.materializer.create_version(args.datastack, moment, expires, progress=lambda m: print(m, flush=True))
+    print(f"version {version.version} of {args.datastack} is available (frozen at {version.to_json()['time_stamp']})")
+    return 0
+
+
+def cmd_materialize_list(args) -> int:
+    runtime = _runtime(args)
+    versions = runtime.materializer.registry.list(args.datastack, include_expired=True)
+    _print_rows([{k: v for k, v in version.to_json().items() if k not in ("id", "datastack", "is_merged")} for version in versions])
+    return 0
+
+
+def cmd_materialize_expire(args) -> int:
+    dropped = _runtime(args).materializer.expire()
+    print("\n".join(f"expired version {v} of {d}" for d, v in dropped) or "no version has expired")
+    return 0
+
+
+def cmd_materialize_keep(args) -> int:
+    runtime = _runtime(args)
+    expires = _moment(args.until)
+    version = runtime.materializer.registry.set_expiry(args.datastack, args.version, expires)
+    print(f"version {version.version} of {args.datastack} expires {version.to_json()['expires_on'] or 'never'}")
+    return 0
+
+
 def cmd_setup_token(args) -> int:
     from opencave.client import CAVEclient
 
@@ -322,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-auth", action="store_true", help="switch authentication off (local testing only)")
     serve.add_argument("--no-access-log", action="store_true", help="do not log every request")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--materialize-every", type=float, metavar="HOURS", help="create a version of every datastack this often")
+    serve.add_argument("--version-expires-after", type=float, metavar="DAYS", help="scheduled versions expire after this many days (default never)")
+    serve.add_argument("--row-limit", type=int, help="cap query answers at this many rows (default: no cap; a cut answer says so)")
 
     user = top.add_parser("user", help="user accounts").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _command(user, "add", cmd_user_add, "create a user (joins the 'default' group)")
@@ -417,6 +471,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="name of the datastack, its dataset and its chunkedgraph table")
     p.add_argument("--size", choices=["small", "medium", "large"], default="small")
     p.add_argument("--seed", type=int, default=1)
+
+    mat = top.add_parser("materialize", help="materialized versions").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(mat, "create", cmd_materialize_create, "freeze every table of a datastack as a new version")
+    p.add_argument("datastack")
+    p.add_argument("--timestamp", help="the moment to freeze (ISO 8601, default now); any past moment works")
+    p.add_argument("--expires-after", type=float, metavar="DAYS", help="let the version expire this many days after its timestamp (default never)")
+    p = _command(mat, "list", cmd_materialize_list, "list a datastack's versions")
+    p.add_argument("datastack")
+    _command(mat, "expire", cmd_materialize_expire, "drop the files of versions past their expiry")
+    p = _command(mat, "keep", cmd_materialize_keep, "change when a version expires")
+    p.add_argument("datastack")
+    p.add_argument("version", type=int)
+    p.add_argument("--until", help="new expiry time (ISO 8601); omit to keep the version forever")
 
     p = _command(top, "setup-token", cmd_setup_token, "save a token for a server interactively (CAVEclient.setup_token)", storage=False)
     p.add_argument("server", help="server address, e.g. http://127.0.0.1:8765")

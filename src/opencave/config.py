@@ -21,6 +21,13 @@ class Settings:
     auth_enabled: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     viewer_site: str = "https://neuroglancer-demo.appspot.com"
+    versions_dir: Path | None = None  # frozen version files; default <data_dir>/versions
+    query_row_limit: int | None = None  # an operator's cap on query answers; None: complete answers
+
+    @property
+    def version_root(self) -> Path:
+        """Where materialized versions are written (shared storage when several servers run)."""
+        return self.versions_dir or self.data_dir / "versions"
 
     @property
     def server_url(self) -> str:
@@ -51,4 +58,8 @@ def resolve_settings(
         port=int(port or os.environ.get("OPENCAVE_PORT") or DEFAULT_PORT),
         public_url=public_url or os.environ.get("OPENCAVE_PUBLIC_URL") or "",
         auth_enabled=auth_enabled,
+        versions_dir=Path(os.path.expanduser(os.environ["OPENCAVE_VERSIONS_DIR"])).resolve()
+        if os.environ.get("OPENCAVE_VERSIONS_DIR")
+        else None,
+        query_row_limit=int(os.environ["OPENCAVE_QUERY_ROW_LIMIT"]) if os.environ.get("OPENCAVE_QUERY_ROW_LIMIT") else None,
     )

@@ -249,3 +249,92 @@ remesh_requests = Table(
     Column("requested", DateTime(timezone=True), nullable=False),
     Column("priority", SmallInteger, nullable=False, default=0),
 )
+
+
+# --- annotations -------------------------------------------------------------------------------
+# One metadata row per annotation table; the rows of each table live in their own SQL table
+# (``row_table``), created from the schema's column layout by ``storage/annotation_rows.py``.
+
+annotation_tables = Table(
+    "annotation_tables",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("aligned_volume", String(128), nullable=False),
+    Column("table_name", String(128), nullable=False),
+    Column("schema_type", String(100), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("notice_text", Text, nullable=True),
+    Column("reference_table", String(128), nullable=True),
+    Column("track_target_id_updates", Boolean, nullable=True),
+    Column("flat_segmentation_source", String(300), nullable=True),
+    Column("voxel_resolution_x", Float, nullable=False),
+    Column("voxel_resolution_y", Float, nullable=False),
+    Column("voxel_resolution_z", Float, nullable=False),
+    Column("read_permission", String(16), nullable=False),  # PUBLIC | GROUP | PRIVATE
+    Column("write_permission", String(16), nullable=False),
+    Column("user_id", String(255), nullable=False),  # the owner
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("deleted", DateTime(timezone=True), nullable=True),  # soft delete
+    Column("last_modified", DateTime(timezone=True), nullable=False),
+    Column("valid", Boolean, nullable=False, default=True),
+    Column("next_id", BigInteger, nullable=False, default=1),  # the id sequence; row lock on writes
+    Column("row_table", String(64), nullable=False, unique=True),
+    UniqueConstraint("aligned_volume", "table_name", name="uq_annotation_tables_name"),
+)
+
+
+# --- materialization ----------------------------------------------------------------------------
+# A version is a set of immutable Parquet files (one per table and view) in ``location``; these
+# rows are the registry. A version is visible only once ``status`` is AVAILABLE.
+
+mat_versions = Table(
+    "mat_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("datastack", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("time_stamp", DateTime(timezone=True), nullable=False),  # the frozen moment
+    Column("valid", Boolean, nullable=False, default=False),
+    Column("expires_on", DateTime(timezone=True), nullable=True),
+    Column("status", String(16), nullable=False),  # RUNNING | AVAILABLE | FAILED | EXPIRED
+    Column("is_merged", Boolean, nullable=False, default=True),
+    Column("created", DateTime(timezone=True), nullable=False),  # when the work started
+    Column("location", Text, nullable=False),  # directory of the version's files
+    Column("error", Text, nullable=True),
+    # While RUNNING: who builds it and when it last made progress, so a restart can tell a
+    # version whose builder died (discarded) from one another process is still building.
+    Column("worker", String(200), nullable=True),
+    Column("heartbeat", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("datastack", "version", name="uq_mat_versions_version"),
+)
+
+mat_version_tables = Table(
+    "mat_version_tables",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version_id", Integer, ForeignKey("mat_versions.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("kind", String(8), nullable=False),  # table | view
+    Column("table_name", String(128), nullable=False),
+    Column("schema", String(100), nullable=True),
+    Column("row_count", BigInteger, nullable=False),
+    Column("file", Text, nullable=False),  # relative to the version's location
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("metadata", Text, nullable=False),  # JSON: the table's metadata as frozen
+    UniqueConstraint("version_id", "kind", "table_name", name="uq_mat_version_tables_name"),
+)
+
+mat_views = Table(
+    "mat_views",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("datastack", String(128), nullable=False),
+    Column("view_name", String(128), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("query", Text, nullable=False),  # SQL over the version's tables, run by DuckDB at freeze time
+    Column("voxel_resolution_x", Float, nullable=False),
+    Column("voxel_resolution_y", Float, nullable=False),
+    Column("voxel_resolution_z", Float, nullable=False),
+    Column("notice_text", Text, nullable=True),
+    Column("live_compatible", Boolean, nullable=False, default=False),
+    UniqueConstraint("datastack", "view_name", name="uq_mat_views_name"),
+)

@@ -171,6 +171,73 @@ L2CACHE = ServiceEndpoints(
     },
 )
 
+_ANNO_V2 = "{ae_server_address}/annotation/api/v2/aligned_volume/{aligned_volume_name}"
+ANNOTATION = ServiceEndpoints(
+    server_key="ae_server_address",
+    versions={
+        2: {
+            "tables": _ANNO_V2 + "/table",
+            "table_info": _ANNO_V2 + "/table/{table_name}",
+            "annotations": _ANNO_V2 + "/table/{table_name}/annotations",
+            "table_count": _ANNO_V2 + "/table/{table_name}/count",
+        },
+    },
+)
+
+_MAT = "{me_server_address}/materialize"
+_MAT_V2 = _MAT + "/api/v2"
+_MAT_V3 = _MAT + "/api/v3"
+_DS2 = _MAT_V2 + "/datastack/{datastack_name}"
+_DS3 = _MAT_V3 + "/datastack/{datastack_name}"
+# caveclient keeps ``tables``, ``table_count``, ``ingest_annotation_table`` and
+# ``lookup_supervoxel_ids`` on v2 even for API 3, and ``live_live_query`` on v3 for both.
+_MAT_SHARED = {
+    "table_count": _DS2 + "/version/{version}/table/{table_name}/count",
+    "tables": _DS2 + "/version/{version}/tables",
+    "ingest_annotation_table": _MAT_V2 + "/materialize/run/ingest_annotations/datastack/{datastack_name}/{table_name}",
+    "lookup_supervoxel_ids": _MAT_V2 + "/materialize/run/lookup_svid/datastack/{datastack_name}/{table_name}",
+    "live_live_query": _DS3 + "/query",
+}
+MATERIALIZE = ServiceEndpoints(
+    server_key="me_server_address",
+    common={
+        "get_api_versions": _MAT + "/api/versions",
+        "get_version": _MAT + "/version",
+    },
+    versions={
+        2: {
+            **_MAT_SHARED,
+            "simple_query": _DS2 + "/version/{version}/table/{table_name}/query",
+            "join_query": _DS2 + "/version/{version}/query",
+            "annotations": _DS2 + "/version/{version}/table/{table_name}",
+            "versions": _DS2 + "/versions",
+            "version_metadata": _DS2 + "/version/{version}",
+            "metadata": _DS2 + "/version/{version}/table/{table_name}/metadata",
+            "versions_metadata": _DS2 + "/metadata",
+            "segmentation_metadata": _DS2 + "/table/{table_name}/segmentation_metadata",
+        },
+        3: {
+            **_MAT_SHARED,
+            "simple_query": _DS3 + "/version/{version}/table/{table_name}/query",
+            "join_query": _DS3 + "/version/{version}/query",
+            "versions": _DS3 + "/versions",
+            "version_metadata": _DS3 + "/version/{version}",
+            "metadata": _DS3 + "/version/{version}/table/{table_name}/metadata",
+            "all_tables_metadata": _DS3 + "/version/{version}/tables/metadata",
+            "versions_metadata": _DS3 + "/metadata",
+            "segmentation_metadata": _DS3 + "/table/{table_name}/segmentation_metadata",
+            "get_views": _DS3 + "/version/{version}/views",
+            "get_view_metadata": _DS3 + "/version/{version}/views/{view_name}/metadata",
+            "view_query": _DS3 + "/version/{version}/views/{view_name}/query",
+            "view_schema": _DS3 + "/version/{version}/views/{view_name}/schema",
+            "view_schemas": _DS3 + "/version/{version}/views/schemas",
+            "unique_string_values": _DS3 + "/table/{table_name}/unique_string_values",
+            "neuroglancer_annotation_path": _DS3 + "/table/{table_name}/precomputed",
+            "neuroglancer_segprop_path": _DS3 + "/version/{version}/table/{table_name}",
+        },
+    },
+)
+
 # URL prefixes of the services this server does not provide yet; they answer 501.
 PENDING_SERVICE_PREFIXES: dict[str, str] = {
     "/annotation": "annotation engine",

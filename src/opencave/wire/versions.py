@@ -11,3 +11,6 @@ AUTH_SERVER_VERSION = "2.30.3"
 # PyChunkedGraph level: >= 2.18 enables every caveclient 8.2.1 chunkedgraph feature.
 CHUNKEDGRAPH_SERVER_VERSION = "2.21.1"
 CHUNKEDGRAPH_API_VERSIONS = [0, 1]
+# MaterializationEngine level: >= 5.13.0 passes caveclient 8.2.1's typed-query gate.
+MATERIALIZE_SERVER_VERSION = "5.14.0"
+MATERIALIZE_API_VERSIONS = [2, 3]

@@ -1,0 +1,259 @@
+"""The materialization engine: versions, their metadata, and queries on frozen tables and views.
+
+Queries compile to DuckDB SQL over the version's Parquet files (``planner``); live queries at an
+arbitrary timestamp are in ``live``. Answers stream as Arrow record batches. With no operator
+cap answers are complete; with one, they are cut at the cap and say so in a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opencave.errors import BadRequest, NotFound
+from opencave.services.materialize import planner
+from opencave.services.materialize.answers import Answer, run
+from opencave.services.materialize.layout import frozen_layout
+from opencave.services.materialize.requests import JoinQuery, QueryOptions, TableQuery
+from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry
+from opencave.services.materialize.views import ViewRegistry, layout_of_result, view_column_types
+from opencave.storage.snapshots import SnapshotEngine, clustered_name, parquet_source
+
+if TYPE_CHECKING:
+    from opencave.services.annotation import AnnotationService
+    from opencave.services.info import InfoRegistry
+
+
+def truncation_warning(limit: int) -> str:
+    return (
+        f'201 - "Limited query to {limit} rows: the server caps answers at {limit} rows; '
+        'ask with limit/offset or a narrower filter for the rest"'
+    )
+
+
+@dataclass(frozen=True)
+class VersionTable:
+    """A frozen table or view of a version, ready for the planner."""
+
+    version: Version
+    frozen: FrozenTable
+    source: planner.Source
+
+
+class MaterializeService:
+    def __init__(
+        self,
+        registry: VersionRegistry,
+        views: ViewRegistry,
+        annotations: "AnnotationService",
+        info: "InfoRegistry",
+        snapshots: SnapshotEngine,
+        row_limit: int | None = None,
+    ) -> None:
+        self.registry = registry
+        self.views = views
+        self.annotations = annotations
+        self.info = info
+        self.snapshots = snapshots
+        self.row_limit = row_limit
+
+    # -- versions ------------------------------------------------------------------------------
+    def _check_datastack(self, datastack: str) -> str:
+        return self.info.aligned_volume_of(datastack)  # NotFound for unknown datastacks
+
+    def versions(self, datastack: str, include_expired: bool = False) -> list[int]:
+        self._check_datastack(datastack)
+        return [v.version for v in self.registry.list(datastack, include_expired)]
+
+    def version(self, datastack: str, version: int) -> Version:
+        self._check_datastack(datastack)
+        return self.registry.version(datastack, version, include_expired=True)
+
+    def versions_metadata(self, datastack: str, include_expired: bool = False) -> list[dict[str, Any]]:
+        self._check_datastack(datastack)
+        versions = self.registry.list(datastack, include_expired)
+        if not versions:
+            raise NotFound(f"No valid versions found for datastack {datastack}; create one with `opencave materialize create`.", code="no_versions")
+        return [v.to_json() for v in versions]
+
+    def _usable(self, datastack: str, version: int) -> Version:
+        found = self.version(datastack, version)
+        if not found.valid:
+            raise NotFound(f"Version {version} of {datastack} has expired and its files are gone; use a current version.", code="version_expired")
+        return found
+
+    # -- tables ------------------------------------------------------------------------------
+    def table_names(self, datastack: str, version: int) -> list[str]:
+        found = self._usable(datastack, version)
+        return [t.table_name for t in self.registry.tables(found)]
+
+    def _table(self, datastack: str, version: int, name: str, kind: str = "table") -> VersionTable:
+        found = self._usable(datastack, version)
+        frozen = {t.table_name: t for t in self.registry.tables(found, kind)}
+        if name not in frozen:
+            what = "Table" if kind == "table" else "View"
+            raise NotFound(
+                f"{what} {name!r} not found in version {version} of datastack {datastack}; it has {sorted(frozen)}.",
+                code="unknown_table" if kind == "table" else "unknown_view",
+            )
+        table = frozen[name]
+        directory = Path(found.location)
+        path = directory / table.file
+        if kind == "table":
+            layout = frozen_layout(table.schema)
+            clustered = {c: parquet_source(directory / clustered_name(table.file, c)) for c in layout.root_columns}
+        else:
+            import pyarrow.parquet as pq
+
+            layout = layout_of_result(name, pq.read_schema(path))
+            clustered = {}
+        meta = table.metadata
+        resolution = (float(meta["voxel_resolution_x"]), float(meta["voxel_resolution_y"]), float(meta["voxel_resolution_z"]))
+        source = planner.Source(
+            name=name,
+            layout=layout,
+            relation=parquet_source(path),
+            voxel_resolution=resolution,
+            clustered=clustered,
+            row_count=table.row_count,
+        )
+        return VersionTable(found, table, source)
+
+    def table_count(self, datastack: str, version: int, table: str) -> int:
+        return self._table(datastack, version, table).frozen.row_count
+
+    def table_metadata(self, datastack: str, version: int, table: str) -> dict[str, Any]:
+        return self._table(datastack, version, table).frozen.metadata
+
+    def tables_metadata(self, datastack: str, version: int) -> list[dict[str, Any]]:
+        found = self._usable(datastack, version)
+        return [t.metadata for t in self.registry.tables(found)]
+
+    def table_for_query(self, datastack: str, version: int, table: str) -> VersionTable:
+        return self._table(datastack, version, table)
+
+    # -- queries -------------------------------------------------------------------------------
+    def _capped(self, limit: int | None) -> tuple[int | None, bool]:
+        """The effective limit and whether the operator's cap (not the caller) set it."""
+        if self.row_limit is None:
+            return limit, False
+        if limit is None or limit > self.row_limit:
+            return self.row_limit, True
+        return limit, False
+
+    def _execute(self, sql: str, params: list, capped: bool, limit: int | None, answer: dict[str, Any]) -> Answer:
+        cursor = self.snapshots.cursor().cursor()
+        # A capped answer is collected first, so the truncation warning can lead the response.
+        schema, batches = run(cursor, sql, params, stream=not capped)
+        result = Answer(schema=schema, batches=batches, **answer)
+        if capped:
+            table = result.table()
+            if table.num_rows >= (limit or 0):
+                result.warnings.append(truncation_warning(limit or 0))
+            result.batches = iter(table.to_batches(max_chunksize=262_144))
+        return result
+
+    def query_table(
+        self, datastack: str, version: int, table: str, query: TableQuery, options: QueryOptions, rescale: bool
+    ) -> Answer:
+        found = self._table(datastack, version, table)
+        return self._simple(found, query, options, rescale)
+
+    def query_view(self, datastack: str, version: int, view: str, query: TableQuery, options: QueryOptions) -> Answer:
+        found = self._table(datastack, version, view, kind="view")
+        return self._simple(found, query, options, rescale=True)
+
+    def _simple(self, found: VersionTable, query: TableQuery, options: QueryOptions, rescale: bool) -> Answer:
+        """Frozen tables hold only rows valid at the version, so no ``valid`` condition is needed."""
+        source = found.source
+        stray = sorted({f.table for f in query.filters} - {source.name})
+        if stray:
+            raise BadRequest(
+                f"Filters name table(s) {stray}, but this query is on {source.name!r}; key filters by {source.name!r}.",
+                code="unknown_table",
+            )
+        desired = query.desired_resolution if rescale else None
+        factors = planner.scale_factors(source, desired)
+        limit, capped = self._capped(query.paging.limit)
+        sql, params, names = planner.simple_select(
+            source,
+            query.filters,
+            query.select_columns,
+            factors,
+            count=options.count,
+            random_sample=options.random_sample,
+            offset=query.paging.offset,
+            limit=None if options.count else limit,
+        )
+        headers = {
+            "column_names": {source.name: {n: n for n in names}},
+            "resolution": (desired or source.voxel_resolution) if rescale else None,
+            "warnings": self._notices(found),
+        }
+        return self._execute(sql, params, capped and not options.count, limit, headers)
+
+    def query_join(self, datastack: str, version: int, query: JoinQuery, options: QueryOptions, rescale: bool) -> Answer:
+        left = self._table(datastack, version, query.tables[0][0])
+        right = self._table(datastack, version, query.tables[1][0])
+        desired = query.desired_resolution if rescale else None
+        if rescale and desired is None:
+            desired = right.source.voxel_resolution  # upstream: the last table's resolution
+        factors = (planner.scale_factors(left.source, desired), planner.scale_factors(right.source, desired))
+        limit, capped = self._capped(query.paging.limit)
+        sql, params, _, column_map = planner.join_select(
+            left.source,
+            right.source,
+            (query.tables[0][1], query.tables[1][1]),
+            query.filters,
+            query.select_column_map,
+            query.select_columns,
+            query.suffixes,
+            factors,
+            count=options.count,
+            random_sample=options.random_sample,
+            offset=query.paging.offset,
+            limit=None if options.count else limit,
+        )
+        headers = {
+            "column_names": column_map,
+            "resolution": desired if rescale else None,
+            "warnings": list(query.warnings) + self._notices(left) + self._notices(right),
+        }
+        return self._execute(sql, params, capped and not options.count, limit, headers)
+
+    @staticmethod
+    def _notices(found: VersionTable) -> list[str]:
+        notice = found.frozen.metadata.get("notice_text")
+        return [f"Table Owner Notice on {found.frozen.table_name}: {notice}"] if notice else []
+
+    # -- views ---------------------------------------------------------------------------------
+    def views_of(self, datastack: str, version: int) -> dict[str, dict[str, Any]]:
+        found = self._usable(datastack, version)
+        return {t.table_name: {k: v for k, v in t.metadata.items() if k != "table_name"} for t in self.registry.tables(found, "view")}
+
+    def view_metadata(self, datastack: str, version: int, view: str) -> dict[str, Any]:
+        return self._table(datastack, version, view, kind="view").frozen.metadata
+
+    def view_schema(self, datastack: str, version: int, view: str) -> dict[str, dict[str, str]]:
+        return view_column_types(self._table(datastack, version, view, kind="view").source.layout)
+
+    def view_schemas(self, datastack: str, version: int) -> dict[str, dict[str, dict[str, str]]]:
+        found = self._usable(datastack, version)
+        return {t.table_name: self.view_schema(datastack, version, t.table_name) for t in self.registry.tables(found, "view")}
+
+    # -- live table facts ------------------------------------------------------------------------
+    def unique_string_values(self, datastack: str, table: str) -> dict[str, list[str]]:
+        """Distinct values of every string column of the live table (rows alive now)."""
+        aligned_volume = self._check_datastack(datastack)
+        meta = self.annotations.table_metadata(aligned_volume, table)
+        layout = frozen_layout(meta["schema_type"])
+        if not layout.string_columns:
+            return {}
+        rows = self.annotations.read_rows(aligned_volume, table, alive_at=datetime.now(timezone.utc).timestamp())
+        out = {}
+        for column in layout.string_columns:
+            values = rows.column(column).drop_null().unique().to_pylist()
+            out[column] = sorted(values)
+        return out

@@ -1,0 +1,246 @@
+"""The registry of materialized versions (``mat_versions``, ``mat_version_tables``).
+
+A version becomes visible only when published (status AVAILABLE, valid); while it is being
+built it is RUNNING with a worker name and a heartbeat, so a restarted server can discard the
+versions whose builder died without touching ones another live process is still writing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, func, select, update
+
+from opencave.errors import NotFound
+from opencave.storage.sql import reader
+from opencave.storage.tables import mat_version_tables, mat_versions
+
+AVAILABLE, RUNNING, FAILED, EXPIRED = "AVAILABLE", "RUNNING", "FAILED", "EXPIRED"
+STALE_AFTER = timedelta(minutes=2)  # a RUNNING version without a heartbeat for this long is abandoned
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def format_time(value: datetime | None) -> str | None:
+    """CAVE's timestamp format: always six fractional digits, no zone (UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Version:
+    id: int
+    datastack: str
+    version: int
+    time_stamp: datetime
+    valid: bool
+    expires_on: datetime | None
+    status: str
+    is_merged: bool
+    location: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "datastack": self.datastack,
+            "version": self.version,
+            "time_stamp": format_time(self.time_stamp),
+            "valid": self.valid,
+            "expires_on": format_time(self.expires_on),
+            "status": self.status,
+            "is_merged": self.is_merged,
+        }
+
+
+@dataclass(frozen=True)
+class FrozenTable:
+    kind: str
+    table_name: str
+    schema: str | None
+    row_count: int
+    file: str
+    created: datetime
+    metadata: dict[str, Any]
+
+
+def _version(row: Any) -> Version:
+    return Version(
+        id=row.id,
+        datastack=row.datastack,
+        version=row.version,
+        time_stamp=as_utc(row.time_stamp),
+        valid=bool(row.valid),
+        expires_on=as_utc(row.expires_on) if row.expires_on else None,
+        status=row.status,
+        is_merged=bool(row.is_merged),
+        location=row.location,
+    )
+
+
+class VersionRegistry:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- building ------------------------------------------------------------------------------
+    def begin(self, datastack: str, time_stamp: datetime, expires_on: datetime | None, location_root: str) -> Version:
+        """Register a RUNNING version numbered after every existing one of the datastack."""
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as conn:
+            current = conn.execute(
+                select(func.max(mat_versions.c.version)).where(mat_versions.c.datastack == datastack)
+            ).scalar()
+            number = (current or 0) + 1
+            location = f"{location_root}/{datastack}/v{number}"
+            result = conn.execute(
+                mat_versions.insert().values(
+                    datastack=datastack,
+                    version=number,
+                    time_stamp=time_stamp,
+                    valid=False,
+                    expires_on=expires_on,
+                    status=RUNNING,
+                    is_merged=True,
+                    created=now,
+                    location=location,
+                    worker=worker_name(),
+                    heartbeat=now,
+                )
+            )
+            row = conn.execute(select(mat_versions).where(mat_versions.c.id == result.inserted_primary_key[0])).one()
+        return _version(row)
+
+    def heartbeat(self, version_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(mat_versions).where(mat_versions.c.id == version_id).values(heartbeat=datetime.now(timezone.utc))
+            )
+
+    def add_table(self, version_id: int, table: FrozenTable) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                mat_version_tables.insert().values(
+                    version_id=version_id,
+                    kind=table.kind,
+                    table_name=table.table_name,
+                    schema=table.schema,
+                    row_count=table.row_count,
+                    file=table.file,
+                    created=table.created,
+                    metadata=json.dumps(table.metadata),
+                )
+            )
+
+    def publish(self, version_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(mat_versions)
+                .where(and_(mat_versions.c.id == version_id, mat_versions.c.status == RUNNING))
+                .values(status=AVAILABLE, valid=True, worker=None, heartbeat=None)
+            )
+
+    def fail(self, version_id: int, error: str) -> None:
+        """Mark a version FAILED and forget its tables (its files are removed by the caller)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(mat_version_tables).where(mat_version_tables.c.version_id == version_id))
+            conn.execute(
+                update(mat_versions)
+                .where(mat_versions.c.id == version_id)
+                .values(status=FAILED, valid=False, error=error[:2000], worker=None, heartbeat=None)
+            )
+
+    def abandoned(self) -> list[Version]:
+        """RUNNING versions whose builder is gone: this process's own earlier life (same host,
+        dead pid) or no heartbeat for ``STALE_AFTER``."""
+        now = datetime.now(timezone.utc)
+        host = socket.gethostname()
+        with reader(self.engine).connect() as conn:
+            rows = conn.execute(select(mat_versions).where(mat_versions.c.status == RUNNING)).all()
+        out = []
+        for row in rows:
+            worker_host, _, pid = (row.worker or "").rpartition(":")
+            dead_here = worker_host == host and pid.isdigit() and not _alive(int(pid))
+            stale = row.heartbeat is None or now - as_utc(row.heartbeat) > STALE_AFTER
+            if dead_here or stale:
+                out.append(_version(row))
+        return out
+
+    def set_expiry(self, datastack: str, version: int, expires_on: datetime | None) -> Version:
+        self.version(datastack, version, include_expired=True)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(mat_versions)
+                .where(and_(mat_versions.c.datastack == datastack, mat_versions.c.version == version))
+                .values(expires_on=expires_on)
+            )
+        return self.version(datastack, version, include_expired=True)
+
+    def mark_expired(self, version_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(mat_versions).where(mat_versions.c.id == version_id).values(status=EXPIRED, valid=False))
+
+    # -- reading -------------------------------------------------------------------------------
+    def list(self, datastack: str, include_expired: bool = False) -> list[Version]:
+        query = select(mat_versions).where(mat_versions.c.datastack == datastack)
+        if include_expired:
+            query = query.where(mat_versions.c.status.in_([AVAILABLE, EXPIRED]))
+        else:
+            query = query.where(mat_versions.c.status == AVAILABLE, mat_versions.c.valid.is_(True))
+        with reader(self.engine).connect() as conn:
+            return [_version(row) for row in conn.execute(query.order_by(mat_versions.c.version)).all()]
+
+    def version(self, datastack: str, version: int, include_expired: bool = False) -> Version:
+        with reader(self.engine).connect() as conn:
+            row = conn.execute(
+                select(mat_versions).where(mat_versions.c.datastack == datastack, mat_versions.c.version == version)
+            ).first()
+        if row is None or row.status not in (AVAILABLE, EXPIRED) or (row.status == EXPIRED and not include_expired):
+            available = [v.version for v in self.list(datastack)]
+            raise NotFound(
+                f"Version {version} not found in datastack {datastack}; available versions are {available}.",
+                code="unknown_version",
+            )
+        return _version(row)
+
+    def tables(self, version: Version, kind: str = "table") -> list[FrozenTable]:
+        with reader(self.engine).connect() as conn:
+            rows = conn.execute(
+                select(mat_version_tables)
+                .where(mat_version_tables.c.version_id == version.id, mat_version_tables.c.kind == kind)
+                .order_by(mat_version_tables.c.table_name)
+            ).all()
+        return [
+            FrozenTable(
+                kind=row.kind,
+                table_name=row.table_name,
+                schema=row.schema,
+                row_count=row.row_count,
+                file=row.file,
+                created=as_utc(row.created),
+                metadata=json.loads(row.metadata),
+            )
+            for row in rows
+        ]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
