@@ -10,10 +10,17 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from opencave.config import Settings
+from opencave.services.annotation import AnnotationService
 from opencave.services.auth import Access, Accounts, IdentityResolver, TokenStore
 from opencave.services.chunkedgraph.service import GraphService
 from opencave.services.info import InfoRegistry
 from opencave.services.l2cache.cache import L2Cache
+from opencave.services.materialize.live import LiveQueries
+from opencave.services.materialize.materializer import Materializer
+from opencave.services.materialize.service import MaterializeService
+from opencave.services.materialize.versions import VersionRegistry
+from opencave.services.materialize.views import ViewRegistry
+from opencave.storage.snapshots import SnapshotEngine
 from opencave.storage.sql import create_store_engine, upgrade_schema
 from opencave.errors import Conflict
 from opencave.storage.state import ensure_secret_key, get_value, set_default
@@ -21,6 +28,7 @@ from opencave.storage.state import ensure_secret_key, get_value, set_default
 ADMIN_EMAIL = "admin@localhost"
 DEMO_REGISTERED = "demo_registered"
 DEMO_GRAPH_READY = "demo_graph_ready"
+DEMO_ANNOTATIONS_READY = "demo_annotations_ready"
 DEMO_WORLD = ("small", 0)
 WORLD_CACHE_ENV = "OPENCAVE_WORLD_CACHE"  # size and seed of the demo datastack's world
 
@@ -44,6 +52,11 @@ class Runtime:
     info: InfoRegistry
     graphs: GraphService
     l2cache: L2Cache
+    annotations: AnnotationService
+    views: ViewRegistry
+    materializer: Materializer
+    materialize: MaterializeService
+    live: LiveQueries
     secret_key: str
 
     @classmethod
@@ -55,6 +68,13 @@ class Runtime:
         with engine.begin() as conn:
             secret_key = ensure_secret_key(conn)
         base = settings.server_url
+        info = InfoRegistry(engine)
+        graphs = GraphService(engine)
+        annotations = AnnotationService(engine, info, graphs)
+        snapshots = SnapshotEngine()
+        registry = VersionRegistry(engine)
+        views = ViewRegistry(engine)
+        materialize = MaterializeService(registry, views, annotations, info, snapshots, settings.query_row_limit)
         return cls(
             settings=settings,
             engine=engine,
@@ -64,9 +84,14 @@ class Runtime:
             identities=IdentityResolver(
                 engine, tos_url=lambda tos_id: f"{base}/sticky_auth/api/v1/tos/{tos_id}/accept"
             ),
-            info=InfoRegistry(engine),
-            graphs=GraphService(engine),
+            info=info,
+            graphs=graphs,
             l2cache=L2Cache(engine),
+            annotations=annotations,
+            views=views,
+            materializer=Materializer(registry, annotations, graphs, info, views, settings.version_root, snapshots),
+            materialize=materialize,
+            live=LiveQueries(materialize, graphs),
             secret_key=secret_key,
         )
 
@@ -95,6 +120,9 @@ class Runtime:
                 with self.engine.begin() as conn:
                     set_default(conn, DEMO_REGISTERED, "1")
             self._ensure_demo_graph()
+        self.materializer.discard_abandoned()
+        if with_demo:
+            self._ensure_demo_annotations()
         return first_run
 
     def _ensure_demo_graph(self) -> None:
@@ -106,11 +134,28 @@ class Runtime:
             if get_value(conn, DEMO_GRAPH_READY) is not None:
                 return
         size, seed = DEMO_WORLD
-        cache = os.environ.get(WORLD_CACHE_ENV)  # a shared directory of built worlds (tests, fleets)
-        world_dir = Path(cache) / f"{size}-{seed}" if cache else self.settings.data_dir / "worlds" / DEMO_GRAPH_TABLE
-        build_world_graph(self.graphs, self.l2cache, DEMO_GRAPH_TABLE, world_dir, size, seed)
+        build_world_graph(self.graphs, self.l2cache, DEMO_GRAPH_TABLE, self._demo_world_dir(), size, seed)
         with self.engine.begin() as conn:
             set_default(conn, DEMO_GRAPH_READY, "1")
+
+    def _demo_world_dir(self) -> Path:
+        from opencave.demo.registration import DEMO_GRAPH_TABLE
+
+        size, seed = DEMO_WORLD
+        cache = os.environ.get(WORLD_CACHE_ENV)  # a shared directory of built worlds (tests, fleets)
+        return Path(cache) / f"{size}-{seed}" if cache else self.settings.data_dir / "worlds" / DEMO_GRAPH_TABLE
+
+    def _ensure_demo_annotations(self) -> None:
+        """Fill the demo's annotation tables and create its versions once (the first start)."""
+        from opencave.demo.population import populate_demo
+        from opencave.demo.registration import DEMO_DATASTACK
+
+        with self.engine.connect() as conn:
+            if get_value(conn, DEMO_ANNOTATIONS_READY) is not None:
+                return
+        populate_demo(self, DEMO_DATASTACK, self._demo_world_dir(), seed=DEMO_WORLD[1])
+        with self.engine.begin() as conn:
+            set_default(conn, DEMO_ANNOTATIONS_READY, "1")
 
     def close(self) -> None:
         self.engine.dispose()

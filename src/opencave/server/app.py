@@ -8,7 +8,7 @@ from opencave import __version__
 from opencave.runtime import Runtime
 from opencave.server.errors import install_error_handlers
 from opencave.server.limits import BodyLimitMiddleware
-from opencave.server.routers import auth_api, chunkedgraph, info, l2cache, pending, schema, volumes
+from opencave.server.routers import annotation, auth_api, chunkedgraph, info, l2cache, materialize, pending, schema, volumes
 from opencave.server.web import pages
 
 # Endpoints of these services take small JSON bodies at most.
@@ -19,14 +19,14 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="opencave",
         version=__version__,
-        description="CAVE services: auth, info, schema, chunkedgraph, L2 cache, volumes (more to come).",
+        description="CAVE services: auth, info, schema, chunkedgraph, L2 cache, annotation engine, volumes (more to come).",
         docs_url="/api/doc",
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (auth_api.router, info.router, schema.router, chunkedgraph.router, l2cache.router, volumes.router, pages.router, pending.router):
+    for router in (auth_api.router, info.router, schema.router, chunkedgraph.router, l2cache.router, annotation.router, materialize.router, volumes.router, pages.router, pending.router):
         app.include_router(router)
 
     @app.get("/health", include_in_schema=False)

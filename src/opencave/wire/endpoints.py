@@ -240,8 +240,6 @@ MATERIALIZE = ServiceEndpoints(
 
 # URL prefixes of the services this server does not provide yet; they answer 501.
 PENDING_SERVICE_PREFIXES: dict[str, str] = {
-    "/annotation": "annotation engine",
-    "/materialize": "materialization engine",
     "/meshing": "meshing service",
     "/nglstate": "neuroglancer state service",
     "/skeletoncache": "skeleton service",

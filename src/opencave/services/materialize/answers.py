@@ -27,12 +27,12 @@ class Answer:
 
 def run(cursor: duckdb.DuckDBPyConnection, sql: str, params: list, stream: bool = True) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Execute on a private cursor and hand back the schema and a batch iterator that closes it."""
-    cursor.execute(sql, params)
+    relation = cursor.sql(sql, params=params)
     if not stream:
-        table = cursor.fetch_arrow_table()
+        table = relation.to_arrow_table()
         cursor.close()
         return table.schema, iter(table.to_batches(max_chunksize=BATCH_ROWS))
-    reader = cursor.fetch_record_batch(BATCH_ROWS)
+    reader = relation.to_arrow_reader(BATCH_ROWS)
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:

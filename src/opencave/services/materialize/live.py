@@ -92,7 +92,6 @@ class LiveQueries:
             else:
                 base = layout.arrow_schema.empty_table()
             combined = self._apply_delta(aligned_volume, table, layout, base, m, t, roots_at_t)
-            warnings.append(f"Live answer at {format_time(moment)} built from version {version.version} ({format_time(version.time_stamp)}) and the changes since.")
         return self._filter(probe, combined, filters), layout, resolution
 
     @staticmethod
@@ -147,7 +146,7 @@ class LiveQueries:
         sql, params, _ = planner.simple_select(source, filters, list(source.layout.names), None)
         cursor = self.service.snapshots.cursor().cursor()
         try:
-            return cursor.execute(sql, params).fetch_arrow_table().cast(source.layout.arrow_schema)
+            return cursor.sql(sql, params=params).to_arrow_table().cast(source.layout.arrow_schema)
         finally:
             cursor.close()
 
@@ -181,7 +180,7 @@ class LiveQueries:
             cursor.register(name, rows)
             source = planner.Source(probe.name, probe.layout, planner.quote(name), probe.voxel_resolution)
             sql, params, _ = planner.simple_select(source, filters, list(probe.layout.names), None, order=True)
-            return cursor.execute(sql, params).fetch_arrow_table().cast(probe.layout.arrow_schema)
+            return cursor.sql(sql, params=params).to_arrow_table().cast(probe.layout.arrow_schema)
         finally:
             cursor.close()
 
@@ -245,7 +244,7 @@ class LiveQueries:
                 limit=None if options.count else limit,
             )
         try:
-            table = cursor.execute(sql, params).fetch_arrow_table()
+            table = cursor.sql(sql, params=params).to_arrow_table()
         finally:
             cursor.close()
         if capped and not options.count and table.num_rows >= (limit or 0):

@@ -157,7 +157,7 @@ class Materializer:
                 if missing:
                     say(f"  view {view.name}: skipped, table(s) {missing} not in this version")
                     continue
-                result = cursor.execute(view.query).fetch_arrow_table()
+                result = cursor.sql(view.query).to_arrow_table()
                 file = f"view.{view.name}.parquet"
                 write_parquet(directory / file, result)
                 self.registry.add_table(

@@ -245,7 +245,9 @@ def simple_select(
     if count:
         return "SELECT count(*) AS count" + body, parts.params, ["count"]
     exprs = column_expressions(source, columns, factors)
-    order_by = " ORDER BY id" if order or resort or offset or limit is not None else ""
+    ordered = order or resort or offset or limit is not None
+    # views without an id keep their stored order, which is fixed when the version is made
+    order_by = " ORDER BY id" if ordered and "id" in source.layout.names else ""
     if order_by and "id" not in columns:
         # ordering needs the id even when it is not answered
         inner = ", ".join(f"{e} AS {quote(n)}" for e, n in exprs)
