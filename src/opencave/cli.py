@@ -296,6 +296,7 @@ def cmd_datastack_mirror(args) -> int:
 
 def cmd_demo_create(args) -> int:
     from opencave.demo.graph import build_world_graph
+    from opencave.demo.population import populate_demo
     from opencave.demo.registration import register_demo
 
     runtime = _runtime(args)
@@ -303,6 +304,9 @@ def cmd_demo_create(args) -> int:
     register_demo(runtime.access, runtime.info, runtime.settings.viewer_site, name=args.name)
     handle = build_world_graph(runtime.graphs, runtime.l2cache, args.name, world_dir, args.size, args.seed)
     print(f"datastack {args.name}: {handle.index.n_sv:,} supervoxels, {handle.index.seq} operations, world in {world_dir}")
+    if not args.no_annotations:
+        populate_demo(runtime, args.name, world_dir, seed=args.seed, progress=lambda m: print(m, flush=True))
+        print(f"datastack {args.name}: annotation tables filled, versions {runtime.materialize.versions(args.name)}")
     return 0
 
 
@@ -471,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="name of the datastack, its dataset and its chunkedgraph table")
     p.add_argument("--size", choices=["small", "medium", "large"], default="small")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-annotations", action="store_true", help="only the segmentation: no annotation tables or versions")
 
     mat = top.add_parser("materialize", help="materialized versions").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _command(mat, "create", cmd_materialize_create, "freeze every table of a datastack as a new version")
