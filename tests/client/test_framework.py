@@ -74,7 +74,7 @@ def test_full_client(rsps, caplog):
     assert client.version is None and client.timestamp is None
     assert read_map() == {DATASTACK: SERVER}
     assert "will now be used by default" in caplog.text
-    for name in ("annotation", "materialize", "skeleton", "state"):
+    for name in ("skeleton", "state"):
         with pytest.raises(ServiceNotAvailable, match=f"client.{name} is not available"):
             getattr(client, name)
 
@@ -93,16 +93,16 @@ def test_unknown_datastack_defaults_to_global_server(rsps):
 
 
 def test_version_setter(rsps):
+    # Setting versions through the materialization engine: tests/client/test_materialize.py.
     mock_info_service(rsps)
     client = CAVEclient(DATASTACK, server_address=SERVER)
-    with pytest.raises(ServiceNotAvailable, match=r"version=3.*client.materialize"):
-        client.version = 3
     with pytest.raises(TypeError, match="Version must be an integer or None."):
         client.version = "3"
+    with pytest.raises(TypeError, match="Version must be an integer or None."):
+        client.version = True
     client.version = None
     assert client.version is None
-    with pytest.raises(ServiceNotAvailable):
-        CAVEclient(DATASTACK, server_address=SERVER, version=3)
+    assert len([c for c in rsps.calls if "/materialize/" in c.request.url]) == 0
 
 
 def test_sub_clients_are_built_once_and_share_auth(rsps):

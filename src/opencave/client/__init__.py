@@ -4,6 +4,7 @@
 type hints and for building single sub-clients.
 """
 
+from .annotation import AnnotationClient
 from .auth import AuthClient
 from .base import ClientBase, ClientBaseWithDatastack, check_version_compatibility, handle_response
 from .errors import (
@@ -17,10 +18,12 @@ from .chunkedgraph import ChunkedGraphClient
 from .framework import CAVEclient, CAVEclientFull, CAVEclientGlobal
 from .info import InfoServiceClient
 from .l2cache import L2CacheClient
+from .materialize import MaterializationClient
 from .schema import SchemaClient
 from .session import get_session_defaults, set_session_defaults
 
 __all__ = [
+    "AnnotationClient",
     "AuthClient",
     "AuthException",
     "CAVEclient",
@@ -32,6 +35,7 @@ __all__ = [
     "GlobalClientError",
     "InfoServiceClient",
     "L2CacheClient",
+    "MaterializationClient",
     "SchemaClient",
     "ServerIncompatibilityError",
     "ServiceNotAvailable",

@@ -4,9 +4,9 @@
 services only) when no datastack is given, else a ``CAVEclientFull``. Sub-clients are built on
 first use and share the token, retry, pool and timeout settings.
 
-Sub-clients opencave does not provide yet (annotation, materialize, skeleton, state) exist as
-properties that raise ``ServiceNotAvailable``, so code that touches them fails with a message
-naming the missing service rather than an AttributeError.
+Sub-clients opencave does not provide yet (skeleton, state) exist as properties that raise
+``ServiceNotAvailable``, so code that touches them fails with a message naming the missing
+service rather than an AttributeError.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime
 from numbers import Integral
 from typing import Any, TypeVar
 
+from .annotation import AnnotationClient
 from .auth import AuthClient
 from .chunkedgraph import ChunkedGraphClient
 from .datastack_lookup import handle_server_address
@@ -23,6 +24,7 @@ from .default_server import default_server_address
 from .errors import GlobalClientError, ServiceNotAvailable
 from .info import InfoServiceClient
 from .l2cache import L2CacheClient
+from .materialize import MaterializationClient
 from .onboarding import interactive_setup_token
 from .schema import SchemaClient
 from .session import Timeout, normalize_timeout
@@ -309,9 +311,12 @@ class CAVEclientFull(CAVEclientGlobal):
             self._version = None
             self._timestamp = None
         elif isinstance(version, Integral) and not isinstance(version, bool):
-            raise ServiceNotAvailable(
-                "materialize", detail=f"Setting a materialization version (version={version}) needs client.materialize."
-            )
+            version = int(version)
+            if version not in self.materialize.get_versions(expired=True):
+                raise ValueError(f"Version {version} is not available for this datastack.")
+            # Look the time up before changing anything, so a failure leaves both unchanged.
+            timestamp = self.materialize.get_timestamp(version)
+            self._version, self._timestamp = version, timestamp
         else:
             raise TypeError("Version must be an integer or None.")
 
@@ -322,9 +327,18 @@ class CAVEclientFull(CAVEclientGlobal):
         return self._timestamp
 
     @property
-    def annotation(self) -> Any:
-        """The annotation engine — not provided by opencave yet."""
-        raise ServiceNotAvailable("annotation")
+    def annotation(self) -> AnnotationClient:
+        """The annotation engine on the local server (``opencave.client.annotation``), for the
+        datastack's aligned volume. Building it builds ``schema`` too."""
+        return self._service(
+            "annotation",
+            lambda: AnnotationClient(
+                server_address=self.local_server,
+                aligned_volume_name=self._aligned_volume_name,
+                schema_client=self.schema,
+                **self._subclient_options(),
+            ),
+        )
 
     def _segmentation_table(self) -> str:
         """The chunkedgraph table: the last path part of ``graphene://.../table/<table>``."""
@@ -346,9 +360,21 @@ class CAVEclientFull(CAVEclientGlobal):
         )
 
     @property
-    def materialize(self) -> Any:
-        """The materialization engine — not provided by opencave yet."""
-        raise ServiceNotAvailable("materialize")
+    def materialize(self) -> MaterializationClient:
+        """The materialization engine on the local server (``opencave.client.materialize``).
+
+        Its default version is this client's ``version`` while one is set.
+        """
+        return self._service(
+            "materialize",
+            lambda: MaterializationClient(
+                server_address=self.local_server,
+                datastack_name=self.datastack_name,
+                synapse_table=self.info.get_datastack_info().get("synapse_table"),
+                desired_resolution=self.desired_resolution,
+                **self._subclient_options(),
+            ),
+        )
 
     @property
     def l2cache(self) -> L2CacheClient:

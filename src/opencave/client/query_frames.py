@@ -1,0 +1,178 @@
+"""Turning materialization answers into DataFrames: Arrow decoding, position columns, timestamps.
+
+These are the module-level helpers of caveclient's ``materializationengine`` (re-exported by
+``opencave.client.materialize``) with the same results, written for speed: position columns
+are joined with one vectorised pass instead of a Python list per row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import requests
+
+from ..wire import arrow_ipc
+
+# Buffer compression asked for with Arrow answers (``Accept-Encoding``), as caveclient does.
+DEFAULT_COMPRESSION = "zstd"
+# Materialization timestamps travel in exactly this form (no zone; UTC by convention).
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+_AXES = {"x": 0, "y": 1, "z": 2}
+# Upstream's row-cap warning and its live-query variant; opencave's server uses the first.
+_TRUNCATION = re.compile(r"limited query to \d+ rows|there may be more results", re.IGNORECASE)
+
+
+def deserialize_query_response(response: requests.Response) -> pd.DataFrame:
+    """The DataFrame of an Arrow IPC stream answer (``Content-Type: data.arrow``).
+
+    Raises ValueError for any other content type. caveclient tries pyarrow's removed
+    ``deserialize`` for the legacy ``x-application/pyarrow`` type; that cannot work with any
+    current pyarrow, so the error says to upgrade the server instead. A ``; charset``-style
+    suffix on the content type is tolerated.
+    """
+    content_type = response.headers.get("Content-Type")
+    media_type = (content_type or "").split(";")[0].strip()
+    if media_type == arrow_ipc.CONTENT_TYPE:
+        return arrow_ipc.decode_frame(response.content)
+    if media_type == arrow_ipc.LEGACY_CONTENT_TYPE:
+        raise ValueError(
+            "The server answered in the legacy 'x-application/pyarrow' format, which current pyarrow "
+            "cannot read. The materialization service must be upgraded (>= 5.13.0)."
+        )
+    raise ValueError(f"Unknown response type: {content_type}")
+
+
+def response_warnings(response: requests.Response) -> list[str]:
+    """The ``Warning`` header lines of a response, one string per line.
+
+    ``requests`` joins repeated header lines with ", ", which cannot be split back because
+    warnings contain commas; the raw urllib3 headers keep the lines apart.
+    """
+    raw_headers = getattr(getattr(response, "raw", None), "headers", None)
+    getlist = getattr(raw_headers, "getlist", None)
+    if callable(getlist):
+        return [str(value) for value in getlist("Warning")]
+    value = response.headers.get("Warning")
+    return [value] if value else []
+
+
+def warning_attrs(response: requests.Response) -> dict[str, Any]:
+    """``{"warnings": [...], "truncated": bool}`` if the server sent warnings, else ``{}``.
+
+    A server that caps the rows of an answer says so in a warning; ``truncated`` makes that
+    visible on the DataFrame (``df.attrs.get("truncated", False)``) instead of only in a log.
+    Nothing is added without warnings, so ``attrs`` stay equal to caveclient's.
+    """
+    lines = response_warnings(response)
+    if not lines:
+        return {}
+    return {"warnings": lines, "truncated": any(_TRUNCATION.search(line) for line in lines)}
+
+
+def _xyz_groups(columns: Sequence[Any]) -> Iterator[tuple[str, list[str]]]:
+    """``(base, [base_x, base_y, base_z])`` for each run of adjacent columns named
+    ``<base>_x, <base>_y, <base>_z`` in that order (caveclient's grouping rule)."""
+    names = [c for c in columns if isinstance(c, str)]
+    for base, group in itertools.groupby(names, key=lambda name: name[:-2]):
+        members = list(group)
+        if "".join(name[-1:] for name in members) == "xyz":
+            yield base, members
+
+
+def convert_position_columns(
+    df: pd.DataFrame, given_resolution: Sequence[float], desired_resolution: Sequence[float]
+) -> pd.DataFrame:
+    """Scale split position columns (in place) from ``given_resolution`` to
+    ``desired_resolution`` (nm per voxel); returns ``df``."""
+    factors = np.asarray(given_resolution, dtype=float) / np.asarray(desired_resolution, dtype=float)
+    if np.all(factors == 1):
+        return df
+    for _, members in _xyz_groups(df.columns):
+        for column in members:
+            df[column] = df[column] * factors[_AXES[column[-1]]]
+    return df
+
+
+def _row_arrays(block: pd.DataFrame) -> np.ndarray:
+    """One 3-element array per row of an x/y/z block, typed as ``np.array(list_of_values)``
+    would type it (caveclient builds them that way: ints → int64, floats → float64)."""
+    values = block.to_numpy()
+    kind = values.dtype.kind
+    if kind == "i":
+        rows = values.astype(np.int64, copy=False)
+    elif kind == "u":
+        fits = values.size == 0 or values.max() <= np.iinfo(np.int64).max
+        rows = values.astype(np.int64 if fits else np.uint64, copy=False)
+    elif kind == "f":
+        rows = values.astype(np.float64, copy=False)
+    elif kind == "b":
+        rows = values
+    else:  # objects, nullable extension types: per row, exactly as caveclient
+        rows = [np.array(row) for row in block.to_numpy(dtype=object).tolist()]
+    result = np.empty(len(rows), dtype=object)
+    for i, row in enumerate(rows):  # row views of one block: no per-row allocation of data
+        result[i] = row
+    return result
+
+
+def concatenate_position_columns(df: pd.DataFrame, inplace: bool = False) -> pd.DataFrame:
+    """Replace each ``<p>_x, <p>_y, <p>_z`` column triple with one column ``<p>`` of 3-element
+    arrays, appended after the other columns (caveclient's column order).
+
+    caveclient builds a Python list per row; this converts each block with one numpy pass,
+    several times faster on large answers.
+    """
+    target = df if inplace else df.copy()
+    groups = list(_xyz_groups(target.columns))
+    for base, members in groups:
+        # An empty answer gets caveclient's empty column (float64), not an object one.
+        target[base] = _row_arrays(target[members]) if len(target) else []
+    dropped = [column for _, members in groups for column in members]
+    if dropped:
+        target.drop(columns=dropped, inplace=True)
+    return target
+
+
+def convert_timestamp(ts: Any) -> datetime:
+    """A UTC-aware datetime from what users and servers give as a time.
+
+    ``"now"`` → now; a naive datetime is taken as UTC; an aware one is converted to UTC; a
+    string is parsed as ``YYYY-MM-DDTHH:MM:SS.ffffff`` (other ISO-8601 forms are accepted too);
+    None → ``pd.Timestamp.max`` (naive, as caveclient). Unlike caveclient, which returns a
+    naive *local* time for floats (and then fails comparing it with aware times), numbers are
+    POSIX seconds in UTC.
+    """
+    if isinstance(ts, str) and ts == "now":
+        return datetime.now(UTC)
+    if isinstance(ts, datetime):
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    if isinstance(ts, (int, float, np.integer, np.floating)) and not isinstance(ts, bool):
+        return datetime.fromtimestamp(float(ts), UTC)
+    if ts is None:
+        return pd.Timestamp.max.to_pydatetime(warn=False)
+    try:
+        parsed = datetime.strptime(ts, TIMESTAMP_FORMAT)
+    except ValueError:
+        parsed = datetime.fromisoformat(ts)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def string_format_timestamp(ts: Any) -> Any:
+    """``YYYY-MM-DDTHH:MM:SS.ffffff`` for a datetime; anything else unchanged."""
+    if isinstance(ts, datetime):
+        return ts.strftime(TIMESTAMP_FORMAT)
+    return ts
+
+
+def parse_resolution(value: Any) -> Any:
+    """The ``dataframe_resolution`` header (``"4.0, 4.0, 40.0"``) as floats; other values as given."""
+    if isinstance(value, str):
+        return [float(part) for part in value.split(",")]
+    return value
