@@ -880,3 +880,13 @@ def test_deserialize_query_response():
         mat_module.deserialize_query_response(response("x-application/pyarrow", b""))
     with pytest.raises(ValueError, match="Unknown response type: text/csv"):
         mat_module.deserialize_query_response(response("text/csv", b""))
+
+
+def test_live_query_root_ids_of_mixed_types_stay_exact():
+    """A uint64 array in one filter and a Python int in another must not be mixed into float64
+    (caveclient does, losing the low bits of 64-bit root ids)."""
+    from opencave.client.live import _filter_root_ids
+
+    big = 288230376151711830
+    ids = _filter_root_ids([{"post_pt_root_id": np.array([big, big + 5], dtype=np.uint64)}, None, {"pre_pt_root_id": big + 1}])
+    assert ids.dtype == np.int64 and ids.tolist() == [big, big + 1, big + 5]

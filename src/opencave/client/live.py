@@ -28,9 +28,14 @@ def _is_collection(value: Any) -> bool:
 
 
 def _filter_root_ids(filters: Sequence[RootFilter]) -> np.ndarray | None:
-    """Every value given to a ``*root_id`` column in the filters, unique; None if there is none."""
+    """Every value given to a ``*root_id`` column in the filters, unique; None if there is none.
+
+    The ids are gathered as int64: caveclient concatenates them as given, so a numpy uint64
+    array in one filter and a Python int in another become float64 and lose their low bits
+    (the past-id lookup then misses the real roots and the query fails with a KeyError).
+    """
     chunks = [
-        np.atleast_1d(np.asarray(list(value) if _is_collection(value) else [value]))
+        np.atleast_1d(np.asarray(list(value) if _is_collection(value) else [value], dtype=np.int64))
         for filter_dict in filters
         if filter_dict is not None
         for column, value in filter_dict.items()

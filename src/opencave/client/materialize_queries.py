@@ -559,7 +559,8 @@ class QueryMethods:
         Root-id filters are mapped to the version's time, the rows' root ids brought forward
         to ``timestamp``, and, with ``post_filter``, the original filters applied again.
         Needs a chunkedgraph client. A timestamp equal to a version's gives a plain query of
-        that version.
+        that version. Root ids stay exact when filters mix numpy and Python integers
+        (caveclient mixes them into float64 and loses their low bits).
         """
         filters = _filters(
             filter_in_dict,

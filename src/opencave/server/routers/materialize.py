@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from opencave.errors import BadRequest, Forbidden, NotImplementedYet
+from opencave.errors import BadRequest, Forbidden, NotFound, NotImplementedYet
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.services.materialize.answers import Answer
@@ -65,15 +65,18 @@ async def _json_body(request: Request) -> Any:
         return {}
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         raise BadRequest("The request body is not valid JSON.", code="bad_json") from None
 
 
 def _version_number(value: str) -> int:
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise BadRequest(f"version {value!r} must be an integer.", code="bad_version") from None
+    if not -(2**31) <= number < 2**31:  # versions are 32-bit integers in the registry
+        raise NotFound(f"Version {number} does not exist; list the versions with client.materialize.get_versions().", code="unknown_version")
+    return number
 
 
 def _expired(request: Request) -> bool:
@@ -306,9 +309,12 @@ async def create_version(datastack_name: str, request: Request, context: AuthCon
     expires = None
     if body.get("days_to_expire") is not None:
         days = body["days_to_expire"]
-        if isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0:
-            raise BadRequest("days_to_expire must be a positive number.", code="bad_body")
-        expires = (moment or datetime.now(timezone.utc)) + timedelta(days=float(days))
+        if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 < days <= 365_000:
+            raise BadRequest("days_to_expire must be a positive number of days (at most 365000).", code="bad_body")
+        try:
+            expires = (moment or datetime.now(timezone.utc)) + timedelta(days=float(days))
+        except OverflowError:
+            raise BadRequest("timestamp + days_to_expire is past the year 9999.", code="bad_body") from None
     version = await run_in_threadpool(runtime.materializer.create_version, datastack_name, moment, expires)
     return version.to_json()
 

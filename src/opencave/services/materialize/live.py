@@ -199,6 +199,9 @@ class LiveQueries:
         stray = sorted({f.table for f in query.filters} - set(tables))
         if stray:
             raise BadRequest(f"Filters name table(s) {stray} that are not part of this query {tables}.", code="unknown_table")
+        stray = sorted(set(query.select_columns or {}) - set(tables))
+        if stray:
+            raise BadRequest(f"select_columns names table(s) {stray} that are not part of this query {tables}.", code="unknown_table")
         warnings: list[str] = []
         sources = []
         cursor = self.service.snapshots.cursor().cursor()
@@ -224,6 +227,7 @@ class LiveQueries:
                 offset=query.paging.offset,
                 limit=None if options.count else limit,
                 order=True,
+                add_supervoxels=False,  # roots are already at T: answer exactly the selection
             )
             column_map = {source.name: {n: n for n in names}}
         else:
@@ -242,6 +246,7 @@ class LiveQueries:
                 random_sample=options.random_sample,
                 offset=query.paging.offset,
                 limit=None if options.count else limit,
+                add_supervoxels=False,
             )
         try:
             table = cursor.sql(sql, params=params).to_arrow_table()

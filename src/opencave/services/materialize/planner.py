@@ -9,9 +9,11 @@ floats are bound parameters.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from opencave.errors import BadRequest
@@ -72,6 +74,28 @@ def _check_value(source: Source, f: Filter, dtype: pa.DataType, value: Any) -> A
     return value
 
 
+_REGEX_CHECK = threading.Lock()
+_regex_db: duckdb.DuckDBPyConnection | None = None
+
+
+def _check_regex(source: Source, f: Filter) -> None:
+    """A pattern DuckDB (RE2) cannot compile is the caller's mistake: say so before the query
+    runs (an error while an answer streams would cut the connection)."""
+    global _regex_db
+    with _REGEX_CHECK:
+        if _regex_db is None:
+            _regex_db = duckdb.connect(":memory:")
+        try:
+            _regex_db.execute("SELECT regexp_matches('', ?)", [f.value]).fetchall()
+        except duckdb.Error as error:
+            message = str(error).removeprefix("Invalid Input Error: ")
+            raise BadRequest(
+                f"Regex filter on {source.name}.{f.column}: {f.value!r} is not a valid regular expression "
+                f"(RE2 syntax: no look-arounds or back-references): {message}.",
+                code="bad_filter",
+            ) from None
+
+
 def check_filters(source: Source, filters: list[Filter]) -> list[Filter]:
     """The filters on ``source`` with values converted to the column types (BadRequest otherwise)."""
     out = []
@@ -99,6 +123,7 @@ def check_filters(source: Source, filters: list[Filter]) -> list[Filter]:
                     f"Regex filter is only supported on string columns; {source.name}.{f.column} is not one.",
                     code="bad_filter",
                 )
+            _check_regex(source, f)
             out.append(f)
         elif f.kind in LIST_KINDS:
             out.append(Filter(f.table, f.column, f.kind, [_check_value(source, f, dtype, v) for v in f.value]))
@@ -147,10 +172,14 @@ def scale_factors(source: Source, desired: tuple[float, float, float] | None) ->
     return None if all(f == 1 for f in factors) else factors  # type: ignore[return-value]
 
 
-def selected_columns(source: Source, select: list[str] | None) -> list[str]:
-    """Base column names (positions unsplit) to answer, in answer order."""
+def selected_columns(source: Source, select: list[str] | None, add_supervoxels: bool = True) -> list[str]:
+    """Base column names (positions unsplit) to answer, in answer order.
+
+    As upstream, selecting ``X_root_id`` also selects ``X_supervoxel_id`` (just before it):
+    caveclient's ``live_query`` needs the supervoxels to bring the roots to its timestamp.
+    """
     layout = source.layout
-    if select is None:
+    if not select:  # None, or an empty list as upstream: every column
         split = {name for p in layout.positions for name in split_position(p)}
         base = [name for name in layout.names if name not in split]
         return base + list(layout.positions)
@@ -162,7 +191,16 @@ def selected_columns(source: Source, select: list[str] | None) -> list[str]:
             f"{[c for c in layout.names if not c.endswith(('_x', '_y', '_z')) or c[:-2] not in layout.positions] + list(layout.positions)}.",
             code="unknown_column",
         )
-    return list(select)
+    if not add_supervoxels:
+        return list(select)
+    out: list[str] = []
+    for column in select:
+        supervoxel = column.removesuffix("root_id") + "supervoxel_id"
+        if column.endswith("root_id") and supervoxel in layout.names and supervoxel not in out:
+            out.append(supervoxel)
+        if column not in out:
+            out.append(column)
+    return out
 
 
 def column_expressions(
@@ -232,13 +270,14 @@ def simple_select(
     offset: int | None = None,
     limit: int | None = None,
     order: bool = False,
+    add_supervoxels: bool = True,
 ) -> tuple[str, list[Any], list[str]]:
     """SQL of a single-table query: (sql, params, answer column names).
 
     Stored column names (``pre_pt_position_x``) select the raw stored values; position names
     (``pre_pt_position``) give the split, rounded or rescaled answer columns."""
     filters = check_filters(source, filters)
-    columns = selected_columns(source, select)
+    columns = selected_columns(source, select, add_supervoxels)
     parts = SqlParts()
     relation, resort = pick_relation(source, filters) if not random_sample else (source.relation, False)
     body = f" FROM {relation}{sample_clause(source, random_sample)}{where(filters, parts, extra=extra_conditions)}"
@@ -274,6 +313,7 @@ def join_select(
     random_sample: int | None = None,
     offset: int | None = None,
     limit: int | None = None,
+    add_supervoxels: bool = True,
 ) -> tuple[str, list[Any], list[str], dict[str, dict[str, str]]]:
     """SQL of an inner join of two tables on ``left.on[0] = right.on[1]``.
 
@@ -296,7 +336,7 @@ def join_select(
             if owner is None:
                 raise BadRequest(f"column {column!r} not found in any table referenced ({sorted(names)}).", code="unknown_column")
             select_map[owner.name].append(column)
-    chosen = [selected_columns(s, (select_map or {}).get(s.name)) for s in sources]
+    chosen = [selected_columns(s, (select_map or {}).get(s.name), add_supervoxels) for s in sources]
     both = set(chosen[0]) & set(chosen[1])
     suffix_of = {s.name: (suffixes or {}).get(s.name, DEFAULT_SUFFIXES[i]) for i, s in enumerate(sources)}
     parts = SqlParts()

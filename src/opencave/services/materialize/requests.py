@@ -7,6 +7,7 @@ the value fit its type) happen later against each table's layout (``planner.chec
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +27,7 @@ FILTER_KINDS: dict[str, str] = {
     "filter_regex_dict": "regex",
 }
 LIST_KINDS = {"in", "notin"}
+MAX_ROWS = 2**63 - 1  # limit and offset are 64-bit integers
 SCALAR_KINDS = {"equal", "greater", "less", "greater_equal", "less_equal"}
 
 
@@ -160,10 +162,10 @@ def _filter_value(key: str, table: str, column: str, kind: str, value: Any) -> A
     if kind == "spatial":
         try:
             lo, hi = ([float(v) for v in corner] for corner in value)
-            if len(lo) != 3 or len(hi) != 3:
+            if len(lo) != 3 or len(hi) != 3 or not all(math.isfinite(v) for v in lo + hi):
                 raise ValueError
         except (TypeError, ValueError):
-            raise BadRequest(f"{where} must be [[min_x, min_y, min_z], [max_x, max_y, max_z]].", code="bad_filter") from None
+            raise BadRequest(f"{where} must be [[min_x, min_y, min_z], [max_x, max_y, max_z]] (finite numbers).", code="bad_filter") from None
         if any(a > b for a, b in zip(lo, hi)):
             raise BadRequest(
                 f"{where}: min bounds {lo} must be less than max bounds {hi} on every axis.", code="bad_bounding_box"
@@ -184,8 +186,8 @@ def _paging(body: dict[str, Any]) -> Paging:
         value = body.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (name == "limit" and value == 0):
-            what = "a positive integer" if name == "limit" else "a non-negative integer"
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ROWS or (name == "limit" and value == 0):
+            what = f"a {'positive' if name == 'limit' else 'non-negative'} integer of at most {MAX_ROWS}"
             raise BadRequest(f"{name} must be {what}, not {value!r}.", code="bad_paging")
         setattr(paging, name, value)
     return paging
@@ -199,8 +201,8 @@ def _resolution(body: dict[str, Any]) -> tuple[float, float, float] | None:
         res = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         res = ()
-    if len(res) != 3 or any(not r > 0 for r in res):
-        raise BadRequest(f"desired_resolution must be three positive numbers [x, y, z], not {value!r}.", code="bad_resolution")
+    if len(res) != 3 or any(not (r > 0 and math.isfinite(r)) for r in res):
+        raise BadRequest(f"desired_resolution must be three positive finite numbers [x, y, z], not {value!r}.", code="bad_resolution")
     return res  # type: ignore[return-value]
 
 

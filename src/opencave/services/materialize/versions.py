@@ -15,8 +15,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
-from opencave.errors import NotFound
+from opencave.errors import Conflict, NotFound
 from opencave.storage.sql import reader
 from opencave.storage.tables import mat_version_tables, mat_versions
 
@@ -97,7 +98,18 @@ class VersionRegistry:
 
     # -- building ------------------------------------------------------------------------------
     def begin(self, datastack: str, time_stamp: datetime, expires_on: datetime | None, location_root: str) -> Version:
-        """Register a RUNNING version numbered after every existing one of the datastack."""
+        """Register a RUNNING version numbered after every existing one of the datastack.
+
+        Concurrent builders may pick the same number; the unique constraint refuses all but
+        one, and the others take the next number."""
+        for _ in range(50):
+            try:
+                return self._begin(datastack, time_stamp, expires_on, location_root)
+            except IntegrityError:
+                continue
+        raise Conflict(f"Could not number a new version of {datastack}: too many versions are being created at once; retry.", code="version_conflict")
+
+    def _begin(self, datastack: str, time_stamp: datetime, expires_on: datetime | None, location_root: str) -> Version:
         now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
             current = conn.execute(
@@ -163,8 +175,9 @@ class VersionRegistry:
             )
 
     def abandoned(self) -> list[Version]:
-        """RUNNING versions whose builder is gone: this process's own earlier life (same host,
-        dead pid) or no heartbeat for ``STALE_AFTER``."""
+        """RUNNING versions whose builder is gone: on this host, one whose process is dead
+        (however recent its heartbeat; a live one is left alone however long a table takes);
+        elsewhere, one without a heartbeat for ``STALE_AFTER``."""
         now = datetime.now(timezone.utc)
         host = socket.gethostname()
         with reader(self.engine).connect() as conn:
@@ -172,9 +185,11 @@ class VersionRegistry:
         out = []
         for row in rows:
             worker_host, _, pid = (row.worker or "").rpartition(":")
-            dead_here = worker_host == host and pid.isdigit() and not _alive(int(pid))
-            stale = row.heartbeat is None or now - as_utc(row.heartbeat) > STALE_AFTER
-            if dead_here or stale:
+            if worker_host == host and pid.isdigit():
+                gone = not _alive(int(pid))
+            else:
+                gone = row.heartbeat is None or now - as_utc(row.heartbeat) > STALE_AFTER
+            if gone:
                 out.append(_version(row))
         return out
 
