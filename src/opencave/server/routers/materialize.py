@@ -119,15 +119,24 @@ def tables(datastack_name: str, version: str, request: Request, context: AuthCon
     return runtime_of(request).materialize.table_names(datastack_name, _version_number(version))
 
 
-def _readable(request: Request, context: AuthContext, metadata: dict) -> None:
-    runtime_of(request).annotations.access.require(context.identity, metadata, "read")
+def _readable(request: Request, context: AuthContext, datastack: str, table: str, frozen: dict | None = None) -> None:
+    """Read permission as the table's owner has it set now (upstream checks the live table too):
+    a version's frozen metadata keeps the permissions of the day it was made."""
+    runtime = runtime_of(request)
+    try:
+        current = runtime.annotations.table_metadata(runtime.info.aligned_volume_of(datastack), table, include_deleted=True)
+    except NotFound:
+        if frozen is None:
+            raise
+        current = frozen
+    runtime.annotations.access.require(context.identity, current, "read")
 
 
 @_route("GET", "table_count")
 def table_count(datastack_name: str, version: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> int:
     _allow(request, context, datastack_name)
     service = runtime_of(request).materialize
-    _readable(request, context, service.table_metadata(datastack_name, _version_number(version), table_name))
+    _readable(request, context, datastack_name, table_name, service.table_metadata(datastack_name, _version_number(version), table_name))
     return service.table_count(datastack_name, _version_number(version), table_name)
 
 
@@ -135,7 +144,7 @@ def table_count(datastack_name: str, version: str, table_name: str, request: Req
 def table_metadata(datastack_name: str, version: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
     _allow(request, context, datastack_name)
     metadata = runtime_of(request).materialize.table_metadata(datastack_name, _version_number(version), table_name)
-    _readable(request, context, metadata)
+    _readable(request, context, datastack_name, table_name, metadata)
     headers = {}
     if metadata.get("notice_text"):
         headers["Warning"] = _header_text(f"Table Owner Notice on {table_name}: {metadata['notice_text']}")
@@ -168,7 +177,7 @@ def segmentation_metadata(datastack_name: str, table_name: str, request: Request
 def unique_string_values(datastack_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     _allow(request, context, datastack_name)
     runtime = runtime_of(request)
-    _readable(request, context, runtime.annotations.table_metadata(runtime.info.aligned_volume_of(datastack_name), table_name))
+    _readable(request, context, datastack_name, table_name)
     return runtime.materialize.unique_string_values(datastack_name, table_name)
 
 
@@ -206,7 +215,7 @@ async def query_table(datastack_name: str, version: str, table_name: str, reques
     number = _version_number(version)
 
     def work() -> Answer:
-        _readable(request, context, service.table_metadata(datastack_name, number, table_name))
+        _readable(request, context, datastack_name, table_name, service.table_metadata(datastack_name, number, table_name))
         return service.query_table(datastack_name, number, table_name, query, options, rescale=_is_v3(request))
 
     answer = await run_in_threadpool(work)
@@ -223,7 +232,7 @@ async def join_query(datastack_name: str, version: str, request: Request, contex
 
     def work() -> Answer:
         for table, _ in query.tables:
-            _readable(request, context, service.table_metadata(datastack_name, number, table))
+            _readable(request, context, datastack_name, table, service.table_metadata(datastack_name, number, table))
         return service.query_join(datastack_name, number, query, options, rescale=_is_v3(request))
 
     answer = await run_in_threadpool(work)
@@ -238,9 +247,8 @@ async def live_query(datastack_name: str, request: Request, context: AuthContext
     runtime = runtime_of(request)
 
     def work() -> Answer:
-        aligned_volume = runtime.info.aligned_volume_of(datastack_name)
         for table in {query.table, *(j[0] for j in query.joins), *(j[2] for j in query.joins)}:
-            _readable(request, context, runtime.annotations.table_metadata(aligned_volume, table))
+            _readable(request, context, datastack_name, table)
         return runtime.live.query(datastack_name, query, options)
 
     answer = await run_in_threadpool(work)
