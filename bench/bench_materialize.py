@@ -21,34 +21,20 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import duckdb
 import numpy as np
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opencave import CAVEclient  # noqa: E402
 from tests.support.demo import DemoWorld, _neuron_pairs  # noqa: E402
-from tests.support.postgres import free_port  # noqa: E402
+from bench.support import loopback_server, opencave_cli  # noqa: E402
 
 
-def opencave_cli(*args: str, storage: list[str]) -> str:
-    result = subprocess.run([sys.executable, "-m", "opencave", *args, *storage], capture_output=True, text=True, check=True)
-    return result.stdout.strip()
-
-
-def timed(fn, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def adjacency(frame):
@@ -72,21 +58,8 @@ def main() -> int:
     opencave_cli("demo", "create", name, "--size", args.size, storage=storage)
     print(f"datastack ready ({time.perf_counter() - start:.1f} s)", flush=True)
     token = opencave_cli("token", "create", "admin@localhost", storage=storage)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "opencave", "serve", "--port", str(port), "--no-access-log", "--log-level", "warning", *storage],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
     results: dict[str, object] = {}
-    try:
-        for _ in range(1200):
-            try:
-                if requests.get(url + "/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+    with loopback_server(storage) as url:
         client = CAVEclient(name, server_address=url, auth_token=token)
         mat = client.materialize
         version = mat.most_recent_version()
@@ -204,9 +177,6 @@ def main() -> int:
             "floor_p50_ms": results["neuron_inputs"]["floor_p50_ms"],
         }
         print(f"live-live: {results['live_live']}", flush=True)
-    finally:
-        server.terminate()
-        server.wait(10)
 
     record = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -19,15 +19,14 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from ..wire.endpoints import ANNOTATION, DEFAULT_GLOBAL_SERVER
+from ..wire.endpoints import ANNOTATION
 from ..wire.json_encoding import dumps
 from .auth import AuthClient
-from .base import ClientBase, handle_response, negotiate_api_version
+from .base import ServiceClient, handle_response
 from .query_frames import TIMESTAMP_FORMAT
 from .session import Timeout
 from .stage import StagedAnnotations
 
-SERVER_KEY = ANNOTATION.server_key
 
 PERMISSIONS = ("PRIVATE", "GROUP", "PUBLIC")
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -54,12 +53,14 @@ def _as_list(value: Any) -> Any:
     return value
 
 
-class AnnotationClient(ClientBase):
+class AnnotationClient(ServiceClient):
     """Client of an annotation engine (``client.annotation``), API v2.
 
     Every method takes ``aligned_volume_name`` (default: the client's). The schema client
     (for ``stage_annotations``) is ``schema_client``, else the CAVEclient's.
     """
+
+    service = ANNOTATION
 
     def __init__(
         self,
@@ -75,18 +76,10 @@ class AnnotationClient(ClientBase):
         schema_client: Any = None,
         timeout: Timeout | None = None,
     ):
-        server_address = server_address or DEFAULT_GLOBAL_SERVER
-        auth_client = auth_client if auth_client is not None else AuthClient()
-        auth_header = auth_client.request_header
-        endpoints, api_version = negotiate_api_version(
-            api_version, ANNOTATION, server_address, auth_header, verify=verify, timeout=timeout
-        )
         super().__init__(
             server_address,
-            auth_header,
+            auth_client,
             api_version,
-            endpoints,
-            SERVER_KEY,
             verify=verify,
             max_retries=max_retries,
             pool_maxsize=pool_maxsize,

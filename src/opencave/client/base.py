@@ -20,7 +20,7 @@ import requests
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from ..wire.endpoints import ServiceEndpoints
+from ..wire.endpoints import DEFAULT_GLOBAL_SERVER, ServiceEndpoints
 from ..wire.tokens import TOKEN_COOKIE
 from .errors import AuthException, ServerIncompatibilityError
 from .session import Timeout, build_session, normalize_timeout
@@ -277,6 +277,54 @@ class ClientBase:
     def raise_for_status(r: requests.Response, log_warning: bool = True) -> None:
         """Raise ``requests.HTTPError`` if the response is a 4xx/5xx."""
         raise_for_status(r, log_warning=log_warning)
+
+
+class ServiceClient(ClientBase):
+    """A sub-client of one service (``service``): it defaults the server to the global one and
+    the auth client to the saved token, and negotiates the API version when it is built."""
+
+    service: ServiceEndpoints
+    fallback_version: int | None = None  # API version when the server does not say
+
+    def __init__(
+        self,
+        server_address: str | None,
+        auth_client: Any,
+        api_version: int | str,
+        *,
+        verify: bool | str = True,
+        max_retries: int | None = None,
+        pool_maxsize: int | None = None,
+        pool_block: bool | None = None,
+        over_client: Any = None,
+        timeout: Timeout | None = None,
+    ):
+        from .auth import AuthClient  # auth.py imports this module
+
+        server_address = server_address or DEFAULT_GLOBAL_SERVER
+        auth_header = (auth_client if auth_client is not None else AuthClient()).request_header
+        endpoints, api_version = negotiate_api_version(
+            api_version,
+            self.service,
+            server_address,
+            auth_header,
+            fallback_version=self.fallback_version,
+            verify=verify,
+            timeout=timeout,
+        )
+        super().__init__(
+            server_address,
+            auth_header,
+            api_version,
+            endpoints,
+            self.service.server_key,
+            verify=verify,
+            max_retries=max_retries,
+            pool_maxsize=pool_maxsize,
+            pool_block=pool_block,
+            over_client=over_client,
+            timeout=timeout,
+        )
 
 
 class ClientBaseWithDatastack(ClientBase):

@@ -20,21 +20,19 @@ import pandas as pd
 from packaging.version import Version
 
 from ..wire import node_ids as node_id_codec
-from ..wire.endpoints import CHUNKEDGRAPH, DEFAULT_GLOBAL_SERVER
+from ..wire.endpoints import CHUNKEDGRAPH
 from ..wire.json_encoding import dumps
 from .auth import AuthClient
 from .base import (
-    ClientBase,
+    ServiceClient,
     check_version_compatibility,
     handle_response,
-    negotiate_api_version,
 )
 from .session import Timeout
 
 if TYPE_CHECKING:  # networkx is optional, needed only for ``as_nx_graph=True``
     import networkx as nx
 
-SERVER_KEY = CHUNKEDGRAPH.server_key
 
 logger = logging.getLogger(__name__)
 
@@ -152,13 +150,15 @@ def _lineage_degrees(graph: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.
 # Client
 
 
-class ChunkedGraphClient(ClientBase):
+class ChunkedGraphClient(ServiceClient):
     """Client of a PyChunkedGraph server (``client.chunkedgraph``).
 
     The API version is negotiated through ``GET /segmentation/api/versions`` and the server
     version read from ``/segmentation/api/version``. Methods that take a timestamp default to
     the ``timestamp`` property, then to the current time.
     """
+
+    service = CHUNKEDGRAPH
 
     def __init__(
         self,
@@ -174,18 +174,10 @@ class ChunkedGraphClient(ClientBase):
         over_client: Any = None,
         timeout: Timeout | None = None,
     ):
-        server_address = server_address or DEFAULT_GLOBAL_SERVER
-        auth_client = auth_client if auth_client is not None else AuthClient()
-        auth_header = auth_client.request_header
-        endpoints, api_version = negotiate_api_version(
-            api_version, CHUNKEDGRAPH, server_address, auth_header, verify=verify, timeout=timeout
-        )
         super().__init__(
             server_address,
-            auth_header,
+            auth_client,
             api_version,
-            endpoints,
-            SERVER_KEY,
             verify=verify,
             max_retries=max_retries,
             pool_maxsize=pool_maxsize,

@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 from requests import HTTPError
 
-from ..wire.endpoints import DEFAULT_GLOBAL_SERVER, L2CACHE
+from ..wire.endpoints import L2CACHE
 from ..wire.json_encoding import dumps
 from .auth import AuthClient
-from .base import ClientBase, handle_response, negotiate_api_version
+from .base import ServiceClient, handle_response
 from .session import Timeout
 
-SERVER_KEY = L2CACHE.server_key
 
 # Vector attributes split into scalar columns by ``get_l2data_table``: (shape, column names).
 _SPLIT_COLUMNS: dict[str, tuple[tuple[int, ...], list[str]]] = {
@@ -40,8 +39,10 @@ def _split(value: Any, shape: tuple[int, ...], columns: list[str]) -> pd.Series:
     return pd.Series(np.asarray(value).flatten(), index=columns)
 
 
-class L2CacheClient(ClientBase):
+class L2CacheClient(ServiceClient):
     """Client of the L2 cache service (``client.l2cache``); API v1, no requests on construction."""
+
+    service = L2CACHE
 
     def __init__(
         self,
@@ -56,18 +57,10 @@ class L2CacheClient(ClientBase):
         verify: bool | str = True,
         timeout: Timeout | None = None,
     ):
-        server_address = server_address or DEFAULT_GLOBAL_SERVER
-        auth_client = auth_client if auth_client is not None else AuthClient()
-        auth_header = auth_client.request_header
-        endpoints, api_version = negotiate_api_version(
-            api_version, L2CACHE, server_address, auth_header, verify=verify, timeout=timeout
-        )
         super().__init__(
             server_address,
-            auth_header,
+            auth_client,
             api_version,
-            endpoints,
-            SERVER_KEY,
             verify=verify,
             max_retries=max_retries,
             pool_maxsize=pool_maxsize,

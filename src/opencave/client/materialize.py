@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from cachetools import TTLCache
 
-from ..wire.endpoints import DEFAULT_GLOBAL_SERVER, MATERIALIZE
+from ..wire.endpoints import MATERIALIZE
 from ..wire.json_encoding import dumps
 from .auth import AuthClient
-from .base import ClientBase, check_version_compatibility, handle_response, negotiate_api_version
+from .base import ServiceClient, check_version_compatibility, handle_response
 from .errors import ServerIncompatibilityError
 from .materialize_queries import DIRECT_SQL_ERROR_MSG, JSON_CONTENT, QueryMethods, direct_sql_error_msg
 from .query_frames import (
@@ -56,7 +56,6 @@ __all__ = [
     "string_format_timestamp",
 ]
 
-SERVER_KEY = MATERIALIZE.server_key
 
 METADATA_TTL = 12 * 60 * 60
 
@@ -78,13 +77,16 @@ class _HTMLLink:
         return self.data
 
 
-class MaterializationClient(QueryMethods, ClientBase):
+class MaterializationClient(QueryMethods, ServiceClient):
     """Client of a materialization engine (``client.materialize``).
 
     The API version is negotiated through ``GET /materialize/api/versions`` (API 2 when the
     server cannot say) and the server version read from ``/materialize/version``; queries need
     a server ≥ 5.13.0.
     """
+
+    service = MATERIALIZE
+    fallback_version = 2  # caveclient assumes API 2 when the server does not say
 
     def __init__(
         self,
@@ -103,18 +105,10 @@ class MaterializationClient(QueryMethods, ClientBase):
         over_client: Any = None,
         timeout: Timeout | None = None,
     ):
-        server_address = server_address or DEFAULT_GLOBAL_SERVER
-        auth_client = auth_client if auth_client is not None else AuthClient()
-        auth_header = auth_client.request_header
-        endpoints, api_version = negotiate_api_version(
-            api_version, MATERIALIZE, server_address, auth_header, fallback_version=2, verify=verify, timeout=timeout
-        )
         super().__init__(
             server_address,
-            auth_header,
+            auth_client,
             api_version,
-            endpoints,
-            SERVER_KEY,
             verify=verify,
             max_retries=max_retries,
             pool_maxsize=pool_maxsize,

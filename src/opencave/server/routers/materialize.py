@@ -135,15 +135,15 @@ def _readable(request: Request, context: AuthContext, datastack: str, table: str
 @_route("GET", "table_count")
 def table_count(datastack_name: str, version: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> int:
     _allow(request, context, datastack_name)
-    service = runtime_of(request).materialize
-    _readable(request, context, datastack_name, table_name, service.table_metadata(datastack_name, _version_number(version), table_name))
-    return service.table_count(datastack_name, _version_number(version), table_name)
+    found = runtime_of(request).materialize.frozen_table(datastack_name, _version_number(version), table_name)
+    _readable(request, context, datastack_name, table_name, found.frozen.metadata)
+    return found.frozen.row_count
 
 
 @_route("GET", "metadata")
 def table_metadata(datastack_name: str, version: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
     _allow(request, context, datastack_name)
-    metadata = runtime_of(request).materialize.table_metadata(datastack_name, _version_number(version), table_name)
+    metadata = runtime_of(request).materialize.frozen_table(datastack_name, _version_number(version), table_name).frozen.metadata
     _readable(request, context, datastack_name, table_name, metadata)
     headers = {}
     if metadata.get("notice_text"):
@@ -215,8 +215,9 @@ async def query_table(datastack_name: str, version: str, table_name: str, reques
     number = _version_number(version)
 
     def work() -> Answer:
-        _readable(request, context, datastack_name, table_name, service.table_metadata(datastack_name, number, table_name))
-        return service.query_table(datastack_name, number, table_name, query, options, rescale=_is_v3(request))
+        found = service.frozen_table(datastack_name, number, table_name)
+        _readable(request, context, datastack_name, table_name, found.frozen.metadata)
+        return service.query_table(found, query, options, rescale=_is_v3(request))
 
     answer = await run_in_threadpool(work)
     return _respond(request, answer, options.return_pyarrow, options.ipc_compress, _is_v3(request))
@@ -231,9 +232,10 @@ async def join_query(datastack_name: str, version: str, request: Request, contex
     number = _version_number(version)
 
     def work() -> Answer:
-        for table, _ in query.tables:
-            _readable(request, context, datastack_name, table, service.table_metadata(datastack_name, number, table))
-        return service.query_join(datastack_name, number, query, options, rescale=_is_v3(request))
+        left, right = (service.frozen_table(datastack_name, number, table) for table, _ in query.tables)
+        for found in (left, right):
+            _readable(request, context, datastack_name, found.frozen.table_name, found.frozen.metadata)
+        return service.query_join(left, right, query, options, rescale=_is_v3(request))
 
     answer = await run_in_threadpool(work)
     return _respond(request, answer, options.return_pyarrow, options.ipc_compress, _is_v3(request))
@@ -265,7 +267,7 @@ def views(datastack_name: str, version: str, request: Request, context: AuthCont
 @_route("GET", "get_view_metadata", (V3,))
 def view_metadata(datastack_name: str, version: str, view_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.view_metadata(datastack_name, _version_number(version), view_name)
+    return runtime_of(request).materialize.frozen_table(datastack_name, _version_number(version), view_name, kind="view").frozen.metadata
 
 
 @_route("GET", "view_schemas", (V3,))
@@ -286,7 +288,12 @@ async def query_view(datastack_name: str, version: str, view_name: str, request:
     options = parse_options(dict(request.query_params))
     query = parse_table_query(await _json_body(request))
     service = runtime_of(request).materialize
-    answer = await run_in_threadpool(service.query_view, datastack_name, _version_number(version), view_name, query, options)
+    number = _version_number(version)
+
+    def work() -> Answer:
+        return service.query_table(service.frozen_table(datastack_name, number, view_name, kind="view"), query, options, rescale=True)
+
+    answer = await run_in_threadpool(work)
     return _respond(request, answer, options.return_pyarrow, options.ipc_compress, v3=True)
 
 

@@ -14,16 +14,10 @@ from functools import cache
 
 import pyarrow as pa
 
+from opencave.services.annotation.layout import ARROW_TYPES, AXES
 from opencave.services.schemas.columns import layout as schema_layout
 
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "BIGINT": pa.int64(),
-    "INTEGER": pa.int32(),
-    "FLOAT": pa.float64(),
-    "VARCHAR": pa.string(),
-    "BOOLEAN": pa.bool_(),
-}
-AXES = ("x", "y", "z")
+__all__ = ["AXES", "BoundPoint", "FrozenLayout", "frozen_layout", "split_position"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +82,7 @@ def frozen_layout(schema: str) -> FrozenLayout:
         elif column.name == "valid":
             ids.append(("valid", pa.bool_()))
         else:
-            scalars.append((column.name, _ARROW_TYPES[column.type]))
+            scalars.append((column.name, ARROW_TYPES[column.type]))
     split = [(name, pa.float64()) for column in positions for name in split_position(column)]
     return FrozenLayout(
         schema=schema,

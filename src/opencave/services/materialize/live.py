@@ -22,7 +22,7 @@ from opencave.errors import BadRequest
 from opencave.services.materialize import planner
 from opencave.services.materialize.answers import Answer, from_table
 from opencave.services.materialize.layout import FrozenLayout, frozen_layout
-from opencave.services.materialize.materializer import frozen_rows
+from opencave.services.materialize.materializer import frozen_rows, supervoxel_ids
 from opencave.services.materialize.requests import Filter, LiveQuery, QueryOptions
 from opencave.services.materialize.roots import alive_roots, remap_roots, roots_of
 from opencave.services.materialize.versions import Version, format_time
@@ -79,7 +79,7 @@ class LiveQueries:
         if version is not None:
             frozen = {f.table_name: f for f in self.service.registry.tables(version)}
             if table in frozen:
-                frozen_table = self.service.table_for_query(datastack, version.version, table)
+                frozen_table = self.service.frozen_table(datastack, version.version, table)
         if version is None:
             live = self.service.annotations.read_rows(aligned_volume, table, alive_at=t)
             combined = frozen_rows(live, layout, roots_at_t)
@@ -262,8 +262,7 @@ class LiveQueries:
 def _with_roots(rows: pa.Table, layout: FrozenLayout, roots_at_t) -> pa.Table:
     """Frozen rows with every root column recomputed at the query time from the supervoxels."""
     for point in layout.bound_points:
-        svs = rows.column(point.supervoxel_column).to_numpy(zero_copy_only=False)
-        svs = np.nan_to_num(svs).astype(np.int64) if svs.dtype.kind == "f" else svs.astype(np.int64)
         at = rows.schema.get_field_index(point.root_column)
-        rows = rows.set_column(at, point.root_column, pa.array(roots_at_t(svs), type=pa.int64()))
+        roots = roots_at_t(supervoxel_ids(rows, point.supervoxel_column))
+        rows = rows.set_column(at, point.root_column, pa.array(roots, type=pa.int64()))
     return rows

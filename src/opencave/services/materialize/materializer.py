@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
+def supervoxel_ids(rows: pa.Table, column: str) -> np.ndarray:
+    """A supervoxel column as int64 (null, i.e. not looked up, as 0)."""
+    return rows.column(column).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def frozen_rows(
     rows: pa.Table, layout: FrozenLayout, roots: Callable[[np.ndarray], np.ndarray]
 ) -> pa.Table:
@@ -45,9 +50,7 @@ def frozen_rows(
             arrays.append(pa.array(np.ones(rows.num_rows, dtype=bool)))
         elif name.endswith("root_id") and any(p.root_column == name for p in layout.bound_points):
             point = next(p for p in layout.bound_points if p.root_column == name)
-            svs = rows.column(point.supervoxel_column).to_numpy(zero_copy_only=False)
-            svs = np.nan_to_num(svs).astype(np.int64) if svs.dtype.kind == "f" else svs.astype(np.int64)
-            arrays.append(pa.array(roots(svs), type=pa.int64()))
+            arrays.append(pa.array(roots(supervoxel_ids(rows, point.supervoxel_column)), type=pa.int64()))
         else:
             arrays.append(rows.column(name).cast(dtype))
     return pa.Table.from_arrays(arrays, schema=layout.arrow_schema)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -39,10 +40,9 @@ def start_schedule(runtime: "Runtime", every_hours: float, expires_after_days: f
     every = timedelta(hours=every_hours)
 
     def loop() -> None:
-        stop = threading.Event()
         while True:
             run_once(runtime, every, expires_after_days)
-            stop.wait(min(every.total_seconds(), 300))
+            time.sleep(min(every.total_seconds(), 300))
 
     thread = threading.Thread(target=loop, name="materialize-schedule", daemon=True)
     thread.start()

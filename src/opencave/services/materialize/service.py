@@ -89,7 +89,9 @@ class MaterializeService:
         found = self._usable(datastack, version)
         return [t.table_name for t in self.registry.tables(found)]
 
-    def _table(self, datastack: str, version: int, name: str, kind: str = "table") -> VersionTable:
+    def frozen_table(self, datastack: str, version: int, name: str, kind: str = "table") -> VersionTable:
+        """A table (or view) of a version, found once per request: its registry row, metadata
+        and planner source (NotFound for unknown versions and names)."""
         found = self._usable(datastack, version)
         frozen = {t.table_name: t for t in self.registry.tables(found, kind)}
         if name not in frozen:
@@ -121,18 +123,9 @@ class MaterializeService:
         )
         return VersionTable(found, table, source)
 
-    def table_count(self, datastack: str, version: int, table: str) -> int:
-        return self._table(datastack, version, table).frozen.row_count
-
-    def table_metadata(self, datastack: str, version: int, table: str) -> dict[str, Any]:
-        return self._table(datastack, version, table).frozen.metadata
-
     def tables_metadata(self, datastack: str, version: int) -> list[dict[str, Any]]:
         found = self._usable(datastack, version)
         return [t.metadata for t in self.registry.tables(found)]
-
-    def table_for_query(self, datastack: str, version: int, table: str) -> VersionTable:
-        return self._table(datastack, version, table)
 
     # -- queries -------------------------------------------------------------------------------
     def _capped(self, limit: int | None) -> tuple[int | None, bool]:
@@ -155,18 +148,10 @@ class MaterializeService:
             result.batches = iter(table.to_batches(max_chunksize=262_144))
         return result
 
-    def query_table(
-        self, datastack: str, version: int, table: str, query: TableQuery, options: QueryOptions, rescale: bool
-    ) -> Answer:
-        found = self._table(datastack, version, table)
-        return self._simple(found, query, options, rescale)
+    def query_table(self, found: VersionTable, query: TableQuery, options: QueryOptions, rescale: bool) -> Answer:
+        """A query on one frozen table or view (``frozen_table``).
 
-    def query_view(self, datastack: str, version: int, view: str, query: TableQuery, options: QueryOptions) -> Answer:
-        found = self._table(datastack, version, view, kind="view")
-        return self._simple(found, query, options, rescale=True)
-
-    def _simple(self, found: VersionTable, query: TableQuery, options: QueryOptions, rescale: bool) -> Answer:
-        """Frozen tables hold only rows valid at the version, so no ``valid`` condition is needed."""
+        Frozen tables hold only rows valid at the version, so no ``valid`` condition is needed."""
         source = found.source
         stray = sorted({f.table for f in query.filters} - {source.name})
         if stray:
@@ -194,9 +179,8 @@ class MaterializeService:
         }
         return self._execute(sql, params, capped and not options.count, limit, headers)
 
-    def query_join(self, datastack: str, version: int, query: JoinQuery, options: QueryOptions, rescale: bool) -> Answer:
-        left = self._table(datastack, version, query.tables[0][0])
-        right = self._table(datastack, version, query.tables[1][0])
+    def query_join(self, left: VersionTable, right: VersionTable, query: JoinQuery, options: QueryOptions, rescale: bool) -> Answer:
+        """An inner join of two frozen tables (``frozen_table``), in the order ``query.tables`` names them."""
         desired = query.desired_resolution if rescale else None
         if rescale and desired is None:
             desired = right.source.voxel_resolution  # upstream: the last table's resolution
@@ -233,11 +217,8 @@ class MaterializeService:
         found = self._usable(datastack, version)
         return {t.table_name: {k: v for k, v in t.metadata.items() if k != "table_name"} for t in self.registry.tables(found, "view")}
 
-    def view_metadata(self, datastack: str, version: int, view: str) -> dict[str, Any]:
-        return self._table(datastack, version, view, kind="view").frozen.metadata
-
     def view_schema(self, datastack: str, version: int, view: str) -> dict[str, dict[str, str]]:
-        return view_column_types(self._table(datastack, version, view, kind="view").source.layout)
+        return view_column_types(self.frozen_table(datastack, version, view, kind="view").source.layout)
 
     def view_schemas(self, datastack: str, version: int) -> dict[str, dict[str, dict[str, str]]]:
         found = self._usable(datastack, version)

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests); run each script directly, results go to RESULTS.md."""

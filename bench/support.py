@@ -1,0 +1,54 @@
+"""Shared pieces of the benchmarks: the ``opencave`` command, timing, a server on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.postgres import free_port  # noqa: E402
+
+
+def opencave_cli(*args: str, storage: list[str]) -> str:
+    result = subprocess.run([sys.executable, "-m", "opencave", *args, *storage], capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def timed(fn, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+@contextmanager
+def loopback_server(storage: list[str], wait_s: float = 120) -> Iterator[str]:
+    """``opencave serve`` on a free loopback port for the duration; yields its URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "opencave", "serve", "--port", str(port), "--no-access-log", "--log-level", "warning", *storage],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + wait_s
+        while time.time() < deadline:
+            try:
+                if requests.get(url + "/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
