@@ -25,11 +25,12 @@ from . import live
 from .base import check_version_compatibility, handle_response
 from .query_frames import (
     DEFAULT_COMPRESSION,
+    answer_encoding,
     concatenate_position_columns,
     convert_position_columns,
     convert_timestamp,
-    deserialize_query_response,
     parse_resolution,
+    read_query_answer,
     string_format_timestamp,
     warning_attrs,
 )
@@ -199,12 +200,16 @@ class QueryMethods:
         stream: bool = False,
         log_warning: bool = True,
     ) -> requests.Response:
+        arrow = encoding == DEFAULT_COMPRESSION
         response = self.session.post(
             url,
             data=dumps(data),
-            headers={"Content-Type": JSON_CONTENT, "Accept-Encoding": encoding},
+            headers={
+                "Content-Type": JSON_CONTENT,
+                "Accept-Encoding": answer_encoding(self.server_address) if arrow else encoding,
+            },
             params=params,
-            stream=stream,
+            stream=stream or arrow,
         )
         return handle_response(response, as_json=False, log_warning=log_warning)
 
@@ -302,7 +307,7 @@ class QueryMethods:
         return json_roundtrip(attrs)
 
     def _finish(self, df: pd.DataFrame, split_positions: bool) -> pd.DataFrame:
-        return df if split_positions else concatenate_position_columns(df, inplace=True)
+        return df if split_positions else concatenate_position_columns(df)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -401,7 +406,7 @@ class QueryMethods:
         response = self._post_query(url, data, params, encoding, stream=not return_df, log_warning=log_warning)
         if not return_df:
             return response.json()
-        df = deserialize_query_response(response)
+        df = read_query_answer(response)
         df = self._rescale(df, response, table, datastack_name, version, desired_resolution)
         if metadata:
             df.attrs.update(
@@ -488,7 +493,7 @@ class QueryMethods:
         response = self._post_query(url, data, params, encoding, stream=not return_df, log_warning=log_warning)
         if not return_df:
             return response.json()
-        df = deserialize_query_response(response)
+        df = read_query_answer(response)
         if metadata:
             df.attrs.update(
                 self._assemble_attributes(
@@ -620,7 +625,7 @@ class QueryMethods:
         )
         params["direct_sql_pandas"] = True
         response = self._post_query(url, data, params, encoding, log_warning=log_warning)
-        df = deserialize_query_response(response)
+        df = read_query_answer(response)
         df = self._rescale(df, response, table, datastack_name, version, desired_resolution)
         if not split_positions:
             concatenate_position_columns(df, inplace=True)
@@ -735,7 +740,7 @@ class QueryMethods:
 
         url = self._url("live_live_query", datastack_name=datastack_name)
         response = self._post_query(url, data, params, DEFAULT_COMPRESSION, log_warning=log_warning)
-        df = deserialize_query_response(response)
+        df = read_query_answer(response)
         df = self._rescale(df, response, table, datastack_name, None, desired_resolution, server_rescaled=api_3)
         if not split_positions:
             concatenate_position_columns(df, inplace=True)
@@ -884,7 +889,7 @@ class QueryMethods:
         response = self._post_query(url, data, params, encoding, stream=not return_df)
         if not return_df:
             return response.json()
-        df = deserialize_query_response(response)
+        df = read_query_answer(response)
         if metadata:
             df.attrs.update(
                 self._assemble_attributes(

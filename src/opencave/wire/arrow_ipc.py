@@ -9,10 +9,13 @@ table streams without being held in memory twice.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -33,9 +36,13 @@ def compression_for(accept_encoding: str | None, enabled: bool = True) -> str | 
     return None
 
 
+@functools.lru_cache(maxsize=512)
 def with_pandas_metadata(schema: pa.Schema) -> pa.Schema:
     """``schema`` with the ``pandas`` metadata ``RecordBatch.from_pandas`` would write for a frame
-    with a default RangeIndex, so ``read_pandas`` gives the same frame as upstream's answers."""
+    with a default RangeIndex, so ``read_pandas`` gives the same frame as upstream's answers.
+
+    Cached: building it goes through an empty DataFrame, which costs milliseconds per answer.
+    """
     empty = schema.empty_table().to_pandas()
     pandas_meta = pa.Schema.from_pandas(empty, preserve_index=False).metadata or {}
     metadata = dict(schema.metadata or {})
@@ -46,13 +53,27 @@ def with_pandas_metadata(schema: pa.Schema) -> pa.Schema:
     return schema.with_metadata(metadata)
 
 
+END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
 def stream_batches(
     schema: pa.Schema, batches: Iterable[pa.RecordBatch], compression: str | None
-) -> Iterator[bytes]:
-    """Encode ``batches`` as one IPC stream, yielding the bytes of each message as it is made."""
+) -> Iterator[bytes | memoryview]:
+    """Encode ``batches`` as one IPC stream, yielding the bytes of each message as it is made.
+
+    Uncompressed streams are the concatenation of each message's own encapsulated form, so
+    every batch is copied once (into its message) instead of passing through a Python file.
+    """
+    schema = with_pandas_metadata(schema)
+    if compression is None:
+        yield memoryview(schema.serialize())
+        for batch in batches:
+            if batch.num_rows:
+                yield memoryview((batch.cast(schema) if batch.schema != schema else batch).serialize())
+        yield END_OF_STREAM
+        return
     sink = io.BytesIO()
     options = ipc.IpcWriteOptions(compression=compression)
-    schema = with_pandas_metadata(schema)
     with ipc.new_stream(sink, schema, options=options) as writer:
         yield _drain(sink)
         for batch in batches:
@@ -71,9 +92,22 @@ def encode_frame(frame: pd.DataFrame, compression: str | None) -> bytes:
     return encode_table(pa.Table.from_pandas(frame, preserve_index=False), compression)
 
 
-def decode_frame(body: bytes) -> pd.DataFrame:
-    """An IPC stream body (compressed buffers are handled by pyarrow) as a DataFrame."""
-    return ipc.open_stream(pa.py_buffer(body)).read_pandas()
+def decode_frame(body: bytes | BinaryIO) -> pd.DataFrame:
+    """An IPC stream (a body, or a file-like object read as it arrives; compressed buffers are
+    handled by pyarrow) as a DataFrame.
+
+    Each column becomes its own pandas block: consolidating same-typed columns into 2-D blocks
+    would copy the whole answer once more, which costs more than the transfer itself.
+    """
+    source = pa.py_buffer(body) if isinstance(body, bytes | bytearray | memoryview) else body
+    table = ipc.open_stream(source).read_all()
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    for name, column in frame.items():
+        # a column sent in one batch is a read-only view of the message; users edit frames
+        values = column.values
+        if isinstance(values, np.ndarray) and not values.flags.writeable:
+            frame[name] = values.copy()
+    return frame
 
 
 def _drain(sink: io.BytesIO) -> bytes:
