@@ -125,13 +125,36 @@ class AnnotationService:
             )
         return row
 
-    def _lock(self, conn: Connection, record: Any, now: float) -> int:
-        """Take the table's write lock (first statement of the transaction); the next free id."""
+    @staticmethod
+    def _take_lock(conn: Connection, record: Any) -> None:
+        """The table's write lock: a row lock on PostgreSQL, the database write lock on SQLite."""
+        conn.execute(update(meta_table).where(meta_table.c.id == record.id).values(next_id=meta_table.c.next_id))
+
+    def _lock(self, conn: Connection, record: Any, timestamp: datetime | None) -> tuple[int, float]:
+        """Take the table's write lock (first statement of the transaction), then stamp the write;
+        returns (next free id, stamp).
+
+        Stamping under the lock is what makes versions complete: a write stamped before a
+        version's moment held this lock before that moment, so ``settle`` waits for it.
+        """
+        self._take_lock(conn, record)
+        now = _epoch(timestamp)
         conn.execute(update(meta_table).where(meta_table.c.id == record.id).values(last_modified=_moment(now)))
         row = conn.execute(select(meta_table.c.next_id, meta_table.c.deleted).where(meta_table.c.id == record.id)).one()
         if row.deleted is not None:
             raise NotFound(f"Table '{record.table_name}' was deleted.", code="unknown_table")
-        return int(row.next_id)
+        return int(row.next_id), now
+
+    def settle(self, aligned_volume: str, table_names: list[str]) -> None:
+        """Return once every write to these tables stamped before now has committed.
+
+        A version reads its tables after settling them, so no write stamped before the
+        version's moment can commit after the version has read the table.
+        """
+        for name in table_names:
+            record = self._record(aligned_volume, name, include_deleted=True)
+            with self.engine.begin() as conn:
+                self._take_lock(conn, record)
 
     # -- tables --------------------------------------------------------------------------------
     def create_table(
@@ -282,8 +305,9 @@ class AnnotationService:
         record = self._record(aligned_volume, table_name, include_deleted=include_deleted)
         return self._render(record, self.segmentation_of(aligned_volume))
 
-    def tables_metadata(self, aligned_volume: str, *, include_deleted: bool = False) -> list[dict]:
-        records = self._records(aligned_volume, None, include_deleted)
+    def tables_metadata(self, aligned_volume: str, *, include_deleted: bool = False, timestamp: datetime | None = None) -> list[dict]:
+        """Metadata of the tables (those existing at ``timestamp``, deleted since or not)."""
+        records = self._records(aligned_volume, timestamp, include_deleted)
         pcg = self.segmentation_of(aligned_volume) if records else None
         return [self._render(r, pcg) for r in records]
 
@@ -373,8 +397,7 @@ class AnnotationService:
         parsed, supervoxels = self._checked(record, self._lookup(record), PayloadParser(record.schema_type), items, False)
         rows = self._rows(record)
         with self.engine.begin() as conn:
-            now = _epoch(timestamp)
-            next_id = self._lock(conn, record, now)
+            next_id, now = self._lock(conn, record, timestamp)
             explicit = [r.id for r in parsed if r.id is not None]
             taken = existing_ids(conn, rows, explicit)
             if taken:
@@ -409,8 +432,7 @@ class AnnotationService:
         lookup = self._lookup(record)
         rows = self._rows(record)
         with self.engine.begin() as conn:
-            now = _epoch(timestamp)
-            next_id = self._lock(conn, record, now)
+            next_id, now = self._lock(conn, record, timestamp)
             stored = {r["id"]: r for r in rows_by_id(conn, rows, old_ids)}
             self._check_replaceable(table_name, old_ids, stored)
             merged = [{**parser.nest(flat_values(layout, stored[old])), **item} for old, item in zip(old_ids, items)]
@@ -489,7 +511,7 @@ class AnnotationService:
                 moved.extend(dict(r._mapping) for r in conn.execute(query))
             if not moved:
                 continue
-            next_id = self._lock(conn, follower, now)
+            next_id, _ = self._lock(conn, follower, _moment(now))
             renumber = {}
             for k, row in enumerate(sorted(moved, key=lambda r: r["id"])):
                 renumber[row["id"]] = next_id + k
@@ -504,8 +526,7 @@ class AnnotationService:
         wanted = _id_list(ids)
         rows = self._rows(record)
         with self.engine.begin() as conn:
-            now = _epoch(timestamp)
-            self._lock(conn, record, now)
+            _, now = self._lock(conn, record, timestamp)
             stored = rows_by_id(conn, rows, wanted)
             if not stored:
                 raise NotFound(f"annotation_id {wanted[:20]} not in table {table_name}.", code="unknown_annotation")
@@ -566,7 +587,7 @@ class AnnotationService:
     def _reserve(self, record: Any, explicit: Any, n: int) -> np.ndarray:
         """Reserve ``n`` ids in one short transaction (or validate explicit ones against the sequence)."""
         with self.engine.begin() as conn:
-            next_id = self._lock(conn, record, time.time())
+            next_id, _ = self._lock(conn, record, None)
             if explicit is None:
                 ids = np.arange(next_id, next_id + n, dtype=np.int64)
             else:

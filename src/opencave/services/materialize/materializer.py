@@ -91,11 +91,9 @@ class Materializer:
         aligned_volume = self.info.aligned_volume_of(datastack)
         graph_table = self.annotations.segmentation_of(aligned_volume)
         index = self.graphs.graph(graph_table).index if graph_table else None
-        tables = [
-            meta
-            for meta in self.annotations.tables_metadata(aligned_volume)
-            if not meta.get("deleted") and _parse(meta["created"]) <= moment
-        ]
+        # the tables that existed at the moment, including those deleted since
+        tables = self.annotations.tables_metadata(aligned_volume, timestamp=moment)
+        self.annotations.settle(aligned_volume, [meta["table_name"] for meta in tables])
         version = self.registry.begin(datastack, moment, expires_on, str(self.version_root))
         directory = Path(version.location)
         shutil.rmtree(directory, ignore_errors=True)  # leftovers of an earlier, discarded attempt
@@ -202,11 +200,4 @@ class Materializer:
                     shutil.rmtree(version.location, ignore_errors=True)
                     dropped.append((datastack, version.version))
         return dropped
-
-
-def _parse(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
