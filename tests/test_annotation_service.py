@@ -212,14 +212,17 @@ def test_invalid_rows_are_reported_per_row_and_nothing_is_written(svc):
         {"post_pt": {"position": [1, 1, 1]}, "ctr_pt": {"position": [1, 1, 1]}, "size": "big"},
         "not an object",
         synapse([1, 1, 1], [2, 2, 2], unknown_key="is dropped"),
+        synapse([1e10, 1, 1], [2, 2, 2]),
+        synapse([1, 1, 1], [2, float("nan"), 2]),
     ]
     with pytest.raises(AnnotationsInvalid) as caught:
         svc.insert(AV, name, rows)
     error = caught.value
     assert error.status == 422
     errors = error.data["errors"]
-    assert set(errors) == {"1", "2", "3"}
+    assert set(errors) == {"1", "2", "3", "5", "6"}
     assert "three numbers" in errors["1"]["pre_pt.position"]
+    assert "2147483647" in errors["5"]["pre_pt.position"] and "finite" in errors["6"]["post_pt.position"]
     assert errors["2"]["pre_pt"] == "Missing data for required field." and "number" in errors["2"]["size"]
     assert "row 1" in error.message and "nothing was written" in error.message
     assert svc.count(AV, name) == 0
@@ -439,6 +442,9 @@ def test_insert_columns_rejects_bad_columns(svc):
     outside = dict(good, post_pt_position=np.array([[1, 1, 1], [1, 1, 1], [300, 1, 1]], dtype=float))
     with pytest.raises(BadRequest, match=r"outside the volume.*first: 2"):
         svc.insert_columns(AV, name, outside, created=created)
+    huge = dict(good, ctr_pt_position=np.array([[1, 1, 1], [1e10, 1, 1], [1, 1, 1]], dtype=float))
+    with pytest.raises(BadRequest, match=r"beyond .*first: 1"):
+        svc.insert_columns(AV, name, huge, created=created)
     with pytest.raises(BadRequest, match="before created"):
         svc.insert_columns(AV, name, good, created=created, deleted=created - 1)
     assert svc.count(AV, name) == 0

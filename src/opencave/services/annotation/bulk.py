@@ -15,7 +15,7 @@ from sqlalchemy import Engine, Table
 from opencave.errors import BadRequest
 from opencave.services.annotation.layout import RowLayout
 from opencave.services.annotation.lookup import PointLookup
-from opencave.services.annotation.payloads import INT32, INT64
+from opencave.services.annotation.payloads import INT32, INT64, POSITION_LIMIT
 from opencave.services.annotation.rows import point_path
 from opencave.services.schemas import FieldKind
 from opencave.storage.annotation_rows import bulk_insert, count_rows, create_indexes, drop_indexes, stream_rows
@@ -111,6 +111,9 @@ def prepare_columns(layout: RowLayout, columns: Mapping[str, Any], n: int) -> di
             if xyz.shape != (n, 3) or np.isinf(xyz).any():
                 raise BadRequest(f"Column {point.name!r} must be an ({n}, 3) array of finite positions.", code="invalid_column")
             nan = np.isnan(xyz)
+            huge = (np.abs(np.where(nan, 0.0, xyz)) > POSITION_LIMIT).any(axis=1)
+            if huge.any():
+                raise BadRequest(f"Column {point.name!r} has coordinates beyond ±{POSITION_LIMIT} voxels in {_rows_named(huge)}.", code="invalid_column")
             partial = nan.any(axis=1) & ~nan.all(axis=1)
             if partial.any() or (point.required and nan.any()):
                 raise BadRequest(f"Column {point.name!r} has missing coordinates in {_rows_named(nan.any(axis=1))}.", code="invalid_column")

@@ -103,6 +103,10 @@ def _as_bool(value: Any) -> tuple[bool | None, str | None]:
     return None, f"must be true or false; got {value!r}"
 
 
+# Answers give positions as 32-bit voxel coordinates, so stored ones must fit in them.
+POSITION_LIMIT = 2**31 - 1
+
+
 def _as_position(value: Any) -> tuple[tuple[float, float, float] | None, str | None]:
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         return None, f"must be a list of three numbers [x, y, z] in the table's voxels; got {value!r}"
@@ -111,6 +115,8 @@ def _as_position(value: Any) -> tuple[tuple[float, float, float] | None, str | N
         number, problem = _as_float(v)
         if problem:
             return None, f"must be a list of three finite numbers [x, y, z]; got {value!r}"
+        if abs(number) > POSITION_LIMIT:  # type: ignore[arg-type]
+            return None, f"coordinates must lie within ±{POSITION_LIMIT} voxels; got {value!r}"
         out.append(number)
     return (out[0], out[1], out[2]), None
 
