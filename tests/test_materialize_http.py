@@ -182,6 +182,13 @@ def test_every_filter_kind(client, full, raw3):
         ({"filter_out_dict": {"id": []}}, f.id > 0),
         ({"filter_in_dict": {"pre_pt_root_id": [0]}}, f.pre_pt_root_id == 0),
     ]
+    # long lists (more than the clustered-copy limit) travel as one bound array
+    many = [int(v) for v in f.id.to_numpy()[::7]] + [10**12, 10**12]
+    cases += [
+        ({"filter_in_dict": {"id": many}}, f.id.isin(many)),
+        ({"filter_out_dict": {"id": many}}, ~f.id.isin(many)),
+        ({"filter_in_dict": {"pre_pt_root_id": pre + list(range(1, 100))}}, f.pre_pt_root_id.isin(pre)),
+    ]
     for kwargs, mask in cases:
         assert_same_rows(query(client, **kwargs), f[mask.to_numpy()], str(kwargs))
         counted = query(client, get_counts=True, **kwargs)

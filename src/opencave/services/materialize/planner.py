@@ -132,10 +132,19 @@ def check_filters(source: Source, filters: list[Filter]) -> list[Filter]:
     return out
 
 
-def _literal_list(values: list[Any], parts: SqlParts) -> str:
-    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return ", ".join(str(v) for v in dict.fromkeys(values))
-    return ", ".join(parts.bind(v) for v in values)
+def _membership(column: str, values: list[Any], parts: SqlParts, negate: bool) -> str:
+    """``column [NOT] IN values``. Few integers are inlined (row-group statistics can prune on
+    them); long integer lists travel as one bound array joined against, which is several
+    times faster than parsing and planning thousands of literals."""
+    if not values:
+        return "TRUE" if negate else "FALSE"
+    operator = "NOT IN" if negate else "IN"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        unique = list(dict.fromkeys(values))
+        if len(unique) > CLUSTER_MAX_IDS:
+            return f"{column} {operator} (SELECT unnest({parts.bind(unique)}::BIGINT[]))"
+        return f"{column} {operator} ({', '.join(map(str, unique))})"
+    return f"{column} {operator} ({', '.join(parts.bind(v) for v in values)})"
 
 
 def condition(f: Filter, parts: SqlParts, alias: str = "") -> str:
@@ -148,10 +157,8 @@ def condition(f: Filter, parts: SqlParts, alias: str = "") -> str:
             for axis, a, b in zip(AXES, lo, hi)
         )
     column = prefix + quote(f.column)
-    if f.kind == "in":
-        return f"{column} IN ({_literal_list(f.value, parts)})" if f.value else "FALSE"
-    if f.kind == "notin":
-        return f"{column} NOT IN ({_literal_list(f.value, parts)})" if f.value else "TRUE"
+    if f.kind in ("in", "notin"):
+        return _membership(column, f.value, parts, negate=f.kind == "notin")
     if f.kind == "regex":
         return f"regexp_matches({column}, {parts.bind(f.value)})"
     value = f.value
