@@ -138,6 +138,14 @@ def test_tables_counts_and_metadata(client, times):
     assert m.get_annotation_count("synapses", version=3) == 19_800
 
 
+def test_v3_serves_the_tables_and_count_paths_too(server, admin_token):
+    """caveclient addresses ``/tables`` and ``/count`` under v2 only; v3 answers them the same."""
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    for path in ("version/3/tables", "version/3/table/synapses/count"):
+        v2, v3 = (requests.get(f"{server.url}/materialize/api/{api}/datastack/{DS}/{path}", headers=headers) for api in ("v2", "v3"))
+        assert v2.status_code == v3.status_code == 200 and v2.json() == v3.json(), path
+
+
 @pytest.mark.parametrize("version", DEMO_VERSIONS)
 def test_versions_equal_first_principles(client, world, syn_rows, times, version):
     """Each version's synapses = rows alive at its moment (annotation service), supervoxels

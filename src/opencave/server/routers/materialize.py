@@ -37,7 +37,12 @@ NAMESPACE = "datastack"
 
 
 def _paths(key: str, versions: tuple[dict[str, str], ...] = (V2, V3)) -> list[str]:
-    return sorted({route_path(v[key]) for v in versions if key in v})
+    """The key's paths; the v3 API also answers under v3 the paths clients still address as v2
+    (``/tables``, ``/count``)."""
+    paths = {route_path(v[key]) for v in versions if key in v}
+    if any(v is V3 for v in versions):
+        paths |= {path.replace("/api/v2/", "/api/v3/") for path in paths}
+    return sorted(paths)
 
 
 def _route(method: str, key: str, versions: tuple[dict[str, str], ...] = (V2, V3)):
