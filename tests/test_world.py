@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 
 from opencave.demo.world import WORLD_SIZES, build_world, load_world
+from opencave.demo.world.neurons import NM_PER_VOXEL, grow_neurons, grow_strays
+from opencave.demo.world.sizes import WorldSize
+from opencave.demo.world.watershed import Capsules, SeedGrid, chunk_origins
+from opencave.demo.world.watershed import _rasterise as rasterise
 from opencave.services.segmentation.precomputed import (
     chunk_file,
     decode_chunk,
@@ -37,6 +41,10 @@ def world(built):
 
 @pytest.fixture(scope="module")
 def volume(world) -> np.ndarray:
+    return _decode(world)
+
+
+def _decode(world) -> np.ndarray:
     """The whole label volume, decoded straight from the chunk files."""
     scale = read_info(world.ws_dir)["scales"][0]
     full = np.zeros(world.volume_size, dtype=np.uint64)
@@ -242,3 +250,111 @@ def _min_cut(
     cut = [(a, b) for a, b in local.edges if (a in reachable) != (b in reachable)]
     assert len(cut) == 1
     return cut
+
+
+# -- the crowded mode of the large world, at a testable size ---------------------------------------
+
+CROWDED = WorldSize(
+    "crowded",
+    (512, 512, 64),
+    n_neurons=80,
+    n_giants=1,
+    arbor_factor=0.3,
+    neurite_thickness=0.35,
+    giants_first=True,
+    n_strays=100,
+)
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(WORLD_SIZES, CROWDED.name, CROWDED)
+        return build_world(tmp_path_factory.mktemp("worlds") / "crowded", "crowded", progress=False)
+
+
+def test_large_world_is_crowded():
+    large = WORLD_SIZES["large"]
+    assert large.n_neurons >= 2500 and large.n_giants == 6
+    assert large.giants_first and large.n_strays > 0
+
+
+def test_crowded_world(crowded):
+    """Giants grown first are touched by few cells; strays are orphans; the usual invariants hold."""
+    volume = _decode(crowded)
+    test_supervoxels_match_volume(crowded, volume)
+    test_edges_are_face_contacts(crowded, volume)
+    test_history_replay_reaches_truth(crowded, volume)
+    graph = crowded.graph
+    assert len(crowded.cells) == CROWDED.n_neurons
+    sizes = np.array([cell["n_supervoxels"] for cell in crowded.cells])
+    assert sizes[0] > 20 * np.median(sizes[1:])  # the giant
+    assert 0.1 < (graph.sv_neuron == 0).mean() < 0.5  # stray neurites
+    neuron = graph.sv_neuron[graph.sv_index(graph.edges)]
+    touching = (neuron[:, 0] != neuron[:, 1]) & (neuron > 0).all(axis=1)
+    giant = touching & (neuron == 1).any(axis=1)
+    assert graph.area[giant].sum() < 0.02 * graph.area[touching].sum()
+
+
+def _nearest_one_offset_at_a_time(seeds: SeedGrid, points: np.ndarray) -> np.ndarray:
+    cell = np.floor(points / np.array([12.0, 12.0, 3.0])).astype(np.int64)
+    best = np.full(len(points), -1, dtype=np.int64)
+    best_d2 = np.full(len(points), np.inf)
+    upper = np.array(seeds.shape) - 1
+    for offset in itertools.product((-1, 0, 1), repeat=3):
+        seed = np.ravel_multi_index(np.clip(cell + offset, 0, upper).T, seeds.shape)
+        d2 = (((seeds.positions[seed] - points) * NM_PER_VOXEL) ** 2).sum(axis=1)
+        closer = d2 < best_d2
+        best[closer], best_d2[closer] = seed[closer], d2[closer]
+    return best
+
+
+def test_seed_lookup_matches_reference():
+    """The vectorised seed lookup gives exactly the straightforward one's answers (worlds must
+    not change when the code gets faster)."""
+    rng = np.random.default_rng(7)
+    seeds = SeedGrid(rng, (512, 512, 64))
+    points = np.floor(rng.uniform(0, (512, 512, 64), size=(50_000, 3)))
+    corners = np.argwhere(np.ones((8, 8, 8))) * np.array([73, 73, 9])  # includes the borders
+    points = np.concatenate([points, corners.astype(np.float64)])
+    assert np.array_equal(seeds.nearest(points), _nearest_one_offset_at_a_time(seeds, points))
+
+
+def _paint_one_capsule_at_a_time(origin, shape, caps: Capsules, indices) -> np.ndarray:
+    pieces = np.zeros(shape, dtype=np.int32)
+    end = origin + np.array(shape)
+    for i in indices.tolist():
+        lo, hi = np.maximum(caps.lo[i], origin), np.minimum(caps.hi[i], end)
+        if np.any(hi <= lo):
+            continue
+        a, s = caps.p0[i], caps.zscale[i]
+        x = np.arange(lo[0], hi[0])[:, None, None] - a[0]
+        y = np.arange(lo[1], hi[1])[None, :, None] - a[1]
+        z = (np.arange(lo[2], hi[2])[None, None, :] - a[2]) * s
+        v = (caps.p1[i] - a) * (1.0, 1.0, s)
+        vv = float(v @ v)
+        t = np.clip((x * v[0] + y * v[1] + z * v[2]) / vv, 0, 1) if vv > 0 else np.zeros((1, 1, 1))
+        radius = caps.r0[i] + t * (caps.r1[i] - caps.r0[i])
+        inside = (x - t * v[0]) ** 2 + (y - t * v[1]) ** 2 + (z - t * v[2]) ** 2 <= radius**2
+        view = pieces[
+            lo[0] - origin[0] : hi[0] - origin[0],
+            lo[1] - origin[1] : hi[1] - origin[1],
+            lo[2] - origin[2] : hi[2] - origin[2],
+        ]
+        view[inside & (view == 0)] = caps.piece[i]
+    return pieces
+
+
+def test_batched_painting_matches_reference():
+    """Capsules painted in batches give exactly the voxels of painting them one by one."""
+    morphology = np.random.default_rng(3)
+    neurons = grow_neurons(morphology, CROWDED)
+    caps = Capsules.from_neurons(
+        neurons, CROWDED.volume_size, grow_strays(morphology, CROWDED, neurons)
+    )
+    per_chunk = caps.per_chunk(CROWDED.chunks_per_axis)
+    busiest = np.argsort([-len(c) for c in per_chunk])[:6].tolist()
+    for linear, (_, origin, shape) in enumerate(chunk_origins(CROWDED)):
+        if linear in busiest or linear % 17 == 0:
+            expected = _paint_one_capsule_at_a_time(origin, shape, caps, per_chunk[linear])
+            assert np.array_equal(rasterise(origin, shape, caps, per_chunk[linear]), expected)

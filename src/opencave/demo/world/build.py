@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from opencave.demo.world.agglomeration import plan_proofreading
-from opencave.demo.world.neurons import grow_neurons
+from opencave.demo.world.neurons import grow_neurons, grow_strays
 from opencave.demo.world.sizes import (
     CHUNK_SIZE,
     RESOLUTION,
@@ -88,12 +88,13 @@ def _build_into(directory: Path, name: str, size: WorldSize, seed: int, progress
     ) as bar:
         bar.set_postfix_str("growing neurons")
         neurons = grow_neurons(morphology, size)
-        caps = Capsules.from_neurons(neurons, size.volume_size)
+        strays = grow_strays(morphology, size, neurons)
+        caps = Capsules.from_neurons(neurons, size.volume_size, strays)
         seeds = SeedGrid(seeding, size.volume_size)
         pieces_per_neuron = [len(neuron.pieces) for neuron in neurons]
         piece_neuron = np.concatenate(
-            [[0], np.repeat(np.arange(1, len(neurons) + 1), pieces_per_neuron)]
-        )
+            [[0], np.repeat(np.arange(1, len(neurons) + 1), pieces_per_neuron), [0] * len(strays)]
+        ).astype(np.int64)
         piece_start = 1 + np.concatenate([[0], np.cumsum(pieces_per_neuron)[:-1]])
 
         info = segmentation_info(size.volume_size, RESOLUTION, CHUNK_SIZE, VOXEL_OFFSET)

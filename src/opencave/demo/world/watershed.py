@@ -9,8 +9,7 @@ independently and still agree at their faces.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cc3d
@@ -18,13 +17,14 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from opencave.demo.world.neurons import NM_PER_VOXEL, Neuron
+from opencave.demo.world.neurons import NM_PER_VOXEL, Neuron, Piece
 from opencave.demo.world.sizes import CHUNK_SIZE, WorldSize
 from opencave.wire.node_ids import NodeIdLayout
 
 SEED_SPACING = np.array([12.0, 12.0, 3.0])  # voxels; Voronoi cells of ~430 voxels
 MIN_VOXELS = 40  # smaller fragments join a neighbour of the same piece
-_OFFSETS = np.array(list(itertools.product((-1, 0, 1), repeat=3)))
+_PAD = np.array([8, 8, 2])  # capsule boxes are padded to these multiples and batched by size
+_BATCH = 2_000_000  # voxels evaluated at once
 
 
 @dataclass(frozen=True)
@@ -43,27 +43,40 @@ class Capsules:
     piece: np.ndarray  # (n,) global piece id, 1-based
     lo: np.ndarray  # (n, 3) voxel bbox, half-open
     hi: np.ndarray
+    axis: np.ndarray  # (n, 3) p1 - p0 with z stretched by zscale
+    axis_sq: np.ndarray  # (n,) its squared length
 
     @classmethod
-    def from_neurons(cls, neurons: list[Neuron], volume: tuple[int, int, int]) -> Capsules:
+    def from_neurons(
+        cls,
+        neurons: list[Neuron],
+        volume: tuple[int, int, int],
+        strays: Sequence[Piece] = (),
+    ) -> Capsules:
+        """Pieces numbered in order: each neuron's (soma first), then the stray neurites."""
         p0, p1, r0, r1, zscale, piece = [], [], [], [], [], []
         next_piece = 1
-        for neuron in neurons:
-            for index, part in enumerate(neuron.pieces):
-                if index == 0:
-                    p0.append(part.points)
-                    p1.append(part.points)
-                    r0.append(part.radii)
-                    r1.append(part.radii)
-                    zscale.append([neuron.soma_radius / neuron.soma_z_radius])
-                else:
-                    p0.append(part.points[:-1])
-                    p1.append(part.points[1:])
-                    r0.append(part.radii[:-1])
-                    r1.append(part.radii[1:])
-                    zscale.append(np.minimum(5.0, np.minimum(part.radii[:-1], part.radii[1:])))
-                piece.append(np.full(len(p0[-1]), next_piece))
-                next_piece += 1
+        parts = [
+            (neuron if index == 0 else None, part)
+            for neuron in neurons
+            for index, part in enumerate(neuron.pieces)
+        ]
+        parts += [(None, part) for part in strays]
+        for soma_of, part in parts:
+            if soma_of is not None:
+                p0.append(part.points)
+                p1.append(part.points)
+                r0.append(part.radii)
+                r1.append(part.radii)
+                zscale.append([soma_of.soma_radius / soma_of.soma_z_radius])
+            else:
+                p0.append(part.points[:-1])
+                p1.append(part.points[1:])
+                r0.append(part.radii[:-1])
+                r1.append(part.radii[1:])
+                zscale.append(np.minimum(5.0, np.minimum(part.radii[:-1], part.radii[1:])))
+            piece.append(np.full(len(p0[-1]), next_piece))
+            next_piece += 1
         a, b = np.concatenate(p0), np.concatenate(p1)
         ra, rb, s = np.concatenate(r0), np.concatenate(r1), np.concatenate(zscale)
         reach = np.maximum(ra, rb)[:, None] / np.stack(
@@ -71,7 +84,9 @@ class Capsules:
         )
         lo = np.clip(np.floor(np.minimum(a, b) - reach), 0, volume).astype(np.int64)
         hi = np.clip(np.ceil(np.maximum(a, b) + reach) + 1, 0, volume).astype(np.int64)
-        return cls(a, b, ra, rb, s, np.concatenate(piece).astype(np.int32), lo, hi)
+        axis = (b - a) * np.stack([np.ones_like(s), np.ones_like(s), s], axis=1)
+        axis_sq = np.array([float(v @ v) for v in axis])  # one dot per capsule, as painted
+        return cls(a, b, ra, rb, s, np.concatenate(piece).astype(np.int32), lo, hi, axis, axis_sq)
 
     def per_chunk(self, chunks_per_axis: tuple[int, int, int]) -> list[np.ndarray]:
         """Capsule indices (painting order) touching each chunk; chunks in C order of (x, y, z)."""
@@ -100,18 +115,42 @@ class SeedGrid:
         index = np.stack(np.meshgrid(*[np.arange(n) for n in self.shape], indexing="ij"), axis=-1)
         jitter = rng.uniform(0, 1, size=index.shape)
         self.positions = ((index + jitter) * SEED_SPACING).reshape(-1, 3)
+        self._axes: list[np.ndarray] | None = None  # positions per axis, made on first use
 
     def nearest(self, points: np.ndarray) -> np.ndarray:
-        """Seed of each point: the physically nearest among the 27 surrounding grid cells."""
+        """Seed of each point: the physically nearest among the 27 surrounding grid cells.
+
+        Candidates are tried in ``itertools.product((-1, 0, 1), repeat=3)`` order and only a
+        strictly closer one wins; the squared distance is summed x + y + z, exactly as
+        ``(((seed - point) * nm) ** 2).sum(axis=1)`` (worlds must not change with the code).
+        """
+        if self._axes is None:
+            self._axes = [np.ascontiguousarray(self.positions[:, k]) for k in range(3)]
         cell = np.floor(points / SEED_SPACING).astype(np.int64)
         best = np.full(len(points), -1, dtype=np.int64)
         best_d2 = np.full(len(points), np.inf)
-        upper = np.array(self.shape) - 1
-        for offset in _OFFSETS:
-            seed = np.ravel_multi_index(np.clip(cell + offset, 0, upper).T, self.shape)
-            d2 = (((self.positions[seed] - points) * NM_PER_VOXEL) ** 2).sum(axis=1)
-            closer = d2 < best_d2
-            best[closer], best_d2[closer] = seed[closer], d2[closer]
+        strides = (self.shape[1] * self.shape[2], self.shape[2], 1)
+        # per axis: the clipped grid index of each of the three offsets, times the axis stride
+        index = [
+            [np.clip(cell[:, k] + o, 0, self.shape[k] - 1) * strides[k] for o in (-1, 0, 1)]
+            for k in range(3)
+        ]
+        coords = [np.ascontiguousarray(points[:, k]) for k in range(3)]
+        nm = [float(v) for v in NM_PER_VOXEL]
+        for ix in index[0]:
+            for iy in index[1]:
+                ixy = ix + iy
+                for iz in index[2]:
+                    seed = ixy + iz
+                    d2 = None
+                    for k in range(3):
+                        d = self._axes[k][seed]
+                        d -= coords[k]
+                        d *= nm[k]
+                        d *= d
+                        d2 = d if d2 is None else np.add(d2, d, out=d2)
+                    closer = d2 < best_d2
+                    best[closer], best_d2[closer] = seed[closer], d2[closer]
         return best
 
 
@@ -132,30 +171,83 @@ class ChunkSupervoxels:
 def _rasterise(
     origin: np.ndarray, shape: tuple[int, ...], caps: Capsules, indices: np.ndarray
 ) -> np.ndarray:
-    """Global piece id of each voxel; the earlier capsule keeps a voxel claimed twice."""
+    """Global piece id of each voxel; the earlier capsule keeps a voxel claimed twice.
+
+    Capsules are evaluated in batches of equal (padded) box size, each voxel of a box against
+    the capsule's axis; the arithmetic per voxel is that of painting one capsule at a time, and
+    of all capsules containing a voxel the first in ``indices`` order wins.
+    """
     pieces = np.zeros(shape, dtype=np.int32)
     end = origin + np.array(shape)
-    lows = np.maximum(caps.lo[indices], origin).tolist()
-    highs = np.minimum(caps.hi[indices], end).tolist()
-    for i, lo, hi in zip(indices.tolist(), lows, highs):
-        if hi[0] <= lo[0] or hi[1] <= lo[1] or hi[2] <= lo[2]:
-            continue
-        a, s = caps.p0[i], caps.zscale[i]
-        x = np.arange(lo[0], hi[0])[:, None, None] - a[0]
-        y = np.arange(lo[1], hi[1])[None, :, None] - a[1]
-        z = (np.arange(lo[2], hi[2])[None, None, :] - a[2]) * s
-        v = (caps.p1[i] - a) * (1.0, 1.0, s)
-        vv = float(v @ v)
-        t = np.clip((x * v[0] + y * v[1] + z * v[2]) / vv, 0, 1) if vv > 0 else np.zeros((1, 1, 1))
-        radius = caps.r0[i] + t * (caps.r1[i] - caps.r0[i])
-        inside = (x - t * v[0]) ** 2 + (y - t * v[1]) ** 2 + (z - t * v[2]) ** 2 <= radius**2
-        view = pieces[
-            lo[0] - origin[0] : hi[0] - origin[0],
-            lo[1] - origin[1] : hi[1] - origin[1],
-            lo[2] - origin[2] : hi[2] - origin[2],
-        ]
-        view[inside & (view == 0)] = caps.piece[i]
+    lo = np.maximum(caps.lo[indices], origin)
+    dims = np.minimum(caps.hi[indices], end) - lo
+    keep = np.flatnonzero((dims > 0).all(axis=1))
+    if len(keep) == 0:
+        return pieces
+    lo, dims = lo[keep], dims[keep]
+    padded = -(-dims // _PAD) * _PAD
+    bucket = np.ravel_multi_index(padded.T, (65, 65, 65), mode="clip")
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.flatnonzero(np.diff(bucket[order])) + 1
+    voxels, ranks = [], []
+    for group in np.split(order, bounds):
+        px, py, pz = (int(v) for v in padded[group[0]])
+        step = max(1, _BATCH // (px * py * pz))
+        for first in range(0, len(group), step):
+            rank = group[first : first + step]
+            capsule = indices[keep[rank]]
+            found = _inside(caps, capsule, lo[rank], dims[rank], (px, py, pz))
+            g, i, j, k = found
+            local = lo[rank][g] - origin
+            voxels.append(
+                ((local[:, 0] + i) * shape[1] + (local[:, 1] + j)) * shape[2] + (local[:, 2] + k)
+            )
+            ranks.append(rank[g])
+    voxel = np.concatenate(voxels)
+    rank = np.concatenate(ranks)
+    by_rank = np.argsort(rank, kind="stable")
+    painted, winner = np.unique(voxel[by_rank], return_index=True)
+    pieces.reshape(-1)[painted] = caps.piece[indices[keep[rank[by_rank][winner]]]]
     return pieces
+
+
+def _inside(
+    caps: Capsules,
+    capsule: np.ndarray,
+    lo: np.ndarray,
+    dims: np.ndarray,
+    padded: tuple[int, int, int],
+) -> tuple[np.ndarray, ...]:
+    """(capsule, x, y, z) box offsets of the voxels inside each of ``capsule``'s capsules."""
+    px, py, pz = padded
+    a = caps.p0[capsule]
+    s = caps.zscale[capsule][:, None, None, None]
+    x = (lo[:, 0, None] + np.arange(px)[None, :] - a[:, 0, None])[:, :, None, None]
+    y = (lo[:, 1, None] + np.arange(py)[None, :] - a[:, 1, None])[:, None, :, None]
+    z = (lo[:, 2, None] + np.arange(pz)[None, :] - a[:, 2, None])[:, None, None, :] * s
+    v = caps.axis[capsule]
+    vv = caps.axis_sq[capsule]
+    v0, v1, v2 = (v[:, k, None, None, None] for k in range(3))
+    along = vv > 0
+    t = x * v0 + y * v1
+    t = t + z * v2
+    t /= np.where(along, vv, 1.0)[:, None, None, None]
+    np.clip(t, 0, 1, out=t)
+    if not along.all():
+        t *= along[:, None, None, None]  # somas (zero-length axis): t = 0
+    r0 = caps.r0[capsule][:, None, None, None]
+    radius = r0 + t * (caps.r1[capsule][:, None, None, None] - r0)
+    d = x - t * v0
+    d *= d
+    e = y - t * v1
+    e *= e
+    d += e
+    e = z - t * v2
+    e *= e
+    d += e
+    g, i, j, k = np.nonzero(d <= radius * radius)
+    within = (i < dims[g, 0]) & (j < dims[g, 1]) & (k < dims[g, 2])  # not in the padding
+    return g[within], i[within], j[within], k[within]
 
 
 def _contacts(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
