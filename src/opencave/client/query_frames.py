@@ -7,6 +7,7 @@ are joined with one vectorised pass instead of a Python list per row.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import itertools
 import re
@@ -171,21 +172,26 @@ def concatenate_position_columns(df: pd.DataFrame, inplace: bool = False) -> pd.
     groups = list(_xyz_groups(df.columns))
     if not groups:
         return df if inplace else df.copy()
-    joined = {
-        # An empty answer gets caveclient's empty column (float64), not an object one.
-        base: _row_arrays([_column_values(df[c]) for c in members]) if len(df) else np.array([], dtype=np.float64)
-        for base, members in groups
-    }
-    dropped = {column for _, members in groups for column in members}
-    if inplace:
-        df.drop(columns=list(dropped), inplace=True)
-        for base, values in joined.items():
-            df[base] = values
-        return df
-    kept = {name: df[name] for name in df.columns if name not in dropped}
-    result = pd.DataFrame({**kept, **joined}, index=df.index, copy=False)
-    result.attrs = dict(df.attrs)
-    return result
+    # pandas deep-copies ``attrs`` into every column it hands out: set them aside meanwhile
+    attrs, df.attrs = df.attrs, {}
+    try:
+        joined = {
+            # An empty answer gets caveclient's empty column (float64), not an object one.
+            base: _row_arrays([_column_values(df[c]) for c in members]) if len(df) else np.array([], dtype=np.float64)
+            for base, members in groups
+        }
+        dropped = {column for _, members in groups for column in members}
+        if inplace:
+            df.drop(columns=list(dropped), inplace=True)
+            for base, values in joined.items():
+                df[base] = values
+            return df
+        kept = {name: df[name] for name in df.columns if name not in dropped}
+        result = pd.DataFrame({**kept, **joined}, index=df.index, copy=False)
+        result.attrs = copy.deepcopy(attrs)
+        return result
+    finally:
+        df.attrs = attrs
 
 
 def convert_timestamp(ts: Any) -> datetime:
