@@ -8,6 +8,7 @@ are joined with one vectorised pass instead of a Python list per row.
 from __future__ import annotations
 
 import copy
+import io
 import ipaddress
 import itertools
 import re
@@ -77,10 +78,34 @@ def deserialize_query_response(response: requests.Response) -> pd.DataFrame:
     return arrow_ipc.decode_frame(response.content)
 
 
+class _Pieces(io.RawIOBase):
+    """A readable file over an iterator of byte pieces, so an answer is decoded as it arrives
+    and each piece is freed once read (joining them first would hold the body twice)."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._rest = memoryview(piece)
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
 def read_query_answer(response: requests.Response) -> pd.DataFrame:
     """The DataFrame of an Arrow answer requested with ``stream=True``, read in large pieces."""
     _check_arrow(response)
-    return arrow_ipc.decode_frame(b"".join(response.iter_content(chunk_size=ANSWER_READ_BYTES)))
+    pieces = _Pieces(response.iter_content(chunk_size=ANSWER_READ_BYTES))
+    return arrow_ipc.decode_frame(io.BufferedReader(pieces, buffer_size=1 << 16))
 
 
 def response_warnings(response: requests.Response) -> list[str]:
