@@ -203,6 +203,18 @@ def test_every_filter_kind(client, full, raw3):
         assert counted["count"].tolist() == [int(mask.sum())], kwargs
 
 
+def test_root_filters_answer_in_id_order(client, full):
+    """Root filters read a copy clustered by that root: the answer still comes ordered by id."""
+    post = _top_roots(full, "post_pt_root_id", 3)
+    for kwargs in (
+        {"filter_equal_dict": {"post_pt_root_id": post[0]}},
+        {"filter_in_dict": {"post_pt_root_id": post[:1]}},
+        {"filter_in_dict": {"post_pt_root_id": post}},
+    ):
+        ids = query(client, **kwargs)["id"].to_numpy()
+        assert len(ids) > 1 and (np.diff(ids) > 0).all(), kwargs
+
+
 def test_spatial_filter(client, full, raw3):
     pre = np.array(raw3["pre_pt_position"].tolist())
     ctr = np.array(raw3["ctr_pt_position"].tolist())

@@ -239,13 +239,15 @@ def column_expressions(
 def pick_relation(source: Source, filters: list[Filter]) -> tuple[str, bool]:
     """The file to read: a clustered copy when a selective root-id filter allows pruning.
 
-    Returns the relation and whether rows must be re-sorted by id.
+    Returns the relation and whether rows must be re-sorted by id: a copy is sorted by its
+    column, then id, so the rows of a single value already come in id order.
     """
     for f in filters:
         if f.column in source.clustered and (
             (f.kind == "in" and 0 < len(f.value) <= CLUSTER_MAX_IDS) or f.kind == "equal"
         ):
-            return source.clustered[f.column], True
+            single = f.kind == "equal" or len(set(f.value)) == 1
+            return source.clustered[f.column], not single
     return source.relation, False
 
 
