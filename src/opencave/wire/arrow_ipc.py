@@ -15,7 +15,6 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -96,18 +95,16 @@ def decode_frame(body: bytes | BinaryIO) -> pd.DataFrame:
     """An IPC stream (a body, or a file-like object read as it arrives; compressed buffers are
     handled by pyarrow) as a DataFrame.
 
-    Each column becomes its own pandas block: consolidating same-typed columns into 2-D blocks
-    would copy the whole answer once more, which costs more than the transfer itself.
+    An answer of several batches becomes one pandas block per column: consolidating
+    same-typed columns into 2-D blocks would copy the whole answer once more, which costs more
+    than the transfer itself. An answer of one batch is consolidated: that single copy is what
+    makes its columns writable (they would otherwise be read-only views of the message).
     """
     source = pa.py_buffer(body) if isinstance(body, bytes | bytearray | memoryview) else body
     table = ipc.open_stream(source).read_all()
-    frame = table.to_pandas(split_blocks=True, self_destruct=True)
-    for name, column in frame.items():
-        # a column sent in one batch is a read-only view of the message; users edit frames
-        values = column.values
-        if isinstance(values, np.ndarray) and not values.flags.writeable:
-            frame[name] = values.copy()
-    return frame
+    if table.num_columns and table.column(0).num_chunks > 1:
+        return table.to_pandas(split_blocks=True, self_destruct=True)
+    return table.to_pandas()
 
 
 def _drain(sink: io.BytesIO) -> bytes:
