@@ -137,5 +137,5 @@ def test_bad_query_values(server, admin_token):
 
 
 def test_pending_services_answer_501_json(server, admin_token):
-    response = requests.get(server.url + "/nglstate/api/v1/version", headers={"Authorization": f"Bearer {admin_token}"})
-    _assert_error(response, 501, "service_not_available", "neuroglancer state")
+    response = requests.get(server.url + "/volumes/opencave_demo/image/info", headers={"Authorization": f"Bearer {admin_token}"})
+    _assert_error(response, 501, "service_not_available", "volume service")

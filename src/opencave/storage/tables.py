@@ -251,6 +251,53 @@ remesh_requests = Table(
 )
 
 
+# Meshes of L2 nodes (Draco fragments, as the graphene mesh source reads them). A node is
+# immutable, so its mesh is made once: on first request, or after the edit that created it.
+l2_meshes = Table(
+    "l2_meshes",
+    metadata,
+    Column("table_id", String(128), ForeignKey("cg_graphs.table_id", ondelete="CASCADE"), primary_key=True),
+    Column("l2_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("fragment", LargeBinary, nullable=False),  # Draco bytes; empty: no surface in its chunk
+)
+
+
+# --- neuroglancer states --------------------------------------------------------------------
+# JSON states and segment-property documents of the state service, zlib-compressed as posted.
+ngl_documents = Table(
+    "ngl_documents",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # "state" or "property"
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("payload", LargeBinary, nullable=False),  # zlib stream of the JSON text
+    Column("user_id", String(64), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+
+# --- skeletons --------------------------------------------------------------------------------
+# Skeletons of root ids, made on demand and kept: a root never changes, so its skeleton stays
+# valid; an edit makes new roots, which get new skeletons. ``generator`` names the
+# skeletonization that made a stored one, so a changed algorithm rebuilds them.
+skeletons = Table(
+    "skeletons",
+    metadata,
+    Column("datastack", String(120), ForeignKey("datastacks.name", ondelete="CASCADE"), primary_key=True),
+    Column("root_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("generator", SmallInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+# Root ids the skeleton service refuses to skeletonize (the refusal list).
+skeleton_refusals = Table(
+    "skeleton_refusals",
+    metadata,
+    Column("datastack", String(120), ForeignKey("datastacks.name", ondelete="CASCADE"), primary_key=True),
+    Column("root_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("added", DateTime(timezone=True), nullable=False),
+)
+
 # --- annotations -------------------------------------------------------------------------------
 # One metadata row per annotation table; the rows of each table live in their own SQL table
 # (``row_table``), created from the schema's column layout by ``storage/annotation_rows.py``.

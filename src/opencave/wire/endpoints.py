@@ -238,11 +238,87 @@ MATERIALIZE = ServiceEndpoints(
     },
 )
 
-# URL prefixes of the services this server does not provide yet; they answer 501.
+_NGL = "{ngl_server_address}/nglstate"
+_NGL_V1 = _NGL + "/api/v1"
+# The JSON state service lives on the global server. v0 is the legacy path without ``/api/v1``.
+NGLSTATE = ServiceEndpoints(
+    server_key="ngl_server_address",
+    versions={
+        0: {
+            "upload_state": _NGL + "/post",
+            "get_state": _NGL + "/{state_id}",
+            "get_state_raw": _NGL + "/raw/{state_id}",
+        },
+        1: {
+            "upload_state": _NGL_V1 + "/post",
+            "upload_state_w_id": _NGL_V1 + "/post/{state_id}",
+            "get_state": _NGL_V1 + "/{state_id}",
+            "get_state_raw": _NGL_V1 + "/raw/{state_id}",
+            "get_properties": _NGL_V1 + "/property/{state_id}/info",
+            "upload_properties": _NGL_V1 + "/property/post",
+            "upload_properties_w_id": _NGL_V1 + "/property/post/{state_id}",
+            "get_properties_raw": _NGL_V1 + "/property/raw/{state_id}",
+            "get_version": _NGL_V1 + "/version",
+            "table_info": _NGL_V1 + "/table_info",
+        },
+    },
+)
+
+_MESH_V1 = "{cg_server_address}/meshing/api/v1/table/{table_id}"
+# The meshing manifests Neuroglancer's graphene source and cloud-volume read; fragments are
+# files under the graph's ``data_dir`` (``/volumes/{table_id}/ws/<mesh dir>/<fragment>``).
+MESHING = ServiceEndpoints(
+    server_key="cg_server_address",
+    common={"get_version": "{cg_server_address}/meshing/api/version"},
+    versions={
+        1: {
+            "manifest": _MESH_V1 + "/manifest/{node_id}:{lod}",
+            "remeshing": _MESH_V1 + "/remeshing",
+        }
+    },
+)
+
+_SK = "{skeleton_server_address}/skeletoncache/api"
+_SK_V1 = _SK + "/v1/{datastack_name}"
+SKELETON = ServiceEndpoints(
+    server_key="skeleton_server_address",
+    common={
+        "get_version": _SK + "/version",
+        "get_versions": _SK + "/versions",
+    },
+    versions={
+        1: {
+            "skeleton_info": _SK_V1 + "/precomputed/skeleton/info",
+            "bulk_skeleton_info": _SK_V1 + "/bulk/skeleton/info",
+            "skeleton_info_versioned": _SK_V1 + "/precomputed/skeleton/{skeleton_version}/info",
+            "get_refusal_list": _SK_V1 + "/precomputed/skeleton/get_refusal_list",
+            "get_cache_contents_via_skvn_ridprefixes_limit": _SK_V1
+            + "/precomputed/skeleton/query_cache/{skeleton_version}/{root_id_prefixes}/{limit}",
+            "skeletons_exist_via_skvn_rids": _SK_V1 + "/precomputed/skeleton/exists/{skeleton_version}/{root_ids}",
+            "skeletons_exist_via_skvn_rids_as_post": _SK_V1 + "/precomputed/skeleton/exists",
+            "get_skeleton_via_rid": _SK_V1 + "/precomputed/skeleton/{root_id}",
+            "get_skeleton_via_skvn_rid": _SK_V1 + "/precomputed/skeleton/{skeleton_version}/{root_id}",
+            "get_skeleton_via_skvn_rid_fmt": _SK_V1
+            + "/precomputed/skeleton/{skeleton_version}/{root_id}/{output_format}",
+            "get_bulk_skeletons_via_skvn_rids": _SK_V1
+            + "/bulk/get_skeletons/{skeleton_version}/{output_format}/{gen_missing_sks}/{root_ids}",
+            "get_skeleton_async_via_skvn_rid": _SK_V1 + "/async/get_skeleton/{skeleton_version}/{root_id}",
+            "get_skeleton_async_via_skvn_rid_fmt": _SK_V1
+            + "/async/get_skeleton/{skeleton_version}/{root_id}/{output_format}",
+            "gen_bulk_skeletons_via_skvn_rids": _SK_V1 + "/bulk/gen_skeletons/{skeleton_version}/{root_ids}",
+            "gen_bulk_skeletons_via_skvn_rids_as_post": _SK_V1 + "/bulk/gen_skeletons",
+            "get_cached_skeletons_bulk_as_post": _SK_V1
+            + "/bulk/get_cached_skeletons/{skeleton_version}/{output_format}",
+            "get_skeleton_token_as_post": _SK_V1 + "/bulk/get_skeleton_token/{skeleton_version}",
+            "precomputed_info": _SK_V1 + "/precomputed/info",
+        }
+    },
+)
+
+# URL prefixes whose other URLs this server does not provide; they answer 501. Under
+# ``/volumes`` only the watershed (``/volumes/{table_id}/ws/...``) exists: no image volume is
+# generated.
 PENDING_SERVICE_PREFIXES: dict[str, str] = {
-    "/meshing": "meshing service",
-    "/nglstate": "neuroglancer state service",
-    "/skeletoncache": "skeleton service",
     "/volumes": "volume service",
 }
 
