@@ -318,6 +318,7 @@ async def merge(table_id: str, request: Request, context: AuthContext = Depends(
 
     operation = await run_in_threadpool(runtime_of(request).graphs.commit, handle, plan, _user(context))
     await run_in_threadpool(runtime_of(request).l2cache.schedule, handle, operation)
+    await run_in_threadpool(runtime_of(request).meshes.schedule, handle, operation)
     return _json(_edit_answer(operation), request)
 
 
@@ -353,6 +354,7 @@ async def split(table_id: str, request: Request, context: AuthContext = Depends(
 
     operation = await run_in_threadpool(runtime_of(request).graphs.commit, handle, plan, _user(context))
     await run_in_threadpool(runtime_of(request).l2cache.schedule, handle, operation)
+    await run_in_threadpool(runtime_of(request).meshes.schedule, handle, operation)
     return _json(_edit_answer(operation), request)
 
 
@@ -375,6 +377,7 @@ async def _undo_redo(table_id: str, request: Request, context: AuthContext, redo
         runtime_of(request).graphs.commit, handle, lambda index: edits.plan_undo_redo(index, target, redo), _user(context)
     )
     await run_in_threadpool(runtime_of(request).l2cache.schedule, handle, operation)
+    await run_in_threadpool(runtime_of(request).meshes.schedule, handle, operation)
     return _json(_edit_answer(operation), request)
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from opencave.errors import BadRequest, Conflict, NotFound
 from opencave.storage.sql import reader
 from opencave.services.segmentation.volume import WatershedVolume
+from opencave.services.meshing.layout import MeshLayout
 from opencave.storage.tables import cg_graphs, cg_nodes, cg_operations, remesh_requests
 from opencave.wire.node_ids import NodeIdLayout
 
@@ -221,6 +222,7 @@ class GraphService:
                 "spatial_bit_masks": {str(k): v for k, v in layout.bits.items()},
             },
             "app": {"supported_api_versions": [0, 1]},
+            **MeshLayout(handle.index.geometry).info(),  # mesh, mesh_metadata
         }
 
     def request_remesh(self, handle: GraphHandle, l2_ids: np.ndarray) -> int:
