@@ -345,3 +345,15 @@ def test_bad_input_gets_clear_errors(server, http, world, info):
     assert requests.get(server.url + f"{fragments}/{l2}:0:0-64_0-64_0-16").status_code == 401
     assert requests.get(server.url + f"{M}/manifest/{root}:0").status_code == 401
     assert requests.get(server.url + "/meshing/api/version").json()
+
+
+def test_files_that_never_exist_are_404_without_a_token(server, http, info, world):
+    """cloud-volume reads ``provenance`` and the mesh directory's ``info`` without credentials
+    (the genuine ``segmentation_cloudvolume()`` does): they answer 404, not 401, while real
+    chunks and fragments still need a token."""
+    for path in ("provenance", "graphene_meshes/info", "graphene_meshes/dynamic/info"):
+        _error(requests.get(f"{server.url}/volumes/{TABLE}/ws/{path}"), 404)
+    fragment = _manifest(http, _root(http, int(world.graph.sv_ids[world.graph.sv_neuron > 0][0])), verify=1)["fragments"][0]
+    for path in ("info", f"graphene_meshes/{fragment}"):
+        assert requests.get(f"{server.url}/volumes/{TABLE}/ws/{path}").status_code == 401
+        assert http("GET", f"/volumes/{TABLE}/ws/{path}").status_code == 200

@@ -23,7 +23,7 @@ from opencave.server.routers.volumes import _token
 from opencave.server.security import authenticate, current_context, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.services.chunkedgraph import queries
-from opencave.services.meshing.layout import MESH_DIR, UNSHARDED_MESH_DIR
+from opencave.services.meshing.layout import MESH_DIR, UNSHARDED_MESH_DIR, MeshLayout
 from opencave.services.meshing.service import ManifestQuery
 from opencave.wire.endpoints import MESHING, route_path
 from opencave.wire.versions import CHUNKEDGRAPH_SERVER_VERSION
@@ -100,6 +100,8 @@ async def manifest(table_id: str, node_id: str, lod: str, request: Request, cont
 @router.get(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{UNSHARDED_MESH_DIR}/{{name}}", include_in_schema=False)
 @router.get(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{{name}}")
 async def fragment(table_id: str, name: str, request: Request) -> Response:
+    MeshLayout.check_fragment_name(name)  # names no fragment can have (cloud-volume asks for
+    # ``info`` without credentials) are 404 before authentication: they reveal nothing
     runtime = runtime_of(request)
     context = authenticate(request, _token(request))
     runtime.identities.require(context, "view", NAMESPACE, table_id)

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from opencave.errors import NotFound
 from opencave.server.routers.chunkedgraph import NAMESPACE
 from opencave.server.security import authenticate, presented_token, runtime_of
+from opencave.services.segmentation.volume import WatershedVolume
 
 router = APIRouter(tags=["volumes"])
 
@@ -33,8 +34,14 @@ def _token(request: Request) -> str | None:
     return presented_token(request)
 
 
+def _no_such_file(table_id: str, path: str) -> NotFound:
+    return NotFound(f"No volume file {path!r} in {table_id}; chunks are named like 8_8_40/0-64_0-64_0-16.", code="no_such_file")
+
+
 @router.get("/volumes/{table_id}/ws/{path:path}")
 async def watershed_file(table_id: str, path: str, request: Request) -> Response:
+    if not WatershedVolume.can_exist(path):
+        raise _no_such_file(table_id, path)
     runtime = runtime_of(request)
     context = authenticate(request, _token(request))
     runtime.identities.require(context, "view", NAMESPACE, table_id)
@@ -43,5 +50,5 @@ async def watershed_file(table_id: str, path: str, request: Request) -> Response
         return Response(json.dumps(handle.volume.info), media_type="application/json")
     data = await run_in_threadpool(handle.volume.raw_file, path)
     if data is None:
-        raise NotFound(f"No volume file {path!r} in {table_id}; chunks are named like 8_8_40/0-64_0-64_0-16.", code="no_such_file")
+        raise _no_such_file(table_id, path)
     return Response(data, media_type="application/octet-stream", headers={"Content-Encoding": "gzip"})

@@ -71,8 +71,9 @@ class MeshLayout:
         box = "_".join(f"{int(a)}-{int(b)}" for a, b in zip(lo, hi))
         return f"{int(l2_id)}:0:{box}"
 
-    def parse_fragment_name(self, name: str) -> int:
-        """The L2 id a fragment name refers to; NotFound when it names no fragment of ours."""
+    @staticmethod
+    def check_fragment_name(name: str) -> re.Match[str]:
+        """The parts of a fragment name; NotFound for names no graph's fragment can have."""
         match = _NAME.match(name)
         if match is None:
             raise NotFound(
@@ -80,6 +81,11 @@ class MeshLayout:
                 "'<l2_id>:0:<x0>-<x1>_<y0>-<y1>_<z0>-<z1>' as the manifest lists them.",
                 code="no_such_fragment",
             )
+        return match
+
+    def parse_fragment_name(self, name: str) -> int:
+        """The L2 id a fragment name refers to; NotFound when it names no fragment of ours."""
+        match = self.check_fragment_name(name)
         l2_id = int(match["l2"])
         if not 0 < l2_id < 2**64 or get_layer(l2_id) != MESHED_LAYER:
             raise NotFound(f"No mesh fragment {name!r}: {l2_id} is not an L2 node id.", code="no_such_fragment")

@@ -66,6 +66,15 @@ class WatershedVolume:
                 self._cache.popitem(last=False)
         return labels
 
+    @staticmethod
+    def can_exist(relative_path: str) -> bool:
+        """Whether a file of this name could be in any volume (``info`` or a chunk name).
+
+        Other names (cloud-volume also asks for ``provenance``, without credentials) never
+        resolve, so they can be answered 404 without a token and without revealing anything.
+        """
+        return relative_path == "info" or _CHUNK_PATH.match(relative_path) is not None
+
     def raw_file(self, relative_path: str) -> bytes | None:
         """Gzip bytes of ``info`` or of a chunk (named as precomputed clients request it), else None.
 
