@@ -349,6 +349,26 @@ def cmd_materialize_keep(args) -> int:
     return 0
 
 
+# -- skeletons ----------------------------------------------------------------------------------
+def cmd_skeleton_refusals(args) -> int:
+    runtime = _runtime(args)
+    rows = runtime.skeletons.store.refusals(args.datastack)
+    _print_rows([{"datastack": d, "root_id": r} for d, r in rows])
+    return 0
+
+
+def cmd_skeleton_refuse(args) -> int:
+    added = _runtime(args).skeletons.refuse(args.datastack, args.root_id)
+    print(f"root {args.root_id} of {args.datastack} {'is now' if added else 'was already'} on the refusal list")
+    return 0
+
+
+def cmd_skeleton_unrefuse(args) -> int:
+    removed = _runtime(args).skeletons.unrefuse(args.datastack, args.root_id)
+    print(f"root {args.root_id} of {args.datastack} {'removed from' if removed else 'was not on'} the refusal list")
+    return 0
+
+
 def cmd_setup_token(args) -> int:
     from opencave.client import CAVEclient
 
@@ -489,6 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datastack")
     p.add_argument("version", type=int)
     p.add_argument("--until", help="new expiry time (ISO 8601); omit to keep the version forever")
+
+    skel = top.add_parser("skeleton", help="the skeleton service's refusal list").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(skel, "refusals", cmd_skeleton_refusals, "list the root ids the skeleton service refuses")
+    p.add_argument("datastack", nargs="?", help="only this datastack's")
+    for name, func, summary in (("refuse", cmd_skeleton_refuse, "refuse to skeletonize a root id"), ("unrefuse", cmd_skeleton_unrefuse, "skeletonize a refused root id again")):
+        p = _command(skel, name, func, summary)
+        p.add_argument("datastack")
+        p.add_argument("root_id", type=int)
 
     p = _command(top, "setup-token", cmd_setup_token, "save a token for a server interactively (CAVEclient.setup_token)", storage=False)
     p.add_argument("server", help="server address, e.g. http://127.0.0.1:8765")

@@ -20,6 +20,9 @@ from opencave.services.materialize.materializer import Materializer
 from opencave.services.materialize.service import MaterializeService
 from opencave.services.materialize.versions import VersionRegistry
 from opencave.services.materialize.views import ViewRegistry
+from opencave.services.meshing.service import MeshService
+from opencave.services.skeleton import SkeletonService, SkeletonStore
+from opencave.services.state import DocumentStore
 from opencave.storage.snapshots import SnapshotEngine
 from opencave.storage.sql import create_store_engine, upgrade_schema
 from opencave.errors import Conflict
@@ -52,11 +55,14 @@ class Runtime:
     info: InfoRegistry
     graphs: GraphService
     l2cache: L2Cache
+    meshes: MeshService
     annotations: AnnotationService
     views: ViewRegistry
     materializer: Materializer
     materialize: MaterializeService
     live: LiveQueries
+    skeletons: SkeletonService
+    ngl_documents: DocumentStore
     secret_key: str
 
     @classmethod
@@ -75,6 +81,7 @@ class Runtime:
         registry = VersionRegistry(engine)
         views = ViewRegistry(engine)
         materialize = MaterializeService(registry, views, annotations, info, snapshots, settings.query_row_limit)
+        l2cache = L2Cache(engine)
         return cls(
             settings=settings,
             engine=engine,
@@ -86,12 +93,15 @@ class Runtime:
             ),
             info=info,
             graphs=graphs,
-            l2cache=L2Cache(engine),
+            l2cache=l2cache,
+            meshes=MeshService(engine, graphs),
             annotations=annotations,
             views=views,
             materializer=Materializer(registry, annotations, graphs, info, views, settings.version_root, snapshots),
             materialize=materialize,
             live=LiveQueries(materialize, graphs),
+            skeletons=SkeletonService(SkeletonStore(engine), info, graphs, l2cache, annotations),
+            ngl_documents=DocumentStore(engine),
             secret_key=secret_key,
         )
 

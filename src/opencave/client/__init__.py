@@ -20,6 +20,8 @@ from .info import InfoServiceClient
 from .l2cache import L2CacheClient
 from .materialize import MaterializationClient
 from .schema import SchemaClient
+from .state import JSONService
+from .skeleton import SkeletonClient
 from .session import get_session_defaults, set_session_defaults
 
 __all__ = [
@@ -34,9 +36,11 @@ __all__ = [
     "ClientBaseWithDatastack",
     "GlobalClientError",
     "InfoServiceClient",
+    "JSONService",
     "L2CacheClient",
     "MaterializationClient",
     "SchemaClient",
+    "SkeletonClient",
     "ServerIncompatibilityError",
     "ServiceNotAvailable",
     "TokenFileError",

@@ -3,10 +3,6 @@
 ``CAVEclient(...)`` is a factory, as in caveclient: it returns a ``CAVEclientGlobal`` (global
 services only) when no datastack is given, else a ``CAVEclientFull``. Sub-clients are built on
 first use and share the token, retry, pool and timeout settings.
-
-Sub-clients opencave does not provide yet (skeleton, state) exist as properties that raise
-``ServiceNotAvailable``, so code that touches them fails with a message naming the missing
-service rather than an AttributeError.
 """
 
 from __future__ import annotations
@@ -21,12 +17,14 @@ from .auth import AuthClient
 from .chunkedgraph import ChunkedGraphClient
 from .datastack_lookup import handle_server_address
 from .default_server import default_server_address
-from .errors import GlobalClientError, ServiceNotAvailable
+from .errors import GlobalClientError
 from .info import InfoServiceClient
 from .l2cache import L2CacheClient
 from .materialize import MaterializationClient
 from .onboarding import interactive_setup_token
 from .schema import SchemaClient
+from .state import JSONService
+from .skeleton import SkeletonClient
 from .session import Timeout, normalize_timeout
 
 T = TypeVar("T")
@@ -223,9 +221,17 @@ class CAVEclientGlobal:
         )
 
     @property
-    def state(self) -> Any:
-        """The neuroglancer state service — not provided by opencave yet."""
-        raise ServiceNotAvailable("state")
+    def state(self) -> JSONService:
+        """The Neuroglancer state service on the global server (``opencave.client.state``);
+        on a datastack's client its ``ngl_url`` is the datastack's ``viewer_site``."""
+        return self._service(
+            "state",
+            lambda: JSONService(
+                server_address=self.server_address,
+                ngl_url=self.info.viewer_site() if self.datastack_name is not None else None,
+                **self._subclient_options(),
+            ),
+        )
 
     def _no_local_functionality(self) -> None:
         raise GlobalClientError("Client in global-only mode because no datastack was set.")
@@ -389,9 +395,16 @@ class CAVEclientFull(CAVEclientGlobal):
         )
 
     @property
-    def skeleton(self) -> Any:
-        """The skeleton service — not provided by opencave yet."""
-        raise ServiceNotAvailable("skeleton")
+    def skeleton(self) -> SkeletonClient:
+        """The skeleton service on the local server (``opencave.client.skeleton``)."""
+        return self._service(
+            "skeleton",
+            lambda: SkeletonClient(
+                server_address=self.local_server,
+                datastack_name=self.datastack_name,
+                **self._subclient_options(),
+            ),
+        )
 
     def __repr__(self) -> str:
         return f"CAVEclient<datastack_name={self.datastack_name}, server_address={self.server_address}>"

@@ -8,7 +8,7 @@ from opencave import __version__
 from opencave.runtime import Runtime
 from opencave.server.errors import install_error_handlers
 from opencave.server.limits import BodyLimitMiddleware
-from opencave.server.routers import annotation, auth_api, chunkedgraph, info, l2cache, materialize, pending, schema, volumes
+from opencave.server.routers import annotation, auth_api, chunkedgraph, info, l2cache, materialize, meshing, nglstate, pending, schema, skeleton, volumes
 from opencave.server.web import pages
 
 # Endpoints of these services take small JSON bodies at most.
@@ -26,7 +26,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (auth_api.router, info.router, schema.router, chunkedgraph.router, l2cache.router, annotation.router, materialize.router, volumes.router, pages.router, pending.router):
+    for router in (auth_api.router, info.router, schema.router, chunkedgraph.router, l2cache.router, annotation.router, materialize.router, meshing.router, volumes.router, nglstate.router, skeleton.router, pages.router, pending.router):
         app.include_router(router)
 
     @app.get("/health", include_in_schema=False)
@@ -34,6 +34,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.add_middleware(
-        BodyLimitMiddleware, default_limit=runtime.settings.max_body_bytes, prefix_limits=SMALL_BODY_PREFIXES
+        BodyLimitMiddleware, default_limit=runtime.settings.max_body_bytes, prefix_limits={**SMALL_BODY_PREFIXES, nglstate.BODY_LIMIT_PREFIX: nglstate.MAX_BODY_BYTES}
     )
     return app
