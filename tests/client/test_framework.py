@@ -11,7 +11,8 @@ from opencave import CAVEclient
 from opencave.client import framework
 from opencave.client.__main__ import main as cli_main
 from opencave.client.datastack_lookup import read_map
-from opencave.client.errors import GlobalClientError, ServiceNotAvailable
+from opencave.client.errors import GlobalClientError
+from opencave.client.state import JSONService
 from opencave.client.framework import CAVEclientFull, CAVEclientGlobal
 
 from .helpers import (
@@ -52,9 +53,9 @@ def test_global_client_local_services(rsps):
     for name in ("annotation", "chunkedgraph"):
         with pytest.raises(GlobalClientError, match="global-only mode"):
             getattr(client, name)
-    with pytest.raises(ServiceNotAvailable, match="client.state is not available") as info:
-        getattr(client, "state")  # noqa: B009
-    assert isinstance(info.value, NotImplementedError)
+    rsps.get(f"{SERVER}/nglstate/api/v1/version", json="0.7.2")
+    assert isinstance(client.state, JSONService)  # the state service is a global one
+    assert client.state.ngl_url is None  # no datastack, no viewer site (as caveclient)
     assert not hasattr(client, "materialize")
 
 
@@ -74,9 +75,6 @@ def test_full_client(rsps, caplog):
     assert client.version is None and client.timestamp is None
     assert read_map() == {DATASTACK: SERVER}
     assert "will now be used by default" in caplog.text
-    for name in ("skeleton", "state"):
-        with pytest.raises(ServiceNotAvailable, match=f"client.{name} is not available"):
-            getattr(client, name)
 
 
 def test_server_cache_lookup_and_opt_out(rsps):

@@ -11,7 +11,6 @@ from .errors import (
     AuthException,
     GlobalClientError,
     ServerIncompatibilityError,
-    ServiceNotAvailable,
     TokenFileError,
 )
 from .chunkedgraph import ChunkedGraphClient
@@ -42,7 +41,6 @@ __all__ = [
     "SchemaClient",
     "SkeletonClient",
     "ServerIncompatibilityError",
-    "ServiceNotAvailable",
     "TokenFileError",
     "check_version_compatibility",
     "get_session_defaults",

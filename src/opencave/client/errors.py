@@ -26,23 +26,5 @@ class ServerIncompatibilityError(Exception):
         super().__init__(textwrap.fill(message, width=80))
 
 
-class ServiceNotAvailable(NotImplementedError):
-    """A CAVE sub-client that opencave's client does not provide yet.
-
-    Subclasses ``NotImplementedError`` so generic handlers treat it as a missing feature rather
-    than as a failed request.
-    """
-
-    def __init__(self, service: str, detail: str = ""):
-        self.service = service
-        message = (
-            f"client.{service} is not available in opencave's CAVEclient yet. "
-            f"Use caveclient's CAVEclient for the {service} service in the meantime."
-        )
-        if detail:
-            message = f"{detail} {message}"
-        super().__init__(message)
-
-
 class TokenFileError(ValueError):
     """A token file exists but cannot be used (not JSON, or not a JSON object)."""
