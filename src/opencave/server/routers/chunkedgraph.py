@@ -196,8 +196,10 @@ def version() -> str:
 
 @router.get(route_path(CHUNKEDGRAPH.common["info"]))
 def table_info(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+    from opencave.server.routers.volumes import volume_url
+
     handle = _graph(request, context, table_id)
-    return _json(runtime_of(request).graphs.info(handle, runtime_of(request).settings.server_url))
+    return _json(runtime_of(request).graphs.info(handle, volume_url(request, context, table_id)))
 
 
 # -- roots -------------------------------------------------------------------------------------

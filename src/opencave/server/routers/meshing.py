@@ -18,9 +18,9 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from opencave.errors import BadRequest
-from opencave.server.routers.chunkedgraph import NAMESPACE, _body_json, _flag, _graph, _json, _node_id
-from opencave.server.routers.volumes import _token
-from opencave.server.security import authenticate, current_context, runtime_of
+from opencave.server.routers.chunkedgraph import _body_json, _flag, _graph, _json, _node_id
+from opencave.server.routers.volumes import require_volume_access
+from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.services.chunkedgraph import queries
 from opencave.services.meshing.layout import MESH_DIR, UNSHARDED_MESH_DIR, MeshLayout
@@ -97,14 +97,15 @@ async def manifest(table_id: str, node_id: str, lod: str, request: Request, cont
 
 
 # Registered before the volumes router, whose catch-all serves the watershed's own files.
+@router.get(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}/{UNSHARDED_MESH_DIR}/{{name}}", include_in_schema=False)
+@router.get(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}/{{name}}", include_in_schema=False)
 @router.get(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{UNSHARDED_MESH_DIR}/{{name}}", include_in_schema=False)
 @router.get(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{{name}}")
-async def fragment(table_id: str, name: str, request: Request) -> Response:
+async def fragment(table_id: str, name: str, request: Request, key: str | None = None) -> Response:
     MeshLayout.check_fragment_name(name)  # names no fragment can have (cloud-volume asks for
     # ``info`` without credentials) are 404 before authentication: they reveal nothing
     runtime = runtime_of(request)
-    context = authenticate(request, _token(request))
-    runtime.identities.require(context, "view", NAMESPACE, table_id)
+    require_volume_access(request, table_id, key)
     handle = await run_in_threadpool(runtime.graphs.graph, table_id)
     data = await run_in_threadpool(runtime.meshes.fragment, handle, name)
     return Response(data, media_type="application/octet-stream")

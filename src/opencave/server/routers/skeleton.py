@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from opencave.errors import BadRequest, NotImplementedYet
+from opencave.server.routers.volumes import volume_url
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.services.skeleton.service import (
@@ -118,7 +119,9 @@ def versions() -> list[int]:
 @router.get(_path("precomputed_info"))
 async def precomputed_info(datastack_name: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
     service = _allowed(request, context, datastack_name)
-    info = await run_in_threadpool(service.segmentation_info, datastack_name, runtime_of(request).settings.server_url)
+    handle = await run_in_threadpool(service.graph_of, datastack_name)
+    data_dir = volume_url(request, context, handle.table_id)
+    info = await run_in_threadpool(service.segmentation_info, datastack_name, data_dir)
     return _json(info)
 
 

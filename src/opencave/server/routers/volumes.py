@@ -1,5 +1,7 @@
 """Volume files (``/volumes/{table_id}/ws/…``): the watershed in Neuroglancer precomputed
-format, so cloud-volume and Neuroglancer read it over HTTP.
+format, so cloud-volume and Neuroglancer read it over HTTP. The same files are under
+``/volumes/{table_id}/access/{key}/ws/…``, the ``data_dir`` the graph's info gives: the key
+stands for the token there (see ``opencave.services.auth.volume_keys``).
 
 Files are stored gzip-compressed and sent as they are with ``Content-Encoding: gzip``. Besides
 the usual token forms, HTTP Basic authentication with the token as password is accepted, which
@@ -15,9 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from opencave.errors import NotFound
+from opencave.errors import NotFound, Unauthorized
 from opencave.server.routers.chunkedgraph import NAMESPACE
 from opencave.server.security import authenticate, presented_token, runtime_of
+from opencave.services.auth import AuthContext
+from opencave.services.auth.volume_keys import user_of_volume_key, volume_key
 from opencave.services.segmentation.volume import WatershedVolume
 
 router = APIRouter(tags=["volumes"])
@@ -34,17 +38,45 @@ def _token(request: Request) -> str | None:
     return presented_token(request)
 
 
+def volume_url(request: Request, context: AuthContext, table_id: str) -> str:
+    """The ``data_dir`` to give this caller: with an access key naming them when tokens are
+    required, since cloud-volume reads the files there without sending one."""
+    runtime = runtime_of(request)
+    base = f"{runtime.settings.server_url}/volumes/{table_id}"
+    if not runtime.settings.auth_enabled:
+        return f"{base}/ws"
+    return f"{base}/access/{volume_key(runtime.secret_key, context.identity.id, table_id)}/ws"
+
+
+def require_volume_access(request: Request, table_id: str, key: str | None = None) -> None:
+    """Raise unless the request may read the graph's volume files: by the access key in its URL
+    (the key's user must still be allowed to view the graph) or by a token."""
+    runtime = runtime_of(request)
+    if key is not None and runtime.settings.auth_enabled:
+        user_id = user_of_volume_key(runtime.secret_key, key, table_id)
+        if user_id is None:
+            raise Unauthorized(
+                f"The access key in this volume URL is not valid for {table_id}; read the graph's info "
+                "again (GET /segmentation/table/{table_id}/info) for a current data_dir.",
+                code="invalid_volume_key",
+            )
+        context = runtime.identities.context_for_user(user_id)
+    else:
+        context = authenticate(request, _token(request))
+    runtime.identities.require(context, "view", NAMESPACE, table_id)
+
+
 def _no_such_file(table_id: str, path: str) -> NotFound:
     return NotFound(f"No volume file {path!r} in {table_id}; chunks are named like 8_8_40/0-64_0-64_0-16.", code="no_such_file")
 
 
+@router.get("/volumes/{table_id}/access/{key}/ws/{path:path}")
 @router.get("/volumes/{table_id}/ws/{path:path}")
-async def watershed_file(table_id: str, path: str, request: Request) -> Response:
+async def watershed_file(table_id: str, path: str, request: Request, key: str | None = None) -> Response:
     if not WatershedVolume.can_exist(path):
         raise _no_such_file(table_id, path)
     runtime = runtime_of(request)
-    context = authenticate(request, _token(request))
-    runtime.identities.require(context, "view", NAMESPACE, table_id)
+    require_volume_access(request, table_id, key)
     handle = await run_in_threadpool(runtime.graphs.graph, table_id)
     if path == "info":
         return Response(json.dumps(handle.volume.info), media_type="application/json")

@@ -128,6 +128,20 @@ class IdentityResolver:
     def identity_for_user(self, user_id: int) -> Identity:
         return self._compute(user_id)
 
+    def context_for_user(self, user_id: int) -> AuthContext:
+        """The context of a user named by other means than a token (a signed volume URL)."""
+        with reader(self.engine).connect() as conn:
+            generations = read_generations(conn)
+        key = (user_id, generations.auth)
+        identity = self._identities.get(key)
+        if identity is None:
+            identity = self._compute(user_id)
+            with self._lock:
+                if len(self._identities) > 4096:
+                    self._identities.clear()
+                self._identities[key] = identity
+        return AuthContext(identity, generations)
+
     def dataset_of(self, namespace: str, name: str, generations: Generations) -> str | None:
         """The dataset a service resource belongs to (None when nothing maps it)."""
         cached = self._resources

@@ -204,14 +204,15 @@ class GraphService:
                 )
                 index.apply(_node_arrays(by_op.get(operation.op_id, [])), operation)
 
-    def info(self, handle: GraphHandle, server_url: str) -> dict[str, Any]:
-        """PyChunkedGraph's table info: the watershed's precomputed info plus the graph layout."""
+    def info(self, handle: GraphHandle, data_dir: str) -> dict[str, Any]:
+        """PyChunkedGraph's table info: the watershed's precomputed info plus the graph layout;
+        ``data_dir`` is the URL the caller reads the watershed and mesh files from."""
         world = handle.world
         ws_info = handle.volume.info
         layout = handle.index.layout
         return {
             **ws_info,
-            "data_dir": f"{server_url}/volumes/{handle.table_id}/ws",
+            "data_dir": data_dir,
             "chunks_start_at_voxel_offset": True,
             "graph": {
                 "chunk_size": list(world["chunk_size"]),

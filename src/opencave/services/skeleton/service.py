@@ -354,9 +354,9 @@ class SkeletonService:
         return self.store.unrefuse(datastack, root_id)
 
     # -- info documents ------------------------------------------------------------------------------------------
-    def segmentation_info(self, datastack: str, server_url: str) -> dict[str, Any]:
+    def segmentation_info(self, datastack: str, data_dir: str) -> dict[str, Any]:
         """The segmentation's precomputed info, pointing Neuroglancer at the ``skeleton`` directory."""
-        info = self.graphs.info(self.graph_of(datastack), server_url)
+        info = self.graphs.info(self.graph_of(datastack), data_dir)
         info["skeletons"] = "skeleton"
         return info
 
