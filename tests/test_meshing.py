@@ -357,3 +357,38 @@ def test_files_that_never_exist_are_404_without_a_token(server, http, info, worl
     for path in ("info", f"graphene_meshes/{fragment}"):
         assert requests.get(f"{server.url}/volumes/{TABLE}/ws/{path}").status_code == 401
         assert http("GET", f"/volumes/{TABLE}/ws/{path}").status_code == 200
+
+
+def _l2_attributes(http, ids) -> dict[int, dict]:
+    r = http("POST", "/l2cache/api/v1/table/opencave_demo/attributes", json={"l2_ids": [int(i) for i in ids]})
+    assert r.status_code == 200, r.text
+    return {int(k): v for k, v in r.json().items()}
+
+
+def test_l2_cache_answers_follow_merge_and_split(http, world):
+    """The L2 cache of a merged object's new L2 node holds the union of the two joined nodes
+    (sizes add up); a split gives them back; the replaced nodes keep answering as before."""
+    a, b = _fresh_pair(http, world, skip=3, same_chunk=True)
+    old_nodes = {int(i) for r in (_root(http, a), _root(http, b)) for i in _leaves(http, r, stop_layer=2)}
+    old = _l2_attributes(http, old_nodes)
+    r = http("POST", T + "/merge", json=[[a, 0, 0, 0], [b, 0, 0, 0]])
+    assert r.status_code == 200, r.text
+    merge_op, merged = r.json()["operation_id"], r.json()["new_root_ids"][0]
+    merged_nodes = {int(i) for i in _leaves(http, merged, stop_layer=2)}
+    created, gone = merged_nodes - old_nodes, old_nodes - merged_nodes
+    assert len(created) == 1 and len(gone) == 2, (created, gone)
+    new = _l2_attributes(http, created)[created.pop()]
+    assert new["size_nm3"] == sum(old[g]["size_nm3"] for g in gone)
+    lo = np.min([old[g]["rep_coord_nm"] for g in gone], axis=0) - 1000
+    hi = np.max([old[g]["rep_coord_nm"] for g in gone], axis=0) + 1000
+    assert (lo <= new["rep_coord_nm"]).all() and (np.asarray(new["rep_coord_nm"]) <= hi).all()
+    assert _l2_attributes(http, old_nodes) == old  # the replaced nodes answer as of their time
+
+    r = http("POST", T + "/split", json={"sources": [[a, *world.nm_point(a)]], "sinks": [[b, *world.nm_point(b)]]})
+    assert r.status_code == 200, r.text
+    split_op, halves = r.json()["operation_id"], r.json()["new_root_ids"]
+    split_nodes = {int(i) for h in halves for i in _leaves(http, h, stop_layer=2)}
+    after = _l2_attributes(http, split_nodes - merged_nodes)
+    assert sorted(v["size_nm3"] for v in after.values()) == sorted(old[g]["size_nm3"] for g in gone)
+    for op in (split_op, merge_op):
+        assert http("POST", T + "/undo", json={"operation_id": op}).status_code == 200
