@@ -17,7 +17,7 @@ import io
 import json
 import logging
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -299,6 +299,36 @@ class SkeletonClient(ServiceClient):
         self.raise_for_status(response, log_warning=log_warning)
         return response.json()
 
+    def _root_id_batches(
+        self,
+        endpoint: str,
+        root_ids: list,
+        datastack_name: str | None,
+        skeleton_version: int,
+        verbose_level: int,
+        use_post: bool,
+        log_warning: bool,
+    ) -> Iterator[tuple[list, requests.Response]]:
+        """Each batch of root ids with its checked response: POSTed as JSON to
+        ``<endpoint>_as_post`` (newer servers), or comma-joined into ``<endpoint>``'s URL."""
+        for start in range(0, len(root_ids), BULK_SKELETONS_BATCH_SIZE):
+            batch = root_ids[start : start + BULK_SKELETONS_BATCH_SIZE]
+            if use_post:
+                url = self._skeleton_url(endpoint + "_as_post", datastack_name, verbose_level)
+                body = {"root_ids": batch, "skeleton_version": skeleton_version, "verbose_level": verbose_level}
+                yield batch, handle_response(self.session.post(url, json=body), as_json=False)
+            else:
+                url = self._skeleton_url(
+                    endpoint,
+                    datastack_name,
+                    verbose_level,
+                    root_ids=",".join(str(v) for v in batch),
+                    skeleton_version=skeleton_version,
+                )
+                response = self.session.get(url)
+                self.raise_for_status(response, log_warning=log_warning)
+                yield batch, response
+
     @check_version_compatibility(method_constraint=">=0.5.10")
     def skeletons_exist(
         self,
@@ -331,23 +361,11 @@ class SkeletonClient(ServiceClient):
             root_ids = root_ids[:MAX_SKELETONS_EXISTS_QUERY_SIZE]
 
         results: dict[int, bool] = {}
-        for start in range(0, len(root_ids), BULK_SKELETONS_BATCH_SIZE):
-            batch = root_ids[start : start + BULK_SKELETONS_BATCH_SIZE]
-            if use_post:
-                url = self._skeleton_url("skeletons_exist_via_skvn_rids_as_post", datastack_name, verbose_level)
-                body = {"root_ids": batch, "skeleton_version": skeleton_version, "verbose_level": verbose_level}
-                answer = handle_response(self.session.post(url, json=body))
-            else:
-                url = self._skeleton_url(
-                    "skeletons_exist_via_skvn_rids",
-                    datastack_name,
-                    verbose_level,
-                    root_ids=",".join(str(v) for v in batch),
-                    skeleton_version=skeleton_version,
-                )
-                response = self.session.get(url)
-                self.raise_for_status(response, log_warning=log_warning)
-                answer = response.json()
+        batches = self._root_id_batches(
+            "skeletons_exist_via_skvn_rids", root_ids, datastack_name, skeleton_version, verbose_level, use_post, log_warning
+        )
+        for batch, response in batches:
+            answer = response.json()
             if isinstance(answer, dict):
                 results.update({int(key): value for key, value in answer.items()})
             elif isinstance(answer, bool):
@@ -501,22 +519,10 @@ class SkeletonClient(ServiceClient):
             root_ids = root_ids[:MAX_BULK_ASYNCHRONOUS_SKELETONS]
 
         total = 0.0
-        for start in range(0, len(root_ids), BULK_SKELETONS_BATCH_SIZE):
-            batch = root_ids[start : start + BULK_SKELETONS_BATCH_SIZE]
-            if use_post:
-                url = self._skeleton_url("gen_bulk_skeletons_via_skvn_rids_as_post", datastack_name, verbose_level)
-                body = {"root_ids": batch, "skeleton_version": skeleton_version, "verbose_level": verbose_level}
-                response = handle_response(self.session.post(url, json=body), as_json=False)
-            else:
-                url = self._skeleton_url(
-                    "gen_bulk_skeletons_via_skvn_rids",
-                    datastack_name,
-                    verbose_level,
-                    root_ids=",".join(str(v) for v in batch),
-                    skeleton_version=skeleton_version,
-                )
-                response = self.session.get(url)
-                self.raise_for_status(response, log_warning=log_warning)
+        batches = self._root_id_batches(
+            "gen_bulk_skeletons_via_skvn_rids", root_ids, datastack_name, skeleton_version, verbose_level, use_post, log_warning
+        )
+        for _, response in batches:
             total += float(response.text)
         logger.info(f"Upper estimate to generate all {len(root_ids)} skeletons: {total:.0f} seconds")
         return total
