@@ -50,19 +50,16 @@ class SkeletonStore:
 
     def existing(self, datastack: str, root_ids: list[int]) -> set[int]:
         """The root ids among ``root_ids`` with a current stored skeleton."""
+        return self._present(skeletons, root_ids, skeletons.c.datastack == datastack, skeletons.c.generator == GENERATOR)
+
+    def _present(self, table, root_ids: list[int], *conditions) -> set[int]:
+        """Which of ``root_ids`` have a row in ``table`` meeting ``conditions`` (in id batches)."""
         found: set[int] = set()
         with reader(self.engine).connect() as conn:
             for start in range(0, len(root_ids), ID_BATCH):
                 batch = [int(r) for r in root_ids[start : start + ID_BATCH]]
-                found.update(
-                    conn.execute(
-                        select(skeletons.c.root_id).where(
-                            skeletons.c.datastack == datastack,
-                            skeletons.c.generator == GENERATOR,
-                            skeletons.c.root_id.in_(batch),
-                        )
-                    ).scalars()
-                )
+                query = select(table.c.root_id).where(*conditions, table.c.root_id.in_(batch))
+                found.update(conn.execute(query).scalars())
         return found
 
     def root_ids(self, datastack: str, prefix: str = "") -> list[int]:
@@ -85,18 +82,7 @@ class SkeletonStore:
 
     def refused(self, datastack: str, root_ids: list[int]) -> set[int]:
         """The root ids among ``root_ids`` on the refusal list."""
-        found: set[int] = set()
-        with reader(self.engine).connect() as conn:
-            for start in range(0, len(root_ids), ID_BATCH):
-                batch = [int(r) for r in root_ids[start : start + ID_BATCH]]
-                found.update(
-                    conn.execute(
-                        select(skeleton_refusals.c.root_id).where(
-                            skeleton_refusals.c.datastack == datastack, skeleton_refusals.c.root_id.in_(batch)
-                        )
-                    ).scalars()
-                )
-        return found
+        return self._present(skeleton_refusals, root_ids, skeleton_refusals.c.datastack == datastack)
 
     def refuse(self, datastack: str, root_id: int) -> bool:
         """Add a root to the refusal list; False if it was there already."""
