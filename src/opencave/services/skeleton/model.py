@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .teasar import cable_length, parents
+
 # Bump when the skeletonization changes: stored skeletons of another generator are remade.
 GENERATOR = 2
 
@@ -39,15 +41,10 @@ class Skeleton:
 
     @property
     def parent(self) -> np.ndarray:
-        parent = np.full(self.n_vertices, -1, dtype=np.int64)
-        parent[self.edges[:, 0]] = self.edges[:, 1]
-        return parent
+        return parents(self.n_vertices, self.edges)
 
     def path_length(self) -> float:
-        if len(self.edges) == 0:
-            return 0.0
-        d = self.vertices[self.edges[:, 0]] - self.vertices[self.edges[:, 1]]
-        return float(np.linalg.norm(d, axis=1).sum())
+        return cable_length(self.vertices, self.edges)
 
 
 def to_payload(sk: Skeleton) -> bytes:

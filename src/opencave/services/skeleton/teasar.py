@@ -44,17 +44,24 @@ class GraphSkeleton:
 
     @property
     def parent(self) -> np.ndarray:
-        """Parent of every skeleton vertex (−1 for component roots)."""
-        parent = np.full(len(self.vertices), -1, dtype=np.int64)
-        parent[self.edges[:, 0]] = self.edges[:, 1]
-        return parent
+        return parents(len(self.vertices), self.edges)
 
     def path_length(self) -> float:
-        """Total cable length (sum of edge lengths)."""
-        if len(self.edges) == 0:
-            return 0.0
-        d = self.vertices[self.edges[:, 0]] - self.vertices[self.edges[:, 1]]
-        return float(np.linalg.norm(d, axis=1).sum())
+        return cable_length(self.vertices, self.edges)
+
+
+def parents(n_vertices: int, edges: np.ndarray) -> np.ndarray:
+    """Parent of every skeleton vertex (−1 for component roots), from (child, parent) edges."""
+    parent = np.full(n_vertices, -1, dtype=np.int64)
+    parent[edges[:, 0]] = edges[:, 1]
+    return parent
+
+
+def cable_length(vertices: np.ndarray, edges: np.ndarray) -> float:
+    """Total cable length (sum of edge lengths)."""
+    if len(edges) == 0:
+        return 0.0
+    return float(np.linalg.norm(vertices[edges[:, 0]] - vertices[edges[:, 1]], axis=1).sum())
 
 
 def spatial_graph(vertices: np.ndarray, edges: np.ndarray) -> sparse.csr_matrix:
