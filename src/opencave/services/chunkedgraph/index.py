@@ -442,7 +442,12 @@ class GraphIndex:
         if self._extra_adj:
             extra = [e for s in np.asarray(sv_index).tolist() for e in self._extra_adj.get(int(s), ())]
             edges = np.concatenate((edges, np.array(extra, dtype=np.int64)))
-        return np.unique(edges)
+        if edges.size < 4096:
+            return np.unique(edges)
+        # An edge is listed once per end; marking is much cheaper than a sort for big objects.
+        mark = np.zeros(self.edge_a.size, dtype=bool)
+        mark[edges] = True
+        return np.flatnonzero(mark)
 
     def edges_active_at(self, edges: np.ndarray, seq: int) -> np.ndarray:
         """Whether each edge was part of the agglomeration as of ``seq``."""

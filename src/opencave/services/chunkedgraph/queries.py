@@ -412,8 +412,10 @@ def level2_graph(index: GraphIndex, root_id: int, bounds: np.ndarray | None) -> 
     keep = a != b
     if bounds is not None:
         keep &= in_bounds(index, a, bounds) & in_bounds(index, b, bounds)
-    pairs = np.unique(np.sort(np.stack((a[keep], b[keep]), axis=1), axis=1), axis=0)
-    return np.stack((index.ids_of(pairs[:, 0]), index.ids_of(pairs[:, 1])), axis=1) if pairs.size else np.zeros((0, 2), np.uint64)
+    lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
+    keys = np.unique(lo * np.int64(index.node_id.size) + hi)  # one int per pair: a 1-d unique
+    lo, hi = np.divmod(keys, np.int64(index.node_id.size))
+    return np.stack((index.ids_of(lo), index.ids_of(hi)), axis=1) if keys.size else np.zeros((0, 2), np.uint64)
 
 
 def level2_of_supervoxels(index: GraphIndex, sv_ids: np.ndarray, seq: int) -> np.ndarray:

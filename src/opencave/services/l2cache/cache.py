@@ -68,8 +68,11 @@ class L2Cache:
                         l2_attributes.c.table_id == table_id,
                         l2_attributes.c.l2_id.in_(batch),
                     )
-                )
-                found.update({int(r.l2_id): json.loads(r.attributes) for r in rows})
+                ).all()
+                # One parse of all rows as a JSON array: several times faster than one per row
+                # (a skeleton reads thousands of rows).
+                values = json.loads("[" + ",".join(r.attributes for r in rows) + "]")
+                found.update(zip((int(r.l2_id) for r in rows), values))
         return found
 
     def compute(
