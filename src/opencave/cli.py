@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from opencave.config import DEFAULT_PORT, resolve_settings
+from opencave.config import DEFAULT_PORT, cors_origins, resolve_settings
 from opencave.errors import OpencaveError
 
 DATASTACK_OPTIONS = (
@@ -69,6 +69,9 @@ def cmd_serve(args) -> int:
             return 2
         os.environ["OPENCAVE_QUERY_ROW_LIMIT"] = str(args.row_limit)
         settings = dataclasses.replace(settings, query_row_limit=args.row_limit)
+    if args.cors_origins is not None:
+        os.environ["OPENCAVE_CORS_ORIGINS"] = args.cors_origins  # worker processes read it too
+        settings = dataclasses.replace(settings, cors_origins=cors_origins(args.cors_origins))
     runtime = Runtime.open(settings)
     first_run = runtime.initialise(with_demo=True)
     url = settings.server_url
@@ -400,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--materialize-every", type=float, metavar="HOURS", help="create a version of every datastack this often")
     serve.add_argument("--version-expires-after", type=float, metavar="DAYS", help="scheduled versions expire after this many days (default never)")
     serve.add_argument("--row-limit", type=int, help="cap query answers at this many rows (default: no cap; a cut answer says so)")
+    serve.add_argument(
+        "--cors-origins",
+        help="web origins browsers may call the API from, comma-separated, or '' for none "
+        "(default: $OPENCAVE_CORS_ORIGINS or '*': any, e.g. Neuroglancer on its own site)",
+    )
 
     user = top.add_parser("user", help="user accounts").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _command(user, "add", cmd_user_add, "create a user (joins the 'default' group)")

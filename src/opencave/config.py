@@ -23,6 +23,9 @@ class Settings:
     viewer_site: str = "https://neuroglancer-demo.appspot.com"
     versions_dir: Path | None = None  # frozen version files; default <data_dir>/versions
     query_row_limit: int | None = None  # an operator's cap on query answers; None: complete answers
+    # Web origins allowed to call the API from a browser (Neuroglancer served from another site
+    # loads states, meshes and skeletons); "*" allows any, empty allows none.
+    cors_origins: tuple[str, ...] = ("*",)
 
     @property
     def version_root(self) -> Path:
@@ -62,4 +65,10 @@ def resolve_settings(
         if os.environ.get("OPENCAVE_VERSIONS_DIR")
         else None,
         query_row_limit=int(os.environ["OPENCAVE_QUERY_ROW_LIMIT"]) if os.environ.get("OPENCAVE_QUERY_ROW_LIMIT") else None,
+        cors_origins=cors_origins(os.environ.get("OPENCAVE_CORS_ORIGINS", "*")),
     )
+
+
+def cors_origins(value: str) -> tuple[str, ...]:
+    """Comma-separated origins (``https://host[:port]``) or ``*``."""
+    return tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from opencave import __version__
 from opencave.runtime import Runtime
@@ -19,7 +20,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="opencave",
         version=__version__,
-        description="CAVE services: auth, info, schema, chunkedgraph, L2 cache, annotation engine, volumes (more to come).",
+        description="CAVE services: auth, info, schema, chunkedgraph, L2 cache, meshing, annotation engine, materialization, Neuroglancer states, skeletons, volumes.",
         docs_url="/api/doc",
         redoc_url=None,
         openapi_url="/api/openapi.json",
@@ -36,4 +37,16 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, default_limit=runtime.settings.max_body_bytes, prefix_limits={**SMALL_BODY_PREFIXES, nglstate.BODY_LIMIT_PREFIX: nglstate.MAX_BODY_BYTES}
     )
+    if runtime.settings.cors_origins:
+        # Outermost, so every answer (413s too) carries the headers. Bearer tokens, not
+        # cookies, authenticate cross-origin calls (Neuroglancer's middleauth), so
+        # credentials stay off and any listed origin may call.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(runtime.settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["WWW-Authenticate"],
+            max_age=3600,
+        )
     return app
