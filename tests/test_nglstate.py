@@ -94,6 +94,11 @@ def reader_token(server) -> str:
 # --- round trips ------------------------------------------------------------------------------
 
 
+def _vary(response) -> list[str]:
+    """The names an answer varies by (the CORS layer adds ``Origin``)."""
+    return [name.strip() for name in response.headers.get("vary", "").split(",")]
+
+
 @pytest.mark.parametrize("post_path, get_paths", [
     (f"{V1}/post", [f"{V1}/{{id}}", "/nglstate/{id}"]),
     ("/nglstate/post", [f"{V1}/{{id}}", "/nglstate/{id}"]),
@@ -106,7 +111,7 @@ def test_state_round_trip_plain_and_deflate(server, admin_token, post_path, get_
         plain = _get(server, admin_token, path, "identity")
         assert plain.status_code == 200
         assert plain.headers["content-type"] == "application/json"
-        assert plain.headers["vary"] == "Accept-Encoding"
+        assert "Accept-Encoding" in _vary(plain)
         assert "content-encoding" not in plain.headers
         assert plain.wire_body == text
         assert int(plain.headers["content-length"]) == len(text)
@@ -114,7 +119,7 @@ def test_state_round_trip_plain_and_deflate(server, admin_token, post_path, get_
             packed = _get(server, admin_token, path, accept)
             assert packed.headers["content-encoding"] == "deflate"
             assert packed.headers["content-type"] == "application/json"
-            assert packed.headers["vary"] == "Accept-Encoding"
+            assert "Accept-Encoding" in _vary(packed)
             assert int(packed.headers["content-length"]) == len(packed.wire_body)
             assert zlib.decompress(packed.wire_body) == text
         for refused in ("gzip", "deflate;q=0", "br, gzip;q=0.8"):
