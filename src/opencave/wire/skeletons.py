@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from opencave.wire.json_encoding import CaveJSONEncoder
+
 # -- versions ------------------------------------------------------------------------------------
 SKELETON_SERVER_VERSION = "0.24.0"  # >= 0.23.9 enables every caveclient 8.2.1 code path
 SKELETON_VERSIONS = [-1, 0, 1, 2, 3, 4]
@@ -111,12 +113,12 @@ def decompress_text(data: bytes) -> str:
 
 
 def dumps_compact(value: Any) -> str:
-    """JSON without spaces between tokens.
+    """JSON without spaces between tokens (numpy arrays and scalars as lists and numbers).
 
     caveclient removes every space from ``json.dumps`` output; compact separators give the same
     text for documents whose strings hold no spaces, and keep spaces inside strings intact.
     """
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"), cls=CaveJSONEncoder)
 
 
 def compress_dict(value: Mapping[str, Any]) -> bytes:
@@ -220,7 +222,7 @@ FLATDICT_ARRAY_KEYS = ("vertices", "edges", "mesh_to_skel_map", "radius", "compa
 
 def encode_flatdict(flat: Mapping[str, Any]) -> bytes:
     """gzip JSON of a flat skeleton dict (numpy arrays become lists)."""
-    return compress_dict(jsonable(flat))
+    return compress_dict(flat)
 
 
 def decode_flatdict(data: bytes, as_numpy: bool = True) -> dict[str, Any]:
@@ -236,19 +238,6 @@ def flat_arrays(flat: dict[str, Any]) -> dict[str, Any]:
         if key in out:
             out[key] = np.array(out[key])
     return out
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-ready copy: numpy arrays and scalars become Python lists and numbers."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
 
 
 # -- Neuroglancer precomputed skeleton ---------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from opencave.errors import BadRequest
+from opencave.wire import json_encoding
 from opencave.wire import skeletons as wire
 
 from .model import Skeleton
@@ -55,7 +56,7 @@ def flatdict(sk: Skeleton, version: int) -> dict[str, Any]:
     out.update(_vertex_properties(sk, version))
     if version >= 4:
         out["lvl2_ids"] = sk.lvl2_ids
-    return wire.jsonable(out)
+    return out
 
 
 def _topology(sk: Skeleton) -> dict[str, np.ndarray]:
@@ -102,11 +103,11 @@ def full_json(sk: Skeleton, version: int) -> dict[str, Any]:
         out["radius"] = props["radius"]
     if version >= 4:
         out["lvl2_ids"] = sk.lvl2_ids
-    return wire.jsonable(out)
+    return out
 
 
 def arrays(sk: Skeleton, version: int) -> dict[str, Any]:
-    return wire.jsonable({"vertices": sk.vertices, "vertex_properties": _vertex_properties(sk, version), "edges": sk.edges})
+    return {"vertices": sk.vertices, "vertex_properties": _vertex_properties(sk, version), "edges": sk.edges}
 
 
 def precomputed(sk: Skeleton, version: int) -> bytes:
@@ -139,7 +140,7 @@ def h5(sk: Skeleton, version: int) -> bytes:
         group = f.create_group("vertex_properties")
         for key, values in _vertex_properties(sk, version).items():
             group.create_dataset(key, data=json.dumps(values.tolist()))
-        f.create_dataset("meta", data=np.void(json.dumps(wire.jsonable(_meta(sk, version))).encode()))
+        f.create_dataset("meta", data=np.void(json_encoding.dumps(_meta(sk, version)).encode()))
     return buffer.getvalue()
 
 
