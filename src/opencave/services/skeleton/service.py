@@ -193,8 +193,12 @@ class SkeletonService:
 
     def skeleton(self, datastack: str, root_id: int, handle: GraphHandle | None = None) -> Skeleton:
         """The skeleton of a root: remembered, stored, or made now (once per root at a time)."""
-        key = (datastack, root_id)
         self._check_not_refused(datastack, root_id)
+        return self._skeleton(datastack, root_id, handle)
+
+    def _skeleton(self, datastack: str, root_id: int, handle: GraphHandle | None = None) -> Skeleton:
+        """``skeleton`` for a root already checked against the refusal list."""
+        key = (datastack, root_id)
         sk = self.cached(datastack, root_id)
         if sk is not None:
             return sk
@@ -299,7 +303,7 @@ class SkeletonService:
                 continue
             sk = self.cached(datastack, root_id)
             if sk is None and generate_missing:
-                sk = self.skeleton(datastack, root_id, handle)
+                sk = self._skeleton(datastack, root_id, handle)
             if sk is None:
                 later.append(root_id)
                 out[str(root_id)] = wire.BULK_ASYNC
@@ -321,7 +325,7 @@ class SkeletonService:
                 continue
             sk = self.cached(datastack, root_id)
             if sk is None and generate_missing and check_root(handle.index, root_id) == RootCheck.OK:
-                sk = self.skeleton(datastack, root_id, handle)
+                sk = self._skeleton(datastack, root_id, handle)
             if sk is not None:
                 out[str(root_id)] = self.bulk_entry(sk, version, fmt)
         return out
