@@ -93,18 +93,10 @@ def precomputed_skeleton_info(version: int) -> dict[str, Any]:
 
 
 # -- gzip text and JSON ----------------------------------------------------------------------------
-def compress_bytes(data: bytes) -> bytes:
-    """gzip with a zero timestamp, so equal inputs give equal bytes."""
-    return gzip.compress(data, compresslevel=6, mtime=0)
-
-
-def decompress_bytes(data: bytes) -> bytes:
-    return gzip.decompress(data)
-
-
 def compress_text(text: str) -> bytes:
-    """gzip of UTF-8 text (caveclient's ``compressStringToBytes``)."""
-    return compress_bytes(text.encode("utf-8"))
+    """gzip of UTF-8 text (caveclient's ``compressStringToBytes``), with a zero timestamp so
+    equal inputs give equal bytes."""
+    return gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
 
 
 def decompress_text(data: bytes) -> str:
