@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencave.errors import OpencaveError
+from opencave.server.params import CODES
 from opencave.wire.errors import error_body
 
 log = logging.getLogger("opencave.server")
@@ -31,15 +32,24 @@ def _authenticate_header(request: Request, error: OpencaveError) -> dict[str, st
 
 
 def _describe_validation(errors: list[dict]) -> tuple[int, str, str]:
+    """400 with the validator's own code for the declared types of ``server/params.py``;
+    422 ``invalid_request`` naming each failing field otherwise."""
     for err in errors:
         if err.get("type") == "json_invalid":
             detail = (err.get("ctx") or {}).get("error", "malformed JSON")
             return 400, "invalid_json", f"Request body is not valid JSON ({detail}); send a JSON document."
-    parts = []
-    for err in errors[:10]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg')}")
+    for err in errors:
+        if err.get("type") in CODES:
+            where = _where(err)
+            message = err.get("msg", "")
+            return 400, err["type"], message if where in message else f"{where}: {message}"
+    parts = [f"{_where(err)}: {err.get('msg')}" for err in errors[:10]]
     return 422, "invalid_request", "Invalid request — " + "; ".join(parts)
+
+
+def _where(err: dict) -> str:
+    """``query.bounds``, ``path.root_id``, ``node_ids.3`` — the place of a failing input."""
+    return ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
