@@ -14,6 +14,7 @@ from collections.abc import Callable
 from opencave.config import DEFAULT_PORT, cors_origins, resolve_settings
 from opencave.errors import OpencaveError
 
+HTTP_PROTOCOL = "opencave.server.protocol:JsonErrorHttpToolsProtocol"  # parse errors answered as JSON
 DATASTACK_OPTIONS = (
     "description",
     "local_server",
@@ -111,9 +112,10 @@ def cmd_serve(args) -> int:
             workers=args.workers,
             log_level=log_level,
             access_log=not args.no_access_log,
+            http=HTTP_PROTOCOL,
         )
     else:
-        uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=log_level, access_log=not args.no_access_log)
+        uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=log_level, access_log=not args.no_access_log, http=HTTP_PROTOCOL)
     return 0
 
 
