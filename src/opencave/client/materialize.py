@@ -127,6 +127,19 @@ class MaterializationClient(QueryMethods, ServiceClient):
         }
         self._tables: tuple[Any, TableManager] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A lock cannot be pickled or deep-copied, nor can the query classes of the tables
+        # interface (made at run time); copies (multiprocessing, joblib, dask) get their own
+        # lock, keep the cached metadata and rebuild the interface when first used.
+        state = self.__dict__.copy()
+        del state["_cache_lock"]
+        state["_tables"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cache_lock = threading.Lock()
+
     # -- properties --------------------------------------------------------------------------
 
     @property

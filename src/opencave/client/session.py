@@ -110,6 +110,9 @@ class TimeoutSession(requests.Session):
     through, so callers keep the usual ``session.get(url, timeout=...)`` override.
     """
 
+    # Pickled and deep-copied with the session (requests keeps only the attributes listed here).
+    __attrs__ = [*requests.Session.__attrs__, "timeout"]
+
     def __init__(self, timeout: Timeout | None = None):
         super().__init__()
         self.timeout: Timeout = normalize_timeout(timeout)
