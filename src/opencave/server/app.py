@@ -8,6 +8,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from opencave import __version__
 from opencave.runtime import Runtime
 from opencave.server.errors import install_error_handlers
+from opencave.server.faults import FaultMiddleware
 from opencave.server.limits import BodyLimitMiddleware
 from opencave.server.routers import annotation, auth_api, chunkedgraph, info, l2cache, materialize, meshing, nglstate, pending, schema, skeleton, volumes
 from opencave.server.web import pages
@@ -34,6 +35,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "version": __version__}
 
+    app.add_middleware(FaultMiddleware)  # innermost: its answers pass the body limit and CORS layers
     app.add_middleware(
         BodyLimitMiddleware, default_limit=runtime.settings.max_body_bytes, prefix_limits={**SMALL_BODY_PREFIXES, nglstate.BODY_LIMIT_PREFIX: nglstate.MAX_BODY_BYTES}
     )

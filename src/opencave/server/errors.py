@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opencave.errors import OpencaveError
+from opencave.server.faults import fault_answer
 from opencave.server.params import CODES
 from opencave.wire.errors import error_body
 
@@ -74,5 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
+        """Errors raised in a middleware (``FaultMiddleware`` answers those of the endpoints)."""
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", f"Internal server error ({type(exc).__name__}); the server log has details.")
+        status, payload = fault_answer(exc)
+        return JSONResponse(payload, status_code=status)
