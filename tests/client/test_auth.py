@@ -72,10 +72,24 @@ def test_explicit_file_and_key_beat_server_file(secrets, tmp_path):
     assert AuthClient(token_file=str(mine), token_key="alt", server_address=SERVER).token == TOKEN
 
 
-def test_explicit_file_without_the_key_falls_back_to_server_file(secrets, tmp_path):
+def test_explicit_file_without_the_key_falls_back_to_deprecated_file_only(secrets, tmp_path):
     write_json(token_file(secrets, SERVER), {"token": OTHER_TOKEN})
     mine = write_json(tmp_path / "mine.json", {"other": TOKEN})
-    assert AuthClient(token_file=str(mine), server_address=SERVER).token == OTHER_TOKEN
+    assert AuthClient(token_file=str(mine), server_address=SERVER).token is None
+    write_json(secrets / "chunkedgraph-secret.json", {"token": THIRD_TOKEN})
+    assert AuthClient(token_file=str(mine), server_address=SERVER).token == THIRD_TOKEN
+
+
+def test_missing_explicit_file_is_an_error_naming_it(secrets, tmp_path):
+    write_json(token_file(secrets, SERVER), {"token": OTHER_TOKEN})
+    missing = tmp_path / "nowhere" / "token.json"
+    with pytest.raises(FileNotFoundError, match="auth_token_file .*token.json does not exist") as info:
+        AuthClient(token_file=str(missing), server_address=SERVER)
+    assert info.value.filename == str(missing)
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        CAVEclient(server_address=SERVER, auth_token_file=str(missing))
+    # A token given with the file needs no file: it is only where save_token writes.
+    assert AuthClient(token_file=str(missing), token=TOKEN).token == TOKEN
 
 
 def test_other_server_uses_its_own_file(secrets):
@@ -84,17 +98,14 @@ def test_other_server_uses_its_own_file(secrets):
     assert AuthClient(server_address=SERVER).token == OTHER_TOKEN
 
 
-def test_generic_file_is_never_sent_to_another_server(secrets, caplog):
+def test_generic_file_serves_servers_without_their_own_file(secrets, caplog):
     write_json(secrets / "cave-secret.json", {"token": TOKEN})
-    write_json(secrets / "chunkedgraph-secret.json", {"token": TOKEN})
+    write_json(secrets / "chunkedgraph-secret.json", {"token": OTHER_TOKEN})
     with caplog.at_level(logging.WARNING):
         client = AuthClient(server_address=SERVER)
-    assert client.token is None
-    assert client.request_header == {}
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "cave-secret.json" in warnings[0].getMessage()
-    assert f'server_address="{SERVER}"' in warnings[0].getMessage()
+    assert client.token == TOKEN
+    assert client.request_header == {"Authorization": f"Bearer {TOKEN}"}
+    assert caplog.records == []
 
 
 def test_no_warning_without_a_generic_token(secrets, caplog):
@@ -153,10 +164,13 @@ def test_token_file_must_hold_an_object(secrets):
         AuthClient()
 
 
-def test_broken_generic_file_is_ignored_for_another_server(secrets):
+def test_broken_generic_file_names_the_file(secrets):
     (secrets).mkdir(parents=True)
     (secrets / "cave-secret.json").write_text("not json")
-    assert AuthClient(server_address=SERVER).token is None
+    with pytest.raises(TokenFileError, match="cave-secret.json"):
+        AuthClient(server_address=SERVER)
+    write_json(token_file(secrets, SERVER), {"token": TOKEN})
+    assert AuthClient(server_address=SERVER).token == TOKEN  # the server's own file wins
 
 
 def test_write_token_refuses_to_clobber_a_broken_file(secrets):
@@ -213,13 +227,17 @@ def test_save_token_for_default_server_writes_generic_and_server_file(secrets):
     assert AuthClient().token == TOKEN
 
 
-def test_save_token_for_other_own_server_keeps_generic_file_clean(secrets):
+def test_save_token_for_a_new_server_writes_its_file_and_the_generic_file(secrets):
     client = AuthClient(server_address=SERVER)
     client.save_token(TOKEN)
     assert read_json(token_file(secrets, SERVER)) == {"token": TOKEN}
-    assert not (secrets / "cave-secret.json").exists()
+    assert read_json(secrets / "cave-secret.json") == {"token": TOKEN}  # as caveclient
     assert AuthClient(server_address=SERVER).token == TOKEN
-    assert AuthClient().token is None  # the default server never sees it
+    assert AuthClient().token == TOKEN
+    # Once the server has its own file, its tokens stay there.
+    AuthClient(server_address=SERVER).save_token(OTHER_TOKEN, overwrite=True)
+    assert read_json(token_file(secrets, SERVER)) == {"token": OTHER_TOKEN}
+    assert read_json(secrets / "cave-secret.json") == {"token": TOKEN}
 
 
 def test_save_token_syncs_local_server_without_switching_file(secrets):
@@ -229,7 +247,7 @@ def test_save_token_syncs_local_server_without_switching_file(secrets):
     client.save_token(OTHER_TOKEN, overwrite=True)
     assert read_json(token_file(secrets, SERVER)) == {"token": OTHER_TOKEN}
     assert read_json(token_file(secrets, LOCAL)) == {"token": OTHER_TOKEN}
-    assert client._token_file == str(token_file(secrets, SERVER))
+    assert client._token_file == str(secrets / "cave-secret.json")
     client.save_token(THIRD_TOKEN, overwrite=True, local_server=False)
     assert read_json(token_file(secrets, LOCAL)) == {"token": OTHER_TOKEN}
 
@@ -245,7 +263,7 @@ def test_save_token_overwrite_protection(secrets):
 
 
 def test_save_token_with_explicit_file_client(secrets, tmp_path):
-    mine = tmp_path / "mine.json"
+    mine = write_json(tmp_path / "mine.json", {})
     client = AuthClient(token_file=str(mine), server_address=SERVER)
     client.save_token(TOKEN)  # caveclient raises AttributeError here
     assert read_json(mine) == {"token": TOKEN}

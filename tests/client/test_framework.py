@@ -186,7 +186,7 @@ def test_setup_token_all_datastacks(rsps, secrets, prompts, capsys, browser):
 
     assert read_json(token_file(secrets, SERVER)) == {"token": TOKEN}
     assert read_json(token_file(secrets, LOCAL)) == {"token": TOKEN}
-    assert not (secrets / "cave-secret.json").exists()
+    assert read_json(secrets / "cave-secret.json") == {"token": TOKEN}  # as caveclient's setup_token
     assert read_map() == {"alpha": SERVER, "beta": SERVER}
     assert CAVEclient("alpha").auth.token == TOKEN
 

@@ -1,18 +1,16 @@
 """Tokens: where they are found, where they are saved, and the auth service's user endpoints.
 
-Token files are caveclient's (``~/.cloudvolume/secrets``), so a token saved by either library
-is found by the other. One rule is stricter than caveclient's: a token is only sent to a server
-it was saved for. The generic ``cave-secret.json`` (and the deprecated
-``chunkedgraph-secret.json``) do not say which server their token belongs to, so they are read
-only for the default global server, ``https://global.daf-apis.com``; every other server needs
-its own ``<host>-cave-secret.json``, which ``save_token`` writes.
-
-Lookup order: explicit ``token`` > explicit ``token_file`` > ``<host>-cave-secret.json`` of
-the server > (default global server only) ``cave-secret.json`` > ``chunkedgraph-secret.json``.
+Token files and lookup are caveclient's (``~/.cloudvolume/secrets``), so a token saved by
+either library is found by the other and every client sends the same token:
+explicit ``token`` > explicit ``token_file`` > ``<host>-cave-secret.json`` of the server if
+that file exists, else the generic ``cave-secret.json`` > the deprecated
+``chunkedgraph-secret.json``. One difference: an explicit ``token_file`` that does not exist is
+an error naming it (caveclient goes on without a token).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -141,8 +139,9 @@ class AuthClient:
     Parameters
     ----------
     token_file
-        JSON file holding the token. Default: the server's own token file (see the module
-        docstring for the full lookup order).
+        JSON file holding the token; ``FileNotFoundError`` if it does not exist (unless
+        ``token`` is given). Default: the server's own token file if it exists, else
+        ``cave-secret.json`` (see the module docstring for the full lookup order).
     token_key
         Key of the token in that file; default ``"token"``.
     token
@@ -171,57 +170,45 @@ class AuthClient:
         self._timeout = timeout
         self._server_file_path = server_token_filename(self._server_address)
         self._token_key: str | None = token_key or default_token_key
-        self._token_file = os.path.expanduser(token_file) if token_file else self._default_token_file()
-        self._token = token if token is not None else self._find_token(token_file)
+        if token_file is None:
+            self._token_file = self._default_token_file()
+        else:
+            self._token_file = os.path.expanduser(token_file)
+            if token is None and not os.path.isfile(self._token_file):
+                # caveclient silently goes on without a token (or with the deprecated file's).
+                raise FileNotFoundError(
+                    errno.ENOENT,
+                    f"auth_token_file {token_file} does not exist; give the path of a JSON file "
+                    'such as {"token": "..."}, or leave auth_token_file out to use the saved token',
+                    self._token_file,
+                )
+        self._token = token if token is not None else self._find_token()
         self._default_endpoint_mapping = {AUTH.server_key: self._server_address}
 
     # -- lookup --------------------------------------------------------------------------
 
     def _default_token_file(self) -> str:
-        """Where this client keeps its token: the server's own file, except that the default
-        global server keeps using ``cave-secret.json`` until it has its own file (as in
-        caveclient)."""
-        if os.path.isfile(self._server_file_path) or not is_default_global_server(self._server_address):
+        """Where the token is read from and saved to: the server's own file once it exists,
+        else the generic ``cave-secret.json``."""
+        if os.path.isfile(self._server_file_path):
             return self._server_file_path
         return os.path.expanduser(default_token_file)
 
-    def _find_token(self, explicit_file: str | None) -> str | None:
-        key = self._token_key
-        candidates = [explicit_file] if explicit_file else []
-        candidates.append(self._server_file_path)
-        generic = [default_token_file, *deprecated_token_files]
-        if is_default_global_server(self._server_address):
-            candidates.extend(generic)
-        deprecated = _unique_paths(deprecated_token_files)
-        for path in _unique_paths(candidates):
-            token = load_token(path, key)
+    def _find_token(self) -> str | None:
+        """The token under the key in the token file, else in a deprecated file (with a
+        warning)."""
+        token = load_token(self._token_file, self._token_key)
+        if token is not None:
+            return token
+        for path in _unique_paths(deprecated_token_files):
+            token = load_token(path, self._token_key)
             if token is not None:
-                if path in deprecated:
-                    logger.warning(
-                        f"file location {path} is deprecated,\n"
-                        "rename to 'cave-secret.json' or 'SERVER_ADDRESS-cave-secret.json"
-                    )
-                return token
-        if not is_default_global_server(self._server_address):
-            self._warn_about_unused_generic_token(generic, key)
-        return None
-
-    def _warn_about_unused_generic_token(self, generic: list[str], key: str | None) -> None:
-        for path in _unique_paths(generic):
-            try:
-                found = load_token(path, key) is not None
-            except TokenFileError:  # a file this server would not use anyway
-                found = False
-            if found:
-                server = self._server_address
                 logger.warning(
-                    f"Not sending the token in {path} to {server}: that file does not say which "
-                    f"server its token belongs to, so it is used only for {DEFAULT_GLOBAL_SERVER}. "
-                    f"Save a token for {server} with "
-                    f'client.auth.save_token(token="...", server_address="{server}") or '
-                    f'CAVEclient.setup_token("{server}").'
+                    f"file location {path} is deprecated,\n"
+                    "rename to 'cave-secret.json' or 'SERVER_ADDRESS-cave-secret.json"
                 )
-                return
+                return token
+        return None
 
     # -- properties ----------------------------------------------------------------------
 

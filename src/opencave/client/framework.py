@@ -160,6 +160,7 @@ class CAVEclientGlobal:
             "server_address": self._server_address,
         }
         self._reset_services()
+        self.auth  # reads the token files now, so a missing or broken one fails here
 
     def _reset_services(self) -> None:
         self._services.clear()
