@@ -74,14 +74,14 @@ def test_timestamps_out_of_range(http, world):
     before = world.epoch.timestamp() - 3600
     _error(http("GET", f"{T}/node/{sv}/root", params={"timestamp": before}), 400, "before the oldest")
     _error(http("GET", f"{T}/node/{sv}/root", params={"timestamp": time.time() + 86400}), 400, "future")
-    _error(http("POST", f"{T}/roots_binary", data=np.array([sv], "<u8").tobytes(), params={"timestamp": "yesterday"}), 400, "unix timestamp")
-    _error(http("GET", f"{T}/delta_roots"), 400, "timestamp_past")
+    _error(http("POST", f"{T}/roots_binary", data=np.array([sv], "<u8").tobytes(), params={"timestamp": "yesterday"}), 400, "unix time")
+    _error(http("GET", f"{T}/delta_roots"), 422, "timestamp_past", "required")
 
 
 def test_malformed_bodies_and_sizes(http, world):
     _error(http("POST", f"{T}/roots_binary", data=b"12345"), 400, "uint64")
     _error(http("POST", f"{T}/is_latest_roots", data=b"not json"), 400, "json")
-    _error(http("POST", f"{T}/is_latest_roots", json={"ids": [1]}), 400, "node_ids")
+    _error(http("POST", f"{T}/is_latest_roots", json={"ids": [1]}), 422, "node_ids", "required")
     _error(http("POST", f"{T}/is_latest_roots", json={"node_ids": ["x"]}), 400)
     _error(http("POST", f"{T}/is_latest_roots", json={"node_ids": list(range(1, 1_000_002))}), 400, "too many")
     huge = http("POST", f"{T}/roots_binary", data=b"\0" * (65 * 1024 * 1024))

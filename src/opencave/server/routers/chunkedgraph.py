@@ -1,7 +1,9 @@
 """ChunkedGraph service (``/segmentation``): PyChunkedGraph's v1 table API.
 
-Handlers parse parameters and bodies, check permissions and encode answers; the graph work
-happens in ``opencave.services.chunkedgraph``, off the event loop.
+Every path, query and body parameter is declared (types from ``server/params.py``), so FastAPI
+validates them and the OpenAPI document lists them; handlers check permissions, call
+``opencave.services.chunkedgraph`` off the event loop and encode answers. caveclient sends its
+JSON bodies without a Content-Type (and some with GET), so bodies are read as JSON either way.
 """
 
 from __future__ import annotations
@@ -9,15 +11,34 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from opencave.errors import BadRequest
+from opencave.server.params import (
+    MAX_NAME,
+    Bounds,
+    Coordinate,
+    Flag,
+    Int32,
+    NodeId,
+    NodeIdList,
+    RowId,
+    RowIdList,
+    UnixTime,
+    binary_body,
+    invalid,
+    media_answers,
+    node_id_array,
+    text,
+)
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.services.chunkedgraph import edits, paths, queries
@@ -27,17 +48,111 @@ from opencave.services.chunkedgraph.service import GraphHandle
 from opencave.wire.endpoints import CHUNKEDGRAPH, route_path
 from opencave.wire.versions import CHUNKEDGRAPH_API_VERSIONS, CHUNKEDGRAPH_SERVER_VERSION
 
-router = APIRouter(tags=["chunkedgraph"])
+router = APIRouter(tags=["chunkedgraph"], strict_content_type=False)
 V1 = CHUNKEDGRAPH.for_version(1)
 TABLE = route_path("{cg_server_address}/segmentation/api/v1/table/{table_id}")
 NAMESPACE = "pychunkedgraph"
-MAX_JSON_IDS = 1_000_000
 MAX_BINARY_IDS = 20_000_000
 FUTURE_TOLERANCE_S = 60.0
+OCTET_STREAM = "application/octet-stream"
 
 
 def _path(key: str) -> str:
     return route_path(V1[key])
+
+
+# -- declared inputs ---------------------------------------------------------------------------
+TableId = Annotated[str, Path(min_length=1, max_length=MAX_NAME, description="The graph's table id, e.g. opencave_demo.")]
+RootId = Annotated[NodeId, Path(description="A root id (or any node id where the endpoint says so).")]
+Timestamp = Annotated[UnixTime, Query(description="The moment to answer for (unix seconds); default now.")]
+StopLayer = Annotated[Int32 | None, Query(description="Stop at this layer (1 = supervoxels).")]
+QueryBounds = Annotated[Bounds, Query(description="Only nodes whose chunks meet x0-x1_y0-y1_z0-z1 (voxels).")]
+
+
+def _int64_as_str(int64_as_str: Annotated[Flag, Query(description="Ids as JSON strings (for clients without 64-bit integers).")] = False) -> bool:
+    return int64_as_str
+
+
+AsStr = Annotated[bool, Depends(_int64_as_str)]
+
+
+def _delimiter(value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 1:
+        raise invalid("bad_delimiter", f"delimiter must be one character (the separator between date and time, e.g. 'T'); got {str(value)[:40]!r}.")
+    return value
+
+
+Delimiter = Annotated[
+    str, BeforeValidator(_delimiter), Query(description="One character between date and time in the ISO answer.", min_length=1, max_length=1)
+]
+
+
+class JsonBody(BaseModel):
+    """A JSON body; keys caveclient sends besides the declared ones are ignored, as CAVE does."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class NodeIdsBody(JsonBody):
+    node_ids: NodeIdList
+
+
+class RootIdsBody(JsonBody):
+    root_ids: NodeIdList
+
+
+class RemeshBody(JsonBody):
+    new_lvl2_ids: NodeIdList
+
+
+class OperationBody(JsonBody):
+    operation_id: RowId
+
+
+def _edit_point(value: Any) -> Any:
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        raise invalid("bad_body", f"Each point must be [node_id, x, y, z] (coordinates in nm); got {str(value)[:80]}.")
+    return value
+
+
+EditPoint = Annotated[tuple[NodeId, Coordinate, Coordinate, Coordinate], BeforeValidator(_edit_point)]
+"""``[node_id, x_nm, y_nm, z_nm]``: a node (a supervoxel, or the object to find one of) and a point."""
+
+
+def _points(count: int | None, what: str):
+    def check(value: Any) -> Any:
+        if not isinstance(value, list) or not value or (count is not None and len(value) != count):
+            size = "exactly two" if count == 2 else "a non-empty list of"
+            raise invalid("bad_body", f"{what} takes {size} [node_id, x, y, z] points (coordinates in nm).")
+        return value
+
+    return Annotated[list[EditPoint], BeforeValidator(check), Field(max_length=10_000)]
+
+
+class SplitBody(JsonBody):
+    @model_validator(mode="before")
+    @classmethod
+    def _both_sides(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or "sources" not in value or "sinks" not in value:
+            raise invalid("bad_body", 'A split body is {"sources": [[id, x, y, z], …], "sinks": [[id, x, y, z], …]} (nm).')
+        return value
+
+    sources: _points(None, "sources")  # type: ignore[valid-type]
+    sinks: _points(None, "sinks")  # type: ignore[valid-type]
+
+
+MergePoints = _points(2, "A merge")
+PathPoints = _points(2, "find_path")
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _parse_json(model: type[ModelT], raw: bytes) -> ModelT:
+    """A raw body validated as ``model`` (for endpoints whose body is JSON or binary)."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise RequestValidationError(error.errors(include_url=False)) from None
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -58,36 +173,13 @@ def _plain(value: Any, as_str: bool) -> Any:
     return value
 
 
-def _json(payload: Any, request: Request | None = None, status: int = 200, headers: dict | None = None) -> Response:
-    as_str = request is not None and _flag(request.query_params.get("int64_as_str"), False)
+def _json(payload: Any, as_str: bool = False, status: int = 200, headers: dict | None = None) -> Response:
     body = json.dumps(_plain(payload, as_str), separators=(",", ":")) + "\n"
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def _flag(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "t", "y")
-
-
-def _float(request: Request, name: str) -> float | None:
-    value = request.query_params.get(name)
-    if value is None or value == "" or value == "None":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be a unix timestamp in seconds; got {value!r}.", code="bad_timestamp") from None
-
-
-def _int(request: Request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value is None or value == "" or value == "None":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer; got {value!r}.") from None
+def _binary(ids: np.ndarray) -> Response:
+    return Response(ids.astype("<u8").tobytes(), media_type=OCTET_STREAM)
 
 
 # -- request helpers -------------------------------------------------------------------------
@@ -113,55 +205,8 @@ def _checked_time(index: GraphIndex, value: float | None, name: str = "timestamp
     return min(value, now)
 
 
-def _seq(index: GraphIndex, request: Request, name: str = "timestamp") -> int:
-    return index.seq_at(_checked_time(index, _float(request, name), name))
-
-
-def _node_id(value: str) -> int:
-    try:
-        node = int(value)
-    except ValueError:
-        raise BadRequest(f"Node ids are decimal integers; got {value!r}.", code="bad_node_id") from None
-    if not 0 < node < 2**64:
-        raise BadRequest(f"Node id {value} is out of range.", code="bad_node_id")
-    return node
-
-
-async def _body_json(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        raise BadRequest("This endpoint needs a JSON body.", code="missing_body")
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON ({exc}); send a JSON document.", code="invalid_json") from None
-
-
-def _ids(body: Any, key: str) -> np.ndarray:
-    values = body.get(key) if isinstance(body, dict) else None
-    if not isinstance(values, list):
-        raise BadRequest(f"The body must be a JSON object with a list '{key}'.", code="bad_body")
-    if len(values) > MAX_JSON_IDS:
-        raise BadRequest(f"Too many ids ({len(values):,}); send at most {MAX_JSON_IDS:,} per request.", code="too_many_ids")
-    try:
-        ids = np.array([int(v) for v in values], dtype=np.uint64)
-    except (TypeError, ValueError, OverflowError):
-        raise BadRequest(f"'{key}' must hold positive integer node ids.", code="bad_node_id") from None
-    return ids
-
-
-def _points(body: Any, name: str) -> list[tuple[int, list[float]]]:
-    """``[[node_id, x_nm, y_nm, z_nm], …]`` → (id, point) pairs."""
-    if not isinstance(body, list) or not body:
-        raise BadRequest(f"{name} must be a list of [node_id, x, y, z] entries (coordinates in nm).", code="bad_body")
-    points = []
-    for entry in body:
-        try:
-            node, x, y, z = entry
-            points.append((int(node), [float(x), float(y), float(z)]))
-        except (TypeError, ValueError):
-            raise BadRequest(f"Each entry of {name} must be [node_id, x, y, z] (coordinates in nm); got {entry!r}.", code="bad_body") from None
-    return points
+def _seq(index: GraphIndex, value: float | None, name: str = "timestamp") -> int:
+    return index.seq_at(_checked_time(index, value, name))
 
 
 def _edit_answer(operation: Operation) -> dict[str, Any]:
@@ -172,15 +217,23 @@ def _user(context: AuthContext) -> str:
     return str(context.identity.id)
 
 
-def _resolve(handle: GraphHandle, points: list[tuple[int, list[float]]], seq: int) -> tuple[np.ndarray, np.ndarray]:
+def _resolve(handle: GraphHandle, points: list[tuple[int, float, float, float]], seq: int) -> tuple[np.ndarray, np.ndarray]:
     index = handle.index
     volume = handle.volume
     svs, coords = [], []
-    for node, point in points:
+    for node, *point in points:
         voxel = nm_to_voxels(index, point)
         svs.append(resolve_supervoxel(index, node, voxel, seq, volume.supervoxels_near))
         coords.append(voxel)
     return np.array(svs, dtype=np.uint64), np.array(coords, dtype=np.int64)
+
+
+def _binary_ids(raw: bytes) -> np.ndarray:
+    if len(raw) % 8:
+        raise BadRequest("The body must be little-endian uint64 node ids (a multiple of 8 bytes).", code="bad_body")
+    if len(raw) // 8 > MAX_BINARY_IDS:
+        raise BadRequest(f"Too many ids; send at most {MAX_BINARY_IDS:,} per request.", code="too_many_ids")
+    return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
 
 
 # -- service-level endpoints -------------------------------------------------------------------
@@ -195,7 +248,8 @@ def version() -> str:
 
 
 @router.get(route_path(CHUNKEDGRAPH.common["info"]))
-def table_info(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def table_info(table_id: TableId, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+    """The graph's info (watershed geometry, layers, data_dir with an access key)."""
     from opencave.server.routers.volumes import volume_url
 
     handle = _graph(request, context, table_id)
@@ -204,113 +258,165 @@ def table_info(table_id: str, request: Request, context: AuthContext = Depends(c
 
 # -- roots -------------------------------------------------------------------------------------
 @router.get(_path("handle_root"))
-def root(table_id: str, supervoxel_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    handle = _graph(request, context, table_id)
-    index = handle.index
-    seq = _seq(index, request)
-    found = queries.root(index, _node_id(supervoxel_id), seq, _int(request, "stop_layer"))
-    return _json({"root_id": np.uint64(found)}, request)
+def root(
+    table_id: TableId,
+    supervoxel_id: Annotated[NodeId, Path(description="Any node id; usually a supervoxel.")],
+    request: Request,
+    as_str: AsStr,
+    timestamp: Timestamp = None,
+    stop_layer: StopLayer = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    index = _graph(request, context, table_id).index
+    found = queries.root(index, supervoxel_id, _seq(index, timestamp), stop_layer)
+    return _json({"root_id": np.uint64(found)}, as_str)
 
 
-@router.post(_path("get_roots"))
-async def roots_binary(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    raw = await request.body()
-    if len(raw) % 8:
-        raise BadRequest("The body must be little-endian uint64 node ids (a multiple of 8 bytes).", code="bad_body")
-    if len(raw) // 8 > MAX_BINARY_IDS:
-        raise BadRequest(f"Too many ids; send at most {MAX_BINARY_IDS:,} per request.", code="too_many_ids")
-    handle = await run_in_threadpool(_graph, request, context, table_id)
-    index = handle.index
-    seq = _seq(index, request)
-    ids = np.frombuffer(raw, dtype="<u8")
-    result = await run_in_threadpool(queries.roots, index, ids, seq, _int(request, "stop_layer"))
-    if _flag(request.query_params.get("assert_roots"), False) and (result == 0).any():
+@router.post(_path("get_roots"), openapi_extra=binary_body("Little-endian uint64 node ids."), responses=media_answers(OCTET_STREAM))
+async def roots_binary(
+    table_id: TableId,
+    request: Request,
+    timestamp: Timestamp = None,
+    stop_layer: StopLayer = None,
+    assert_roots: Annotated[Flag, Query(description="Refuse ids that do not exist at that time (else their root is 0).")] = False,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    """Roots of many nodes, binary in and out (0 for ids unknown at that time)."""
+    ids = _binary_ids(await request.body())
+    index = (await run_in_threadpool(_graph, request, context, table_id)).index
+    result = await run_in_threadpool(queries.roots, index, ids, _seq(index, timestamp), stop_layer)
+    if assert_roots and (result == 0).any():
         raise BadRequest(f"Node {int(ids[result == 0][0])} does not exist in this graph at that time.", code="unknown_node")
-    return Response(result.astype("<u8").tobytes(), media_type="application/octet-stream")
+    return _binary(result)
 
 
-@router.post(_path("handle_roots"))
-async def roots_json(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body_json(request)
-    handle = await run_in_threadpool(_graph, request, context, table_id)
-    index = handle.index
-    result = await run_in_threadpool(queries.roots, index, _ids(body, "node_ids"), _seq(index, request), _int(request, "stop_layer"))
-    if request.query_params.get("as_binary") in ("root_ids", "true", "True", "1"):
-        return Response(result.astype("<u8").tobytes(), media_type="application/octet-stream")
-    return _json({"root_ids": result}, request)
+@router.post(_path("handle_roots"), responses=media_answers("application/json", OCTET_STREAM))
+async def roots_json(
+    table_id: TableId,
+    body: NodeIdsBody,
+    request: Request,
+    as_str: AsStr,
+    timestamp: Timestamp = None,
+    stop_layer: StopLayer = None,
+    as_binary: Annotated[str, Query(max_length=16, description="root_ids or true: answer little-endian uint64 roots.")] = "",
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    index = (await run_in_threadpool(_graph, request, context, table_id)).index
+    result = await run_in_threadpool(queries.roots, index, node_id_array(body.node_ids), _seq(index, timestamp), stop_layer)
+    if as_binary in ("root_ids", "true", "True", "1"):
+        return _binary(result)
+    return _json({"root_ids": result}, as_str)
 
 
 # -- hierarchy ---------------------------------------------------------------------------------
 @router.get(_path("handle_children"))
-def children(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def children(table_id: TableId, root_id: RootId, request: Request, as_str: AsStr, context: AuthContext = Depends(current_context)) -> Response:
     index = _graph(request, context, table_id).index
-    return _json({"children_ids": queries.children(index, _node_id(root_id))}, request)
+    return _json({"children_ids": queries.children(index, root_id)}, as_str)
 
 
 @router.get(_path("leaves_from_root"))
-def leaves(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def leaves(
+    table_id: TableId,
+    root_id: RootId,
+    request: Request,
+    as_str: AsStr,
+    stop_layer: StopLayer = None,
+    bounds: QueryBounds = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     index = _graph(request, context, table_id).index
-    bounds = queries.parse_bounds(request.query_params.get("bounds"))
-    found = queries.leaves(index, _node_id(root_id), _int(request, "stop_layer") or 1, bounds)
-    return _json({"leaf_ids": found}, request)
+    return _json({"leaf_ids": queries.leaves(index, root_id, stop_layer or 1, bounds)}, as_str)
 
 
 @router.post(_path("leaves_many"))
 @router.post(TABLE + "/leaves_many", include_in_schema=False)
-async def leaves_many(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body_json(request)
+async def leaves_many(
+    table_id: TableId,
+    body: NodeIdsBody,
+    request: Request,
+    as_str: AsStr,
+    stop_layer: StopLayer = None,
+    bounds: QueryBounds = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     index = (await run_in_threadpool(_graph, request, context, table_id)).index
-    bounds = queries.parse_bounds(request.query_params.get("bounds"))
-    result = await run_in_threadpool(queries.leaves_many, index, _ids(body, "node_ids"), _int(request, "stop_layer") or 1, bounds)
-    return _json(result, request)
+    result = await run_in_threadpool(queries.leaves_many, index, node_id_array(body.node_ids), stop_layer or 1, bounds)
+    return _json(result, as_str)
 
 
-@router.post(_path("minimal_covering_nodes"))
-async def minimal_covering_nodes(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    if _flag(request.query_params.get("is_binary"), False):
-        raw = await request.body()
-        if len(raw) % 8:
-            raise BadRequest("A binary body must be little-endian uint64 ids.", code="bad_body")
-        ids = np.frombuffer(raw, dtype="<u8").astype(np.uint64)
-    else:
-        ids = _ids(await _body_json(request), "node_ids")
+@router.post(
+    _path("minimal_covering_nodes"),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": '{"node_ids": [...]} or, with is_binary, little-endian uint64 node ids.',
+            "content": {
+                "application/json": {"schema": NodeIdsBody.model_json_schema()},
+                OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+    responses=media_answers("application/json", OCTET_STREAM),
+)
+async def minimal_covering_nodes(
+    table_id: TableId,
+    request: Request,
+    as_str: AsStr,
+    timestamp: Timestamp = None,
+    is_binary: Annotated[Flag, Query(description="The body is little-endian uint64 ids.")] = False,
+    as_array: Annotated[Flag, Query(description="Answer little-endian uint64 ids.")] = False,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    """The fewest nodes whose supervoxels are exactly those of the given nodes."""
+    raw = await request.body()
+    ids = _binary_ids(raw) if is_binary else node_id_array(_parse_json(NodeIdsBody, raw).node_ids)
     index = (await run_in_threadpool(_graph, request, context, table_id)).index
-    result = await run_in_threadpool(queries.minimal_covering_nodes, index, ids, _seq(index, request))
-    if _flag(request.query_params.get("as_array"), False):
-        return Response(result.astype("<u8").tobytes(), media_type="application/octet-stream")
-    return _json(result, request)
+    result = await run_in_threadpool(queries.minimal_covering_nodes, index, ids, _seq(index, timestamp))
+    return _binary(result) if as_array else _json(result, as_str)
 
 
 @router.get(_path("get_subgraph"))
-def subgraph(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def subgraph(
+    table_id: TableId, root_id: RootId, request: Request, as_str: AsStr, bounds: QueryBounds = None, context: AuthContext = Depends(current_context)
+) -> Response:
     index = _graph(request, context, table_id).index
-    bounds = queries.parse_bounds(request.query_params.get("bounds"))
-    pairs, affinities, areas = queries.subgraph(index, _node_id(root_id), bounds)
-    return _json({"nodes": pairs, "affinities": affinities, "areas": areas}, request)
+    pairs, affinities, areas = queries.subgraph(index, root_id, bounds)
+    return _json({"nodes": pairs, "affinities": affinities, "areas": areas}, as_str)
 
 
 @router.get(_path("lvl2_graph"))
-def level2_graph(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def level2_graph(
+    table_id: TableId, root_id: RootId, request: Request, as_str: AsStr, bounds: QueryBounds = None, context: AuthContext = Depends(current_context)
+) -> Response:
     index = _graph(request, context, table_id).index
-    bounds = queries.parse_bounds(request.query_params.get("bounds"))
-    pairs = queries.level2_graph(index, _node_id(root_id), bounds)
-    return _json({"edge_graph": pairs}, request, headers={"Used-Bounds": str(bounds is not None)})
+    pairs = queries.level2_graph(index, root_id, bounds)
+    return _json({"edge_graph": pairs}, as_str, headers={"Used-Bounds": str(bounds is not None)})
 
 
 @router.get(_path("contact_sites"))
-def contact_sites(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def contact_sites(
+    table_id: TableId,
+    root_id: RootId,
+    request: Request,
+    as_str: AsStr,
+    bounds: QueryBounds = None,
+    partners: Annotated[Flag, Query(description="Group the contacts by partner object.")] = True,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     index = _graph(request, context, table_id).index
-    bounds = queries.parse_bounds(request.query_params.get("bounds"))
-    partners = _flag(request.query_params.get("partners"), True)
-    return _json(queries.contact_sites(index, _node_id(root_id), bounds, partners), request)
+    return _json(queries.contact_sites(index, root_id, bounds, partners), as_str)
 
 
 # -- edits -------------------------------------------------------------------------------------
 @router.post(_path("do_merge"))
-async def merge(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    points = _points(await _body_json(request), "The merge body")
-    if len(points) != 2:
-        raise BadRequest("A merge takes exactly two points: [[id_a, x, y, z], [id_b, x, y, z]] (nm).", code="bad_body")
+async def merge(
+    table_id: TableId,
+    points: Annotated[MergePoints, Body(description="[[id_a, x, y, z], [id_b, x, y, z]] (nm).")],
+    request: Request,
+    as_str: AsStr,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     handle = await run_in_threadpool(_graph, request, context, table_id, "edit")
 
     def plan(index: GraphIndex) -> edits.EditPlan:
@@ -319,20 +425,12 @@ async def merge(table_id: str, request: Request, context: AuthContext = Depends(
         return edits.plan_merge(index, int(svs[0]), int(svs[1]), details)
 
     operation = await run_in_threadpool(runtime_of(request).graphs.commit, handle, plan, _user(context))
-    await run_in_threadpool(runtime_of(request).l2cache.schedule, handle, operation)
-    await run_in_threadpool(runtime_of(request).meshes.schedule, handle, operation)
-    return _json(_edit_answer(operation), request)
+    return _json(_edit_answer(operation), as_str)
 
 
-def _split_points(body: Any) -> tuple[list, list]:
-    if not isinstance(body, dict) or "sources" not in body or "sinks" not in body:
-        raise BadRequest('A split body is {"sources": [[id, x, y, z], …], "sinks": [[id, x, y, z], …]} (nm).', code="bad_body")
-    return _points(body["sources"], "sources"), _points(body["sinks"], "sinks")
-
-
-def _find_cut(handle: GraphHandle, index: GraphIndex, sources: list, sinks: list, mincut: bool) -> tuple[edits.SplitCut, dict]:
-    src, src_coords = _resolve(handle, sources, index.seq)
-    snk, snk_coords = _resolve(handle, sinks, index.seq)
+def _find_cut(handle: GraphHandle, index: GraphIndex, body: SplitBody, mincut: bool) -> tuple[edits.SplitCut, dict]:
+    src, src_coords = _resolve(handle, body.sources, index.seq)
+    snk, snk_coords = _resolve(handle, body.sinks, index.seq)
     cut = edits.find_split(index, src, snk, src_coords, snk_coords, mincut=mincut)
     details = {
         "source_ids": src.tolist(),
@@ -345,76 +443,78 @@ def _find_cut(handle: GraphHandle, index: GraphIndex, sources: list, sinks: list
 
 
 @router.post(_path("execute_split"))
-async def split(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    sources, sinks = _split_points(await _body_json(request))
-    mincut = _flag(request.query_params.get("mincut"), True)
+async def split(
+    table_id: TableId,
+    body: SplitBody,
+    request: Request,
+    as_str: AsStr,
+    mincut: Annotated[Flag, Query(description="Cut by minimum affinity (else remove the edges between sources and sinks).")] = True,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     handle = await run_in_threadpool(_graph, request, context, table_id, "edit")
 
     def plan(index: GraphIndex) -> edits.EditPlan:
-        cut, details = _find_cut(handle, index, sources, sinks, mincut)
+        cut, details = _find_cut(handle, index, body, mincut)
         return edits.plan_split(index, cut, details)
 
     operation = await run_in_threadpool(runtime_of(request).graphs.commit, handle, plan, _user(context))
-    await run_in_threadpool(runtime_of(request).l2cache.schedule, handle, operation)
-    await run_in_threadpool(runtime_of(request).meshes.schedule, handle, operation)
-    return _json(_edit_answer(operation), request)
+    return _json(_edit_answer(operation), as_str)
 
 
 @router.post(_path("preview_split"))
-async def split_preview(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    sources, sinks = _split_points(await _body_json(request))
+async def split_preview(table_id: TableId, body: SplitBody, request: Request, as_str: AsStr, context: AuthContext = Depends(current_context)) -> Response:
     handle = await run_in_threadpool(_graph, request, context, table_id)
-    cut, _ = await run_in_threadpool(_find_cut, handle, handle.index, sources, sinks, True)
-    return _json({"supervoxel_connected_components": cut.local_components, "illegal_split": not cut.separated}, request)
+    cut, _ = await run_in_threadpool(_find_cut, handle, handle.index, body, True)
+    return _json({"supervoxel_connected_components": cut.local_components, "illegal_split": not cut.separated}, as_str)
 
 
-async def _undo_redo(table_id: str, request: Request, context: AuthContext, redo: bool) -> Response:
-    body = await _body_json(request)
-    try:
-        target = int(body["operation_id"])
-    except (TypeError, KeyError, ValueError):
-        raise BadRequest('The body must be {"operation_id": <int>}.', code="bad_body") from None
+async def _undo_redo(table_id: str, body: OperationBody, request: Request, context: AuthContext, as_str: bool, redo: bool) -> Response:
     handle = await run_in_threadpool(_graph, request, context, table_id, "edit")
     operation = await run_in_threadpool(
-        runtime_of(request).graphs.commit, handle, lambda index: edits.plan_undo_redo(index, target, redo), _user(context)
+        runtime_of(request).graphs.commit, handle, lambda index: edits.plan_undo_redo(index, body.operation_id, redo), _user(context)
     )
-    await run_in_threadpool(runtime_of(request).l2cache.schedule, handle, operation)
-    await run_in_threadpool(runtime_of(request).meshes.schedule, handle, operation)
-    return _json(_edit_answer(operation), request)
+    return _json(_edit_answer(operation), as_str)
 
 
 @router.post(_path("undo"))
-async def undo(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    return await _undo_redo(table_id, request, context, redo=False)
+async def undo(table_id: TableId, body: OperationBody, request: Request, as_str: AsStr, context: AuthContext = Depends(current_context)) -> Response:
+    return await _undo_redo(table_id, body, request, context, as_str, redo=False)
 
 
 @router.post(TABLE + "/redo")
-async def redo(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    return await _undo_redo(table_id, request, context, redo=True)
+async def redo(table_id: TableId, body: OperationBody, request: Request, as_str: AsStr, context: AuthContext = Depends(current_context)) -> Response:
+    return await _undo_redo(table_id, body, request, context, as_str, redo=True)
 
 
 # -- history and lineage -----------------------------------------------------------------------
 @router.get(_path("operation_details"))
-def operation_details(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    index = _graph(request, context, table_id).index
-    text = request.query_params.get("operation_ids", "")
-    try:
-        op_ids = [int(v) for v in text.strip().strip("[]").split(",") if v.strip()]
-    except ValueError:
-        raise BadRequest(f"operation_ids must be a list like [1, 2]; got {text!r}.") from None
-    if not op_ids:
+def operation_details(
+    table_id: TableId,
+    operation_ids: Annotated[RowIdList, Query(description="Operation ids, e.g. [1, 2] or 1,2.")],
+    request: Request,
+    as_str: AsStr,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    if not operation_ids:
         raise BadRequest("operation_ids must name at least one operation, e.g. operation_ids=[1, 2].")
-    return _json(queries.operation_details(index, op_ids), request)
+    index = _graph(request, context, table_id).index
+    return _json(queries.operation_details(index, operation_ids), as_str)
 
 
 @router.get(_path("user_operations"))
-def user_operations(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def user_operations(
+    table_id: TableId,
+    request: Request,
+    user_id: Annotated[text(MAX_NAME) | None, Query(description="Only this user's operations.")] = None,
+    start_time: Annotated[UnixTime, Query(description="Operations from this moment (unix seconds).")] = None,
+    end_time: Annotated[UnixTime, Query(description="Operations up to this moment (unix seconds); default now.")] = None,
+    include_undone: Annotated[Flag | None, Query(description="Include operations that were undone (default true).")] = None,
+    include_undo: Annotated[Flag | None, Query(description="caveclient's name for include_undone.")] = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     index = _graph(request, context, table_id).index
-    user_id = request.query_params.get("user_id")
-    start = _float(request, "start_time") or 0.0
-    end = _float(request, "end_time") or time.time()
-    include = _flag(request.query_params.get("include_undone", request.query_params.get("include_undo")), True)
-    operations = queries.user_operations(index, user_id, start, end, include)
+    include = next((flag for flag in (include_undone, include_undo) if flag is not None), True)
+    operations = queries.user_operations(index, user_id, start_time or 0.0, end_time or time.time(), include)
     frame = pd.DataFrame(
         {
             "operation_id": [op.op_id for op in operations],
@@ -428,10 +528,16 @@ def user_operations(table_id: str, request: Request, context: AuthContext = Depe
 
 
 @router.get(_path("change_log"))
-def change_log(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def change_log(
+    table_id: TableId,
+    root_id: RootId,
+    request: Request,
+    as_str: AsStr,
+    filtered: Annotated[Flag, Query(description="Only the operations that shaped this root.")] = False,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     index = _graph(request, context, table_id).index
-    filtered = _flag(request.query_params.get("filtered"), False)
-    return _json(queries.change_log(index, _node_id(root_id), filtered), request)
+    return _json(queries.change_log(index, root_id, filtered), as_str)
 
 
 def _tabular(request: Request, index: GraphIndex, root_id: int, filtered: bool) -> str:
@@ -448,90 +554,134 @@ def _tabular(request: Request, index: GraphIndex, root_id: int, filtered: bool) 
     return pd.DataFrame(rows, columns=columns + ["user_name", "user_affiliation"]).to_json()
 
 
+FilteredTrue = Annotated[Flag, Query(description="Only the operations that shaped the final object.")]
+
+
 @router.get(TABLE + "/root/{root_id}/tabular_change_log")
-def tabular_change_log(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def tabular_change_log(
+    table_id: TableId, root_id: RootId, request: Request, filtered: FilteredTrue = True, context: AuthContext = Depends(current_context)
+) -> Response:
     index = _graph(request, context, table_id).index
-    filtered = _flag(request.query_params.get("filtered"), True)
-    return Response(_tabular(request, index, _node_id(root_id), filtered), media_type="application/json")
+    return Response(_tabular(request, index, root_id, filtered), media_type="application/json")
 
 
 @router.get(_path("tabular_change_log"))
-async def tabular_change_log_many(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body_json(request)
+async def tabular_change_log_many(
+    table_id: TableId, body: RootIdsBody, request: Request, filtered: FilteredTrue = True, context: AuthContext = Depends(current_context)
+) -> Response:
+    """The tabular change log of each root (a GET with a JSON body, as caveclient sends it)."""
     index = (await run_in_threadpool(_graph, request, context, table_id)).index
-    filtered = _flag(request.query_params.get("filtered"), True)
-    ids = _ids(body, "root_ids")
-    out = {str(int(r)): await run_in_threadpool(_tabular, request, index, int(r), filtered) for r in ids}
+    out = {str(r): await run_in_threadpool(_tabular, request, index, r, filtered) for r in body.root_ids}
     return _json(out)
 
 
 @router.get(_path("merge_log"))
-def merge_log(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def merge_log(table_id: TableId, root_id: RootId, request: Request, as_str: AsStr, context: AuthContext = Depends(current_context)) -> Response:
     index = _graph(request, context, table_id).index
-    return _json(queries.merge_log(index, _node_id(root_id)), request)
+    return _json(queries.merge_log(index, root_id), as_str)
 
 
-def _lineage_window(index: GraphIndex, request: Request) -> tuple[float, float]:
-    past = _float(request, "timestamp_past")
-    future = _float(request, "timestamp_future")
-    t_past = index.created if past is None else max(past, index.created)
+TimestampPast = Annotated[UnixTime, Query(description="The earlier moment (unix seconds); default the graph's creation.")]
+TimestampFuture = Annotated[UnixTime, Query(description="The later moment (unix seconds); default now.")]
+
+
+def _lineage_window(index: GraphIndex, past: float | None, future: float | None) -> tuple[float, float]:
     if past is not None and past > time.time() + FUTURE_TOLERANCE_S:
         raise BadRequest("timestamp_past is in the future.", code="timestamp_in_future")
+    t_past = index.created if past is None else max(past, index.created)
     t_future = time.time() if future is None else future
     return t_past, t_future
 
 
 @router.get(TABLE + "/root/{root_id}/lineage_graph")
-def lineage_graph(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def lineage_graph(
+    table_id: TableId,
+    root_id: RootId,
+    request: Request,
+    as_str: AsStr,
+    timestamp_past: TimestampPast = None,
+    timestamp_future: TimestampFuture = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     index = _graph(request, context, table_id).index
-    t_past, t_future = _lineage_window(index, request)
-    return _json(queries.lineage_graph(index, [_node_id(root_id)], t_past, t_future), request)
+    t_past, t_future = _lineage_window(index, timestamp_past, timestamp_future)
+    return _json(queries.lineage_graph(index, [root_id], t_past, t_future), as_str)
 
 
 @router.post(_path("handle_lineage_graph"))
-async def lineage_graph_multiple(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body_json(request)
+async def lineage_graph_multiple(
+    table_id: TableId,
+    body: RootIdsBody,
+    request: Request,
+    as_str: AsStr,
+    timestamp_past: TimestampPast = None,
+    timestamp_future: TimestampFuture = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     index = (await run_in_threadpool(_graph, request, context, table_id)).index
-    t_past, t_future = _lineage_window(index, request)
-    graph = await run_in_threadpool(queries.lineage_graph, index, _ids(body, "root_ids"), t_past, t_future)
-    return _json(graph, request)
+    t_past, t_future = _lineage_window(index, timestamp_past, timestamp_future)
+    graph = await run_in_threadpool(queries.lineage_graph, index, node_id_array(body.root_ids), t_past, t_future)
+    return _json(graph, as_str)
 
 
 @router.get(_path("past_id_mapping"))
-async def past_id_mapping(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body_json(request)
+async def past_id_mapping(
+    table_id: TableId,
+    body: RootIdsBody,
+    request: Request,
+    as_str: AsStr,
+    timestamp_past: TimestampPast = None,
+    timestamp_future: TimestampFuture = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    """Roots' ancestors at ``timestamp_past`` and descendants at ``timestamp_future`` (a GET with a JSON body)."""
     index = (await run_in_threadpool(_graph, request, context, table_id)).index
-    past = _float(request, "timestamp_past")
-    seq_past = 0 if past is None or past < index.created else _seq(index, request, "timestamp_past")
-    seq_future = _seq(index, request, "timestamp_future")
-    return _json(await run_in_threadpool(queries.past_id_mapping, index, _ids(body, "root_ids"), seq_past, seq_future), request)
+    seq_past = 0 if timestamp_past is None or timestamp_past < index.created else _seq(index, timestamp_past, "timestamp_past")
+    seq_future = _seq(index, timestamp_future, "timestamp_future")
+    mapping = await run_in_threadpool(queries.past_id_mapping, index, node_id_array(body.root_ids), seq_past, seq_future)
+    return _json(mapping, as_str)
 
 
 @router.post(_path("is_latest_roots"))
-async def is_latest_roots(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body_json(request)
+async def is_latest_roots(
+    table_id: TableId, body: NodeIdsBody, request: Request, as_str: AsStr, timestamp: Timestamp = None, context: AuthContext = Depends(current_context)
+) -> Response:
     index = (await run_in_threadpool(_graph, request, context, table_id)).index
-    result = await run_in_threadpool(queries.is_latest, index, _ids(body, "node_ids"), _seq(index, request))
-    return _json({"is_latest": result}, request)
+    result = await run_in_threadpool(queries.is_latest, index, node_id_array(body.node_ids), _seq(index, timestamp))
+    return _json({"is_latest": result}, as_str)
 
 
 @router.post(_path("root_timestamps"))
-async def root_timestamps(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body_json(request)
+async def root_timestamps(
+    table_id: TableId,
+    body: NodeIdsBody,
+    request: Request,
+    as_str: AsStr,
+    timestamp: Timestamp = None,
+    latest: Annotated[Flag, Query(description="When each root stopped being the latest (else when it was made).")] = False,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     index = (await run_in_threadpool(_graph, request, context, table_id)).index
-    when = _checked_time(index, _float(request, "timestamp"))
-    latest = _flag(request.query_params.get("latest"), False)
-    stamps = await run_in_threadpool(queries.root_timestamps, index, _ids(body, "node_ids"), index.seq_at(when), latest, when)
-    return _json({"timestamp": stamps}, request)
+    when = _checked_time(index, timestamp)
+    stamps = await run_in_threadpool(queries.root_timestamps, index, node_id_array(body.node_ids), index.seq_at(when), latest, when)
+    return _json({"timestamp": stamps}, as_str)
 
 
 @router.get(_path("delta_roots"))
-def delta_roots(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    index = _graph(request, context, table_id).index
-    if _float(request, "timestamp_past") is None:
+def delta_roots(
+    table_id: TableId,
+    timestamp_past: Annotated[UnixTime, Query(description="The earlier moment (unix seconds).")],
+    request: Request,
+    as_str: AsStr,
+    timestamp_future: TimestampFuture = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    """Roots that stopped and started being current between two moments."""
+    if timestamp_past is None:
         raise BadRequest("timestamp_past is required (unix seconds).", code="missing_parameter")
-    old, new = queries.delta_roots(index, _seq(index, request, "timestamp_past"), _seq(index, request, "timestamp_future"))
-    return _json({"old_roots": old, "new_roots": new}, request)
+    index = _graph(request, context, table_id).index
+    old, new = queries.delta_roots(index, _seq(index, timestamp_past, "timestamp_past"), _seq(index, timestamp_future, "timestamp_future"))
+    return _json({"old_roots": old, "new_roots": new}, as_str)
 
 
 def _iso(timestamp: float, delimiter: str) -> str:
@@ -539,36 +689,47 @@ def _iso(timestamp: float, delimiter: str) -> str:
 
 
 @router.get(_path("oldest_timestamp"))
-def oldest_timestamp(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def oldest_timestamp(table_id: TableId, request: Request, delimiter: Delimiter = " ", context: AuthContext = Depends(current_context)) -> Response:
     index = _graph(request, context, table_id).index
-    return _json({"iso": _iso(index.created, request.query_params.get("delimiter", " "))})
+    return _json({"iso": _iso(index.created, delimiter)})
 
 
 @router.get(TABLE + "/root/{root_id}/last_edit")
-def last_edit(table_id: str, root_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def last_edit(table_id: TableId, root_id: RootId, request: Request, delimiter: Delimiter = " ", context: AuthContext = Depends(current_context)) -> Response:
     index = _graph(request, context, table_id).index
-    stamp = queries.root_timestamps(index, [_node_id(root_id)], index.seq, False, time.time())[0]
-    return _json({"iso": _iso(stamp, request.query_params.get("delimiter", " "))})
+    stamp = queries.root_timestamps(index, [root_id], index.seq, False, time.time())[0]
+    return _json({"iso": _iso(stamp, delimiter)})
 
 
 @router.get(_path("valid_nodes"))
-async def valid_nodes(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body_json(request)
+async def valid_nodes(
+    table_id: TableId,
+    body: NodeIdsBody,
+    request: Request,
+    as_str: AsStr,
+    start_timestamp: Annotated[UnixTime, Query(description="Created from this moment (unix seconds).")] = None,
+    end_timestamp: Annotated[UnixTime, Query(description="Created up to this moment (unix seconds); default now.")] = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    """The given ids that exist and were created in the window (a GET with a JSON body)."""
     index = (await run_in_threadpool(_graph, request, context, table_id)).index
-    start = _float(request, "start_timestamp") or 0.0
-    end = _float(request, "end_timestamp") or time.time()
-    return _json({"valid_roots": queries.valid_nodes(index, _ids(body, "node_ids"), start, end)}, request)
+    ids = node_id_array(body.node_ids)
+    return _json({"valid_roots": queries.valid_nodes(index, ids, start_timestamp or 0.0, end_timestamp or time.time())}, as_str)
 
 
 # -- paths -------------------------------------------------------------------------------------
 @router.post(_path("find_path"))
-async def find_path(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    points = _points(await _body_json(request), "The find_path body")
-    if len(points) != 2:
-        raise BadRequest("find_path takes two points: [[root_id, x, y, z], [root_id, x, y, z]] (nm).", code="bad_body")
+async def find_path(
+    table_id: TableId,
+    points: Annotated[PathPoints, Body(description="[[root_id, x, y, z], [root_id, x, y, z]] (nm) on one object.")],
+    request: Request,
+    as_str: AsStr,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    """The shortest path through the object's L2 graph between two points, with L2 centroids."""
     handle = await run_in_threadpool(_graph, request, context, table_id)
     l2cache = runtime_of(request).l2cache
-    return _json(await run_in_threadpool(_find_path, handle, points, l2cache), request)
+    return _json(await run_in_threadpool(_find_path, handle, points, l2cache), as_str)
 
 
 def _find_path(handle: GraphHandle, points: list, l2cache) -> dict[str, Any]:
@@ -586,9 +747,9 @@ def _find_path(handle: GraphHandle, points: list, l2cache) -> dict[str, Any]:
 
 
 # -- meshing: remeshing requests ----------------------------------------------------------------
-@router.post(_path("remesh_level2_chunks"))
-async def remesh(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body_json(request)
+@router.post(_path("remesh_level2_chunks"), status_code=202)
+async def remesh(table_id: TableId, body: RemeshBody, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+    """Queue L2 nodes for re-meshing; the mesh worker consumes the queue."""
     handle = await run_in_threadpool(_graph, request, context, table_id, "edit")
-    queued = await run_in_threadpool(runtime_of(request).graphs.request_remesh, handle, _ids(body, "new_lvl2_ids"))
+    queued = await run_in_threadpool(runtime_of(request).graphs.request_remesh, handle, node_id_array(body.new_lvl2_ids))
     return _json({"queued": queued}, status=202)

@@ -3,41 +3,61 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated, Any
 
-import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from pydantic import BeforeValidator, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
-from opencave.errors import BadRequest
-from opencave.server.routers.chunkedgraph import MAX_JSON_IDS, _graph
+from opencave.server.params import Flag, NodeIdList, invalid, node_id_array
+from opencave.server.routers.chunkedgraph import JsonBody, TableId, _graph
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
-from opencave.services.l2cache import ATTRIBUTE_METADATA
+from opencave.services.l2cache import ATTRIBUTE_METADATA, ATTRIBUTE_NAMES
 from opencave.wire.endpoints import L2CACHE, route_path
 
-router = APIRouter(tags=["l2cache"])
+router = APIRouter(tags=["l2cache"], strict_content_type=False)
 V1 = L2CACHE.for_version(1)
+MAX_NAMES_LENGTH = 1000
+
+
+class AttributesBody(JsonBody):
+    l2_ids: NodeIdList
+
+
+def _attribute_names(value: Any) -> list[str] | None:
+    if isinstance(value, list):  # repeated parameters
+        value = ",".join(str(v) for v in value)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_NAMES_LENGTH:
+        raise invalid("unknown_attribute", f"attribute_names is a comma-separated list of at most {MAX_NAMES_LENGTH} characters; known: {list(ATTRIBUTE_NAMES)}.")
+    return [n for n in value.split(",") if n] or None
+
+
+AttributeNames = Annotated[
+    list[str] | None,
+    BeforeValidator(_attribute_names),
+    WithJsonSchema({"type": "string", "maxLength": MAX_NAMES_LENGTH, "example": ",".join(ATTRIBUTE_NAMES[:2])}),
+    Query(description=f"Comma-separated attributes to answer (default all): {', '.join(ATTRIBUTE_NAMES)}."),
+]
 
 
 @router.post(route_path(V1["l2cache_data"]))
-async def attributes(table_id: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    try:
-        body = json.loads(await request.body())
-        ids = body["l2_ids"]
-        if not isinstance(ids, list):
-            raise TypeError
-        l2_ids = np.array([int(v) for v in ids], dtype=np.uint64)
-    except (ValueError, TypeError, KeyError, OverflowError):
-        raise BadRequest('The body must be {"l2_ids": [<L2 node ids>]}.', code="bad_body") from None
-    if l2_ids.size > MAX_JSON_IDS:
-        raise BadRequest(f"Too many ids ({l2_ids.size:,}); send at most {MAX_JSON_IDS:,}.", code="too_many_ids")
-    names_param = request.query_params.get("attribute_names")
-    names = [n for n in names_param.split(",") if n] if names_param else None
+async def attributes(
+    table_id: TableId,
+    body: AttributesBody,
+    request: Request,
+    attribute_names: AttributeNames = None,
+    int64_as_str: Annotated[Flag, Query(description="Accepted as caveclient sends it; L2 ids are JSON object keys, so strings anyway.")] = False,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    """``{l2_id: {attribute: value}}`` for each id; ``{}`` for ids that are not L2 nodes."""
     handle = await run_in_threadpool(_graph, request, context, table_id)
-    result = await run_in_threadpool(runtime_of(request).l2cache.attributes, handle, l2_ids, names)
-    body = {str(k): v for k, v in result.items()}
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    result = await run_in_threadpool(runtime_of(request).l2cache.attributes, handle, node_id_array(body.l2_ids), attribute_names)
+    answer = {str(k): v for k, v in result.items()}
+    return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
 
 
 @router.get(route_path(V1["l2cache_meta"]))

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from opencave.errors import NotFound, Unauthorized
+from opencave.server.params import MAX_NAME, media_answers
 from opencave.server.routers.chunkedgraph import NAMESPACE
 from opencave.server.security import authenticate, presented_token, runtime_of
 from opencave.services.auth import AuthContext
@@ -25,6 +28,9 @@ from opencave.services.auth.volume_keys import user_of_volume_key, volume_key
 from opencave.services.segmentation.volume import WatershedVolume
 
 router = APIRouter(tags=["volumes"])
+MAX_VOLUME_KEY = 64  # "u<user id>-<32 hex digits>"
+MAX_FILE_PATH = 512
+WRITE_METHODS = ["POST", "PUT", "DELETE", "PATCH"]
 
 
 def _token(request: Request) -> str | None:
@@ -70,9 +76,12 @@ def _no_such_file(table_id: str, path: str) -> NotFound:
     return NotFound(f"No volume file {path!r} in {table_id}; chunks are named like 8_8_40/0-64_0-64_0-16.", code="no_such_file")
 
 
-@router.get("/volumes/{table_id}/access/{key}/ws/{path:path}")
-@router.get("/volumes/{table_id}/ws/{path:path}")
-async def watershed_file(table_id: str, path: str, request: Request, key: str | None = None) -> Response:
+VolumeTable = Annotated[str, Path(min_length=1, max_length=MAX_NAME, description="The graph's table id.")]
+VolumeKey = Annotated[str, Path(max_length=MAX_VOLUME_KEY, description="The access key of the graph's data_dir.")]
+FilePath = Annotated[str, Path(max_length=MAX_FILE_PATH, description="A file of the precomputed volume: info, or a chunk such as 8_8_40/0-64_0-64_0-16.")]
+
+
+async def _watershed_file(request: Request, table_id: str, path: str, key: str | None) -> Response:
     if not WatershedVolume.can_exist(path):
         raise _no_such_file(table_id, path)
     runtime = runtime_of(request)
@@ -84,3 +93,23 @@ async def watershed_file(table_id: str, path: str, request: Request, key: str | 
     if data is None:
         raise _no_such_file(table_id, path)
     return Response(data, media_type="application/octet-stream", headers={"Content-Encoding": "gzip"})
+
+
+@router.get("/volumes/{table_id}/access/{key}/ws/{path:path}", include_in_schema=False)
+async def keyed_watershed_file(table_id: VolumeTable, key: VolumeKey, path: FilePath, request: Request) -> Response:
+    """A watershed file under the graph's data_dir, the access key standing for the token."""
+    return await _watershed_file(request, table_id, path, key)
+
+
+@router.get("/volumes/{table_id}/ws/{path:path}", responses=media_answers("application/json", "application/octet-stream"))
+async def watershed_file(table_id: VolumeTable, path: FilePath, request: Request) -> Response:
+    """A watershed file (gzip-encoded chunk or the JSON info); a token, or HTTP Basic with the token as password."""
+    return await _watershed_file(request, table_id, path, None)
+
+
+@router.api_route("/volumes/{table_id}/access/{key}/ws/{path:path}", methods=WRITE_METHODS, include_in_schema=False)
+@router.api_route("/volumes/{table_id}/ws/{path:path}", methods=WRITE_METHODS, include_in_schema=False)
+def read_only(request: Request) -> None:
+    """Volume files are read-only: other methods answer 405 naming the allowed ones (rather than
+    falling through to the 501 of the volume service this server does not provide)."""
+    raise HTTPException(405, headers={"Allow": "GET, HEAD"})

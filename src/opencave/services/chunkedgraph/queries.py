@@ -45,19 +45,6 @@ def root_indices(index: GraphIndex, ids: Any) -> np.ndarray:
     return idx
 
 
-def parse_bounds(text: str | None) -> np.ndarray | None:
-    """``x0-x1_y0-y1_z0-z1`` (voxels) → a (3, 2) array."""
-    if not text:
-        return None
-    try:
-        bounds = np.array([[int(float(v)) for v in axis.split("-")] for axis in text.split("_")], dtype=np.int64)
-    except ValueError:
-        bounds = None
-    if bounds is None or bounds.shape != (3, 2) or (bounds[:, 0] > bounds[:, 1]).any():
-        raise BadRequest(f"bounds must look like x0-x1_y0-y1_z0-z1 with each minimum ≤ its maximum; got {text!r}.")
-    return bounds
-
-
 def in_bounds(index: GraphIndex, node_idx: np.ndarray, bounds: np.ndarray | None) -> np.ndarray:
     """Whether each node's chunk intersects the bounds (voxels)."""
     if bounds is None:
