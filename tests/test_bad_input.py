@@ -133,7 +133,7 @@ def test_bad_query_values(server, admin_token):
     headers = {"Authorization": f"Bearer {admin_token}"}
     _assert_error(requests.get(server.url + "/auth/api/v1/user", params={"id": "1,x"}, headers=headers), 400, "invalid_ids", "integers")
     response = requests.get(server.url + "/info/api/v2/aligned_volume/id/abc", headers=headers)
-    _assert_error(response, 422, "invalid_request", "aligned_volume_id")
+    _assert_error(response, 400, "bad_id", "aligned_volume_id")
 
 
 def test_pending_services_answer_501_json(server, admin_token):

@@ -62,6 +62,7 @@ def cmd_serve(args) -> int:
     from opencave.demo.registration import DEMO_DATASTACK
     from opencave.runtime import Runtime
     from opencave.server.app import create_app
+    from opencave.server.log_redaction import redacted_logging
 
     settings = resolve_settings(args.data_dir, args.database, args.host, args.port, args.public_url, auth_enabled=not args.no_auth)
     if args.row_limit is not None:
@@ -73,6 +74,9 @@ def cmd_serve(args) -> int:
     if args.cors_origins is not None:
         os.environ["OPENCAVE_CORS_ORIGINS"] = args.cors_origins  # worker processes read it too
         settings = dataclasses.replace(settings, cors_origins=cors_origins(args.cors_origins))
+    if args.redirect_origins is not None:
+        os.environ["OPENCAVE_REDIRECT_ORIGINS"] = args.redirect_origins
+        settings = dataclasses.replace(settings, redirect_origins=cors_origins(args.redirect_origins))
     runtime = Runtime.open(settings)
     first_run = runtime.initialise(with_demo=True)
     url = settings.server_url
@@ -113,9 +117,18 @@ def cmd_serve(args) -> int:
             log_level=log_level,
             access_log=not args.no_access_log,
             http=HTTP_PROTOCOL,
+            log_config=redacted_logging(),
         )
     else:
-        uvicorn.run(create_app(runtime), host=settings.host, port=settings.port, log_level=log_level, access_log=not args.no_access_log, http=HTTP_PROTOCOL)
+        uvicorn.run(
+            create_app(runtime),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            access_log=not args.no_access_log,
+            http=HTTP_PROTOCOL,
+            log_config=redacted_logging(),
+        )
     return 0
 
 
@@ -409,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cors-origins",
         help="web origins browsers may call the API from, comma-separated, or '' for none "
         "(default: $OPENCAVE_CORS_ORIGINS or '*': any, e.g. Neuroglancer on its own site)",
+    )
+    serve.add_argument(
+        "--redirect-origins",
+        help="other web origins the login may send a token to, comma-separated, besides this server "
+        "and the datastacks' viewer sites (default: $OPENCAVE_REDIRECT_ORIGINS)",
     )
 
     user = top.add_parser("user", help="user accounts").add_subparsers(dest="action", required=True, metavar="ACTION")

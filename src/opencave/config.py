@@ -26,6 +26,9 @@ class Settings:
     # Web origins allowed to call the API from a browser (Neuroglancer served from another site
     # loads states, meshes and skeletons); "*" allows any, empty allows none.
     cors_origins: tuple[str, ...] = ("*",)
+    # Origins, besides this server's and its datastacks' viewer sites, that the login may hand a
+    # token to (``/sticky_auth/api/v1/authorize?redirect=``); see docs/auth.md.
+    redirect_origins: tuple[str, ...] = ()
 
     @property
     def version_root(self) -> Path:
@@ -66,6 +69,7 @@ def resolve_settings(
         else None,
         query_row_limit=int(os.environ["OPENCAVE_QUERY_ROW_LIMIT"]) if os.environ.get("OPENCAVE_QUERY_ROW_LIMIT") else None,
         cors_origins=cors_origins(os.environ.get("OPENCAVE_CORS_ORIGINS", "*")),
+        redirect_origins=cors_origins(os.environ.get("OPENCAVE_REDIRECT_ORIGINS", "")),
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from opencave.background import BackgroundExecutor
 from opencave.config import Settings
 from opencave.services.annotation import AnnotationService
 from opencave.services.auth import Access, Accounts, IdentityResolver, TokenStore
@@ -64,6 +65,7 @@ class Runtime:
     skeletons: SkeletonService
     ngl_documents: DocumentStore
     secret_key: str
+    background: BackgroundExecutor  # runs every background job of this process between start() and stop()
 
     @classmethod
     def open(cls, settings: Settings) -> "Runtime":
@@ -81,7 +83,11 @@ class Runtime:
         registry = VersionRegistry(engine)
         views = ViewRegistry(engine)
         materialize = MaterializeService(registry, views, annotations, info, snapshots, settings.query_row_limit)
-        l2cache = L2Cache(engine)
+        background = BackgroundExecutor()
+        l2cache = L2Cache(engine, background)
+        meshes = MeshService(engine, graphs, background)
+        graphs.subscribe(l2cache.after_edit)
+        graphs.subscribe(meshes.after_edit)
         return cls(
             settings=settings,
             engine=engine,
@@ -94,15 +100,16 @@ class Runtime:
             info=info,
             graphs=graphs,
             l2cache=l2cache,
-            meshes=MeshService(engine, graphs),
+            meshes=meshes,
             annotations=annotations,
             views=views,
             materializer=Materializer(registry, annotations, graphs, info, views, settings.version_root, snapshots),
             materialize=materialize,
             live=LiveQueries(materialize, graphs),
-            skeletons=SkeletonService(SkeletonStore(engine), info, graphs, l2cache, annotations),
+            skeletons=SkeletonService(SkeletonStore(engine), info, graphs, l2cache, annotations, background),
             ngl_documents=DocumentStore(engine),
             secret_key=secret_key,
+            background=background,
         )
 
     def initialise(self, with_demo: bool = True) -> FirstRun | None:
@@ -167,5 +174,15 @@ class Runtime:
         with self.engine.begin() as conn:
             set_default(conn, DEMO_ANNOTATIONS_READY, "1")
 
+    def start(self) -> None:
+        """Start background work: edit subscribers' jobs, remesh requests, queued skeletons and
+        any version schedule (a server's lifespan; administration commands do without)."""
+        self.background.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop background work, letting queued jobs finish for up to ``timeout`` seconds."""
+        self.background.stop(timeout)
+
     def close(self) -> None:
+        self.stop()
         self.engine.dispose()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
 
 from opencave import __version__
 from opencave.runtime import Runtime
@@ -18,6 +22,15 @@ SMALL_BODY_PREFIXES = {"/auth": 64 * 1024, "/sticky_auth": 64 * 1024, "/info": 6
 
 
 def create_app(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        """The runtime's background work runs while the app serves."""
+        runtime.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.stop)
+
     app = FastAPI(
         title="opencave",
         version=__version__,
@@ -25,6 +38,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         docs_url="/api/doc",
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        lifespan=lifespan,
     )
     app.state.runtime = runtime
     install_error_handlers(app)

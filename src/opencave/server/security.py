@@ -19,7 +19,16 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def presented_token(request: Request, cookie_only: bool = False) -> str | None:
+HEADER, QUERY, COOKIE = "header", "query", "cookie"
+
+
+def presented_credential(request: Request, cookie_only: bool = False) -> tuple[str | None, str | None]:
+    """The presented token and where it came from (``HEADER``, ``QUERY`` or ``COOKIE``).
+
+    Where matters for state-changing GETs: a cross-site navigation makes the browser send the
+    cookie, and the login's redirect can put the token in a same-origin URL's query, but nothing
+    a page can make a browser do sets an ``Authorization`` header.
+    """
     if not cookie_only:
         header = request.headers.get("authorization")
         if header is not None:
@@ -28,11 +37,16 @@ def presented_token(request: Request, cookie_only: bool = False) -> str | None:
                 raise BadRequest(
                     "The Authorization header must be 'Bearer <token>'.", code="bad_auth_header"
                 )
-            return value.strip()
+            return value.strip(), HEADER
         query_token = request.query_params.get(TOKEN_QUERY_PARAM)
         if query_token:
-            return query_token
-    return request.cookies.get(TOKEN_COOKIE)
+            return query_token, QUERY
+    cookie = request.cookies.get(TOKEN_COOKIE)
+    return (cookie, COOKIE) if cookie else (None, None)
+
+
+def presented_token(request: Request, cookie_only: bool = False) -> str | None:
+    return presented_credential(request, cookie_only)[0]
 
 
 def authenticate(request: Request, token: str | None) -> AuthContext:

@@ -2,46 +2,43 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, Depends, Request
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from opencave.errors import BadRequest, NotFound
-from opencave.server.security import current_identity, require_some_admin, require_superadmin, runtime_of
-from opencave.services.auth import API, Identity
+from opencave.server.params import Int32, Name, RowId, RowIdList, text
+from opencave.server.security import current_context, current_identity, require_some_admin, require_superadmin, runtime_of
+from opencave.services.auth import API, AuthContext, Identity
 from opencave.wire.endpoints import AUTH, route_path
 from opencave.wire.versions import AUTH_SERVER_VERSION
 
 router = APIRouter(tags=["auth"])
 V1 = AUTH.for_version(1)
 
+UserIds = Annotated[RowIdList | None, Query(alias="id", description="user ids: 1,2,3")]
+
 
 def _path(key: str) -> str:
     return route_path(V1[key])
 
 
-def _id_list(raw: str, what: str = "id") -> list[int]:
-    try:
-        return [int(part) for part in raw.split(",") if part.strip()]
-    except ValueError:
-        raise BadRequest(f"'{what}' must be comma-separated integers, e.g. ?{what}=1,2,3 (got '{raw}').", code="invalid_ids") from None
-
-
 class TokenRequest(BaseModel):
-    description: str = Field(default="", max_length=200)
+    model_config = ConfigDict(extra="ignore")
+    description: text(200) = ""
 
 
 class NewUser(BaseModel):
-    email: str = Field(max_length=120)
-    name: str | None = Field(default=None, max_length=80)
+    model_config = ConfigDict(extra="ignore")
+    email: text(120, 3)
+    name: text(80) | None = None
     admin: bool = False
 
 
 class NewGroup(BaseModel):
-    name: str = Field(min_length=1, max_length=120)
-
-
-class NewMember(BaseModel):
-    user_id: int
+    model_config = ConfigDict(extra="ignore")
+    name: text(120, 1)
 
 
 @router.get(_path("version"))
@@ -67,31 +64,30 @@ def user_me(request: Request, identity: Identity = Depends(current_identity)) ->
 
 
 @router.get(_path("usernames"))
-def usernames(request: Request, id: str = "", identity: Identity = Depends(current_identity)) -> list[dict]:
-    users = runtime_of(request).accounts.find_users(ids=_id_list(id))
+def usernames(request: Request, ids: UserIds = None, identity: Identity = Depends(current_identity)) -> list[dict]:
+    users = runtime_of(request).accounts.find_users(ids=ids or [])
     return [{"id": u.id, "name": u.name} for u in users]
 
 
 @router.get(_path("get_users"))
 def get_users(
     request: Request,
-    id: str | None = None,
-    email: str | None = None,
-    name: str | None = None,
-    page: int = 1,
-    per_page: int = 20,
+    ids: UserIds = None,
+    email: Annotated[text(320) | None, Query()] = None,
+    name: Annotated[text(255) | None, Query()] = None,
+    page: Annotated[Int32, Query(description="page of the unfiltered list, from 1")] = 1,
+    per_page: Annotated[Int32, Query(description="users per page (at most 1000)")] = 20,
     identity: Identity = Depends(current_identity),
 ):
     require_some_admin(identity)
     accounts = runtime_of(request).accounts
     full = identity.admin or identity.parent_id is not None
     render = (lambda u: u.full_json()) if full else (lambda u: u.public_json())
-    if id is None and email is None and name is None:
+    if ids is None and email is None and name is None:
         everyone = accounts.find_users()
         per_page = max(1, min(per_page, 1000))
         start = (max(page, 1) - 1) * per_page
         return {"pages": -(-len(everyone) // per_page), "items": [render(u) for u in everyone[start : start + per_page]]}
-    ids = _id_list(id) if id is not None else None
     return [render(u) for u in accounts.find_users(ids=ids, email=email, name=name)]
 
 
@@ -115,30 +111,13 @@ def create_token_api(request: Request, body: TokenRequest = Body(default_factory
 
 
 @router.delete(_path("delete_token"))
-def delete_token(token_id: int, request: Request, identity: Identity = Depends(current_identity)) -> str:
+def delete_token(token_id: Annotated[RowId, Path()], request: Request, identity: Identity = Depends(current_identity)) -> str:
     runtime_of(request).tokens.revoke_by_id(identity.id, token_id)
     return "success"
 
 
-@router.get(_path("refresh_token"))
-def refresh_token(request: Request, identity: Identity = Depends(current_identity)) -> str:
-    """Deprecated upstream: replaces all of the caller's API tokens with one new token."""
-    _no_synthetic(identity)
-    tokens = runtime_of(request).tokens
-    with tokens.engine.begin() as conn:
-        tokens.revoke_all_api_tokens(identity.id, conn)
-        return tokens.create(identity.id, API, "refresh_token", connection=conn)
-
-
-@router.get(_path("logout"))
-def logout(request: Request, identity: Identity = Depends(current_identity)) -> str:
-    if identity.token_id is not None:
-        runtime_of(request).tokens.revoke_by_id(identity.id, identity.token_id)
-    return "success"
-
-
 @router.get(_path("groups"))
-def list_groups(request: Request, name: str | None = None, identity: Identity = Depends(current_identity)) -> list[dict]:
+def list_groups(request: Request, name: Annotated[text(120) | None, Query()] = None, identity: Identity = Depends(current_identity)) -> list[dict]:
     require_some_admin(identity)
     return runtime_of(request).accounts.list_groups(name)
 
@@ -150,7 +129,7 @@ def create_group(request: Request, body: NewGroup, identity: Identity = Depends(
 
 
 @router.get(_path("get_group_users"))
-def group_users(group_id: int, request: Request, identity: Identity = Depends(current_identity)) -> list[dict]:
+def group_users(group_id: Annotated[RowId, Path()], request: Request, identity: Identity = Depends(current_identity)) -> list[dict]:
     require_some_admin(identity)
     return runtime_of(request).accounts.group_members(group_id)  # an unknown group has no members
 
@@ -164,8 +143,13 @@ def list_datasets(request: Request, identity: Identity = Depends(current_identit
 
 
 @router.get(_path("service_dataset"))
-def service_dataset(namespace: str, table_name: str, request: Request, identity: Identity = Depends(current_identity)) -> str:
-    dataset = runtime_of(request).identities.dataset_of(namespace, table_name)
+def service_dataset(
+    namespace: Annotated[Name, Path(description="datastack, aligned_volume or pychunkedgraph")],
+    table_name: Annotated[Name, Path(description="the resource's name")],
+    request: Request,
+    context: AuthContext = Depends(current_context),
+) -> str:
+    dataset = runtime_of(request).identities.dataset_of(namespace, table_name, context.generations)
     if dataset is None:
         raise NotFound(f"No {namespace} resource named '{table_name}' is mapped to a dataset.", code="unknown_resource")
     return dataset
@@ -173,7 +157,7 @@ def service_dataset(namespace: str, table_name: str, request: Request, identity:
 
 # Registered last: its {user_id} pattern would otherwise shadow /user/token and friends.
 @router.get(_path("get_user"))
-def get_user(user_id: int, request: Request, identity: Identity = Depends(current_identity)) -> dict:
+def get_user(user_id: Annotated[RowId, Path()], request: Request, identity: Identity = Depends(current_identity)) -> dict:
     user = runtime_of(request).accounts.get_user(user_id)
     return user.full_json() if identity.admin or identity.id == user_id else user.public_json()
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from opencave.server.params import Name, RowId
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.wire.endpoints import INFO, route_path
@@ -11,6 +14,10 @@ from opencave.wire.versions import INFO_API_VERSIONS, INFO_SERVER_VERSION
 
 router = APIRouter(tags=["info"])
 V2 = INFO.for_version(2)
+
+
+DatastackName = Annotated[Name, Path(description="a datastack's name")]
+VolumeName = Annotated[Name, Path(description="an aligned volume's name")]
 
 
 def _path(key: str) -> str:
@@ -44,7 +51,7 @@ def aligned_volumes(request: Request, context: AuthContext = Depends(current_con
 
 
 @router.get(_path("aligned_volume_by_id"))
-def aligned_volume_by_id(aligned_volume_id: int, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def aligned_volume_by_id(aligned_volume_id: Annotated[RowId, Path()], request: Request, context: AuthContext = Depends(current_context)) -> dict:
     runtime = runtime_of(request)
     volume = runtime.info.aligned_volume_by_id(aligned_volume_id, runtime.settings.server_url)
     runtime.identities.require(context, "view", "aligned_volume", volume["name"], ignore_tos=True)
@@ -52,7 +59,7 @@ def aligned_volume_by_id(aligned_volume_id: int, request: Request, context: Auth
 
 
 @router.get(_path("aligned_volume_info"))
-def aligned_volume_info(aligned_volume_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def aligned_volume_info(aligned_volume_name: VolumeName, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     runtime = runtime_of(request)
     volume = runtime.info.aligned_volume(aligned_volume_name, runtime.settings.server_url)
     runtime.identities.require(context, "view", "aligned_volume", aligned_volume_name, ignore_tos=True)
@@ -60,7 +67,7 @@ def aligned_volume_info(aligned_volume_name: str, request: Request, context: Aut
 
 
 @router.get(_path("datastacks_from_aligned_volume"))
-def datastacks_of_volume(aligned_volume_name: str, request: Request, context: AuthContext = Depends(current_context)) -> list[str]:
+def datastacks_of_volume(aligned_volume_name: VolumeName, request: Request, context: AuthContext = Depends(current_context)) -> list[str]:
     names = runtime_of(request).info.datastacks_of_volume(aligned_volume_name)
     return _visible(request, context, "datastack", names)
 
@@ -72,9 +79,9 @@ def datastacks(request: Request, context: AuthContext = Depends(current_context)
 
 @router.get(_path("datastack_info"))
 async def datastack_info(
-    datastack_name: str,
+    datastack_name: DatastackName,
     request: Request,
-    image_source_name: str | None = None,
+    image_source_name: Annotated[Name | None, Query(description="serve this image mirror's source")] = None,
     context: AuthContext = Depends(current_context),
 ) -> dict:
     runtime = runtime_of(request)
@@ -86,7 +93,7 @@ async def datastack_info(
 
 
 @router.get(_path("image_sources"))
-def image_sources(datastack_name: str, request: Request, context: AuthContext = Depends(current_context)) -> list[dict]:
+def image_sources(datastack_name: DatastackName, request: Request, context: AuthContext = Depends(current_context)) -> list[dict]:
     runtime = runtime_of(request)
     mirrors = runtime.info.image_sources(datastack_name, runtime.settings.server_url)
     runtime.identities.require(context, "view", "datastack", datastack_name)

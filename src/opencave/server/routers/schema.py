@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
 
 from opencave.errors import BadRequest
+from opencave.server.params import Name, text
 from opencave.services import schemas
 from opencave.wire.endpoints import SCHEMA, route_path
 from opencave.wire.versions import SCHEMA_API_VERSIONS
@@ -24,12 +27,12 @@ def schema_names() -> list[str]:
 
 
 @router.get(route_path(V2["schema_definition"]))
-def schema_definition(schema_type: str) -> dict:
+def schema_definition(schema_type: Annotated[Name, Path(description="a schema name, e.g. synapse")]) -> dict:
     return schemas.json_schema(schema_type)
 
 
 @router.post(route_path(V2["schema_definition_multi"]))
-def schema_definitions(schema_names: str = "") -> dict:
+def schema_definitions(schema_names: Annotated[text(65_536), Query(description="comma-separated schema names")] = "") -> dict:
     names = [name.strip() for name in schema_names.split(",") if name.strip()]
     if not names:
         raise BadRequest("Name the schemas in the query string: ?schema_names=synapse,cell_type_local", code="missing_schema_names")

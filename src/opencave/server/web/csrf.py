@@ -2,7 +2,9 @@
 
 A random value lives in an HttpOnly, SameSite=Strict cookie; each form carries its HMAC under the
 server secret. A cross-site page can neither read the cookie nor compute the HMAC, and every
-server process shares the secret through the store, so no server-side session is needed.
+server process shares the secret through the store, so no server-side session is needed. As a
+second line, a form a browser labels as sent from another site (``Sec-Fetch-Site: cross-site``)
+is refused whatever it carries.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def set_cookie(response: Response, value: str | None, secure: bool) -> None:
 
 
 def verify(request: Request, secret: str, form_token: str | None) -> None:
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise Forbidden("A form sent from another site is refused; use the form on this server's own page.", code="csrf_failed")
     value = request.cookies.get(CSRF_COOKIE)
     if not value or not form_token or not hmac.compare_digest(_sign(secret, value), form_token):
         raise Forbidden(

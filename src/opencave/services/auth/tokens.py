@@ -141,8 +141,11 @@ class TokenStore:
             conn.execute(delete(tokens).where(tokens.c.id == row.id))
         return row.user_id
 
-    def revoke_all_api_tokens(self, user_id: int, connection: Connection) -> None:
-        connection.execute(delete(tokens).where(tokens.c.user_id == user_id, tokens.c.kind == API))
+    def replace_api_tokens(self, user_id: int, description: str = "") -> str:
+        """Revoke every API token of ``user_id`` and mint one new one, atomically."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(tokens).where(tokens.c.user_id == user_id, tokens.c.kind == API))
+            return self.create(user_id, API, description, connection=conn)
 
     def match(self, token: str) -> TokenMatch | None:
         """Look a presented token up; None when unknown or expired. One query, no hashing cost."""

@@ -6,11 +6,17 @@ lock on PostgreSQL, the write lock on SQLite — so edits of a graph are seriali
 server processes, and a process reading the graph brings its index up to date with the
 operations others committed (``refresh``). A killed process loses no committed edit and leaves
 no partial one: nodes and the operation row commit together.
+
+Services that derive data from the graph (L2 attributes, meshes) ``subscribe`` to edits: once an
+edit has committed and reached the index, each subscriber gets a ``CommittedEdit`` captured then,
+so it never reads an index that a later edit is extending. Subscribers only queue work; their
+failure is logged and never changes the edit's answer.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -28,12 +34,13 @@ from opencave.storage.sql import reader
 from opencave.services.segmentation.volume import WatershedVolume
 from opencave.services.meshing.layout import MeshLayout
 from opencave.storage.tables import cg_graphs, cg_nodes, cg_operations, remesh_requests
-from opencave.wire.node_ids import NodeIdLayout
+from opencave.wire.node_ids import NodeIdLayout, get_layer
 
 from .edits import EditPlan
-from .hierarchy import build_hierarchy
+from .hierarchy import BuiltHierarchy, build_hierarchy
 from .index import Geometry, GraphIndex, Operation
 
+log = logging.getLogger("opencave.chunkedgraph")
 INSERT_BATCH = 5000
 
 
@@ -52,6 +59,17 @@ class GraphHandle:
     def volume(self) -> WatershedVolume:
         """The watershed (supervoxel label volume) of the graph."""
         return WatershedVolume(self.world_dir / "ws")
+
+
+@dataclass(frozen=True)
+class CommittedEdit:
+    """An edit as its subscribers see it, captured when it committed (later edits extend the
+    index meanwhile, so subscribers read nothing of the edit from it)."""
+
+    handle: GraphHandle
+    operation: Operation
+    new_l2_ids: tuple[int, ...]  # the L2 nodes the edit created
+    edge_end_l2_ids: tuple[int, ...]  # other L2 nodes, as of the edit, at the ends of the edges it changed
 
 
 def load_geometry(world: dict[str, Any]) -> Geometry:
@@ -92,6 +110,12 @@ class GraphService:
         self.engine = engine
         self._graphs: dict[str, GraphHandle] = {}
         self._load_lock = threading.Lock()
+        self._subscribers: list[Callable[[CommittedEdit], None]] = []
+
+    def subscribe(self, callback: Callable[[CommittedEdit], None]) -> None:
+        """Call ``callback`` after every edit this process commits, in the committing thread (so
+        it should only queue work); a callback that raises is logged, and the edit stands."""
+        self._subscribers.append(callback)
 
     # -- registry ----------------------------------------------------------------------------
     def table_ids(self) -> list[str]:
@@ -297,7 +321,39 @@ class GraphService:
                 with self._load_lock:  # the store has the edit; rebuild the index from it
                     self._graphs.pop(handle.table_id, None)
                 raise
+        self._publish(handle, operation, built)
         return operation
+
+    def _publish(self, handle: GraphHandle, operation: Operation, built: BuiltHierarchy) -> None:
+        """Tell the subscribers of a committed edit; nothing here may fail the edit."""
+        if not self._subscribers:
+            return
+        try:
+            edit = self._committed_edit(handle, operation, built)
+        except Exception:
+            log.exception("describing operation %s of %s to its subscribers failed", operation.op_id, handle.table_id)
+            return
+        for callback in list(self._subscribers):
+            try:
+                callback(edit)
+            except Exception:
+                log.exception("a subscriber to edits failed on operation %s of %s", operation.op_id, handle.table_id)
+
+    @staticmethod
+    def _committed_edit(handle: GraphHandle, operation: Operation, built: BuiltHierarchy) -> CommittedEdit:
+        """The edit's new L2 nodes (from what it built) and the L2 nodes at the ends of the
+        edges it changed, read as of the edit's own operation: reads at a fixed past ``seq``
+        are stable while later edits are applied."""
+        index = handle.index
+        node_ids = np.asarray(built.node_ids, dtype=np.uint64)
+        new_l2 = node_ids[get_layer(node_ids) == 2]
+        ends = [v for key in ("added_edges", "removed_edges") for pair in operation.details.get(key) or [] for v in pair]
+        edge_l2: list[int] = []
+        if ends:
+            sv_idx = index.sv_index(np.array(ends, dtype=np.uint64))
+            l2 = index.roots_at(sv_idx[sv_idx >= 0], operation.op_id, stop_layer=2)
+            edge_l2 = sorted(set(index.ids_of(l2[l2 >= 0]).tolist()) - set(new_l2.tolist()))
+        return CommittedEdit(handle, operation, tuple(int(i) for i in new_l2), tuple(int(i) for i in edge_l2))
 
     @staticmethod
     def _insert_nodes(conn: Connection, table_id: str, op_id: int, node_ids: np.ndarray, ptr: np.ndarray, children: np.ndarray) -> None:

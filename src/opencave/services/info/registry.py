@@ -111,6 +111,12 @@ class InfoRegistry:
         with self.engine.connect() as conn:
             return list(conn.execute(select(datastacks.c.name).order_by(datastacks.c.name)).scalars())
 
+    def viewer_sites(self, server_url: str) -> list[str]:
+        """The distinct viewer sites of all datastacks: the web apps a login may hand a token to."""
+        with self.engine.connect() as conn:
+            sites = conn.execute(select(datastacks.c.viewer_site).where(datastacks.c.viewer_site.is_not(None)).distinct()).scalars()
+            return sorted({_expand(site, server_url) for site in sites if site})
+
     def aligned_volume_names(self) -> list[str]:
         with self.engine.connect() as conn:
             return list(conn.execute(select(aligned_volumes.c.name).order_by(aligned_volumes.c.name)).scalars())

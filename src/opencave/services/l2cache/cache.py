@@ -1,37 +1,35 @@
 """The L2 cache service: attributes of L2 nodes, computed from the watershed once and kept.
 
 An L2 node never changes (an edit makes new ones), so its attributes are computed once — at
-ingest for the initial graph, right after an edit for the new L2 nodes, or on first request —
-and stored in the live store, where every server process finds them.
+ingest for the initial graph, in the background after an edit for the new L2 nodes, or on
+first request — and stored in the live store, where every server process finds them.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, select
 
+from opencave.background import BackgroundExecutor
 from opencave.errors import BadRequest
-from opencave.services.chunkedgraph.index import Operation
-from opencave.services.chunkedgraph.service import GraphHandle
+from opencave.services.chunkedgraph.service import CommittedEdit, GraphHandle
 from opencave.storage.sql import insert_ignoring_duplicates, reader
 from opencave.storage.tables import l2_attributes
 from opencave.wire.node_ids import chunk_coordinates
 
 from .attributes import ATTRIBUTE_NAMES, compute_chunk_attributes
 
-log = logging.getLogger("opencave.l2cache")
 READ_BATCH = 5000
 
 
 class L2Cache:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, background: BackgroundExecutor) -> None:
         self.engine = engine
+        self.background = background
 
     def attributes(
         self, handle: GraphHandle, l2_ids: Iterable[int], names: list[str] | None = None
@@ -127,27 +125,16 @@ class L2Cache:
             ids = conn.execute(select(l2_attributes.c.l2_id).where(l2_attributes.c.table_id == table_id)).scalars().all()
         return np.array(ids, dtype=np.uint64)
 
-    def schedule(self, handle: GraphHandle, operation: Operation) -> None:
-        """Compute the new L2 nodes of an edit in the background (requests compute on demand)."""
-        index = handle.index
-        new = np.flatnonzero(
-            (index.node_op.view() == operation.op_id) & (index.node_layer.view() == 2)
-        )
-        if new.size == 0:
+    def after_edit(self, edit: CommittedEdit) -> None:
+        """Queue computing the attributes of an edit's new L2 nodes (a subscriber to edits); if
+        the work is dropped, the first request for them computes them instead."""
+        if not edit.new_l2_ids:
             return
-        l2_ids = index.node_id.view()[new]
-
-        def work() -> None:
-            try:
-                self.compute(handle, l2_ids)
-            except Exception:  # the next request computes them instead
-                log.exception(
-                    "computing L2 attributes after operation %s failed", operation.op_id
-                )
-
-        threading.Thread(
-            target=work, name=f"l2cache-op{operation.op_id}", daemon=True
-        ).start()
+        l2_ids = np.array(edit.new_l2_ids, dtype=np.uint64)
+        self.background.submit(
+            f"L2 attributes after operation {edit.operation.op_id} of {edit.handle.table_id}",
+            lambda: self.compute(edit.handle, l2_ids),
+        )
 
 
 def _disjoint_batches(members: np.ndarray, owner: np.ndarray, sv_ids: np.ndarray) -> list[np.ndarray]:

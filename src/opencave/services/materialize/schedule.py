@@ -1,14 +1,13 @@
 """An optional schedule: create a version of every datastack at a fixed interval.
 
-Runs in a daemon thread of the server. With several server processes over one database, each
-schedule first checks the newest version's age, so versions are not created twice per period.
+A periodic job of the runtime's background executor. With several server processes over one
+database, each schedule first checks the newest version's age, so versions are not created
+twice per period.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ if TYPE_CHECKING:
     from opencave.runtime import Runtime
 
 log = logging.getLogger(__name__)
+MAX_CHECK_INTERVAL_S = 300.0
 
 
 def due(runtime: "Runtime", datastack: str, every: timedelta, now: datetime) -> bool:
@@ -36,14 +36,10 @@ def run_once(runtime: "Runtime", every: timedelta, expires_after_days: float | N
     runtime.materializer.expire(now)
 
 
-def start_schedule(runtime: "Runtime", every_hours: float, expires_after_days: float | None) -> threading.Thread:
+def schedule_versions(runtime: "Runtime", every_hours: float, expires_after_days: float | None) -> None:
+    """Create versions every ``every_hours`` while the runtime's background work runs (looking
+    at least every five minutes whether one is due)."""
     every = timedelta(hours=every_hours)
-
-    def loop() -> None:
-        while True:
-            run_once(runtime, every, expires_after_days)
-            time.sleep(min(every.total_seconds(), 300))
-
-    thread = threading.Thread(target=loop, name="materialize-schedule", daemon=True)
-    thread.start()
-    return thread
+    runtime.background.every(
+        "scheduled versions", min(every.total_seconds(), MAX_CHECK_INTERVAL_S), lambda: run_once(runtime, every, expires_after_days)
+    )

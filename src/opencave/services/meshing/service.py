@@ -1,8 +1,8 @@
 """The meshing service: L2 meshes made from the watershed, stored, and listed per node.
 
-An L2 node never changes (an edit makes new ones), so its mesh is made once — right after the
-edit that created it, when a remesh request for it is consumed, or when a manifest or fragment
-first needs it — and kept in the live store for every server process. Only what a node's mesh
+An L2 node never changes (an edit makes new ones), so its mesh is made once — in the background
+after the edit that created it, when a remesh request for it is consumed, or when a manifest or
+fragment first needs it — and kept in the live store for every server process. Only what a node's mesh
 shows across its chunk faces depends on the edges leaving it, so an edit that changes such
 edges re-meshes the (reused) nodes at their ends. A manifest of any node lists the meshes of
 its L2 descendants; an old root's descendants are still in the index, so its manifest lists
@@ -11,7 +11,6 @@ the fragments it had.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import defaultdict
@@ -22,19 +21,18 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
+from opencave.background import BackgroundExecutor
 from opencave.errors import BadRequest, NotFound
 from opencave.services.chunkedgraph import queries
-from opencave.services.chunkedgraph.index import Operation
-from opencave.services.chunkedgraph.service import GraphHandle, GraphService
+from opencave.services.chunkedgraph.service import CommittedEdit, GraphHandle, GraphService
 from opencave.wire.node_ids import chunk_coordinates
 
 from .assignment import alive_until, chunk_labels, reached_chunks, slab_labels
 from .chunk import Surface, encode_draco, surfaces, weld
 from .layout import MESHED_LAYER, MeshLayout
 from .store import MeshStore
-from .worker import RequestWorker
+from .worker import POLL_S, RequestWorker
 
-log = logging.getLogger("opencave.meshing")
 WAIT_FOR_OTHERS_S = 300.0
 # Steps to the lower neighbours whose cells touch a chunk: faces, then edges, then the corner.
 LOWER_STEPS = [np.array(s, dtype=np.int64) for s in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1))]
@@ -59,12 +57,14 @@ class ManifestQuery:
 
 
 class MeshService:
-    def __init__(self, engine: Engine, graphs: GraphService) -> None:
+    def __init__(self, engine: Engine, graphs: GraphService, background: BackgroundExecutor) -> None:
         self.store = MeshStore(engine)
         self.graphs = graphs
+        self.background = background
         self._lock = threading.Lock()
         self._in_flight: dict[tuple[str, int], threading.Event] = {}
         self.worker = RequestWorker(self)
+        background.every("remesh requests", POLL_S, self.worker.poll)
 
     @staticmethod
     def layout(handle: GraphHandle) -> MeshLayout:
@@ -169,40 +169,29 @@ class MeshService:
             }
             write(handle.table_id, fragments)
 
-    def schedule(self, handle: GraphHandle, operation: Operation) -> None:
-        """After an edit, in the background: mesh its new L2 nodes, and re-mesh the current L2
-        nodes at the ends of the edges it changed (what they claim across chunk faces changed)."""
-        index = handle.index
-        new = np.flatnonzero((index.node_op.view() == operation.op_id) & (index.node_layer.view() == MESHED_LAYER))
-        new_ids = index.node_id.view()[new].tolist()
-        ends = [
-            v
-            for key in ("added_edges", "removed_edges")
-            for pair in operation.details.get(key) or []
-            for v in pair
-        ]
-        touched: list[int] = []
-        if ends:
-            sv_idx = index.sv_index(np.array(ends, dtype=np.uint64))
-            l2 = index.roots_at(sv_idx[sv_idx >= 0], index.seq, stop_layer=2)
-            touched = sorted(set(index.node_id.view()[l2[l2 >= 0]].tolist()) - set(new_ids))
+    def after_edit(self, edit: CommittedEdit) -> None:
+        """Queue, after an edit (a subscriber to edits): meshing its new L2 nodes, and re-meshing
+        the other L2 nodes at the ends of the edges it changed (what they claim across chunk
+        faces changed). If the work is dropped, the stale meshes are deleted so that manifests
+        mesh them again on demand."""
+        handle, new_ids, touched = edit.handle, list(edit.new_l2_ids), list(edit.edge_end_l2_ids)
         if not new_ids and not touched:
             return
-
         claimed = self._claim(handle.table_id, touched)  # now, so manifests wait for them
 
         def work() -> None:
             try:
-                try:
-                    if claimed:
-                        self._mesh(handle, np.array(claimed, dtype=np.uint64), replace=True)
-                finally:
-                    self._release(handle.table_id, claimed)
-                self.ensure(handle, new_ids)
-            except Exception:  # manifests mesh what is missing instead
-                log.exception("meshing after operation %s failed", operation.op_id)
+                if claimed:
+                    self._mesh(handle, np.array(claimed, dtype=np.uint64), replace=True)
+            finally:
+                self._release(handle.table_id, claimed)
+            self.ensure(handle, new_ids)
 
-        threading.Thread(target=work, name=f"meshing-op{operation.op_id}", daemon=True).start()
+        def dropped() -> None:
+            self._release(handle.table_id, claimed)
+            self.store.forget(handle.table_id, touched)
+
+        self.background.submit(f"meshes after operation {edit.operation.op_id} of {handle.table_id}", work, dropped)
 
     # -- reading ---------------------------------------------------------------------------
     def manifest(self, handle: GraphHandle, node_id: int, query: ManifestQuery) -> dict[str, Any]:

@@ -70,6 +70,12 @@ class MeshStore:
             rows = [{"table_id": table_id, "l2_id": int(k), "fragment": v} for k, v in missing.items()]
             insert_ignoring_duplicates(conn, l2_meshes, rows)
 
+    def forget(self, table_id: str, l2_ids: list[int]) -> None:
+        """Delete stored fragments that are stale; they are meshed again when next needed."""
+        with self.engine.begin() as conn:
+            for start in range(0, len(l2_ids), BATCH):
+                conn.execute(delete(l2_meshes).where(l2_meshes.c.table_id == table_id, l2_meshes.c.l2_id.in_(l2_ids[start : start + BATCH])))
+
     def pending_requests(self, limit: int) -> list[RemeshRequest]:
         """The oldest queued requests, most urgent first."""
         with reader(self.engine).connect() as conn:

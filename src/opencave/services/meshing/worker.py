@@ -1,4 +1,5 @@
-"""The remesh request worker: a thread per server process that consumes ``remesh_requests``.
+"""The remesh request worker: a periodic job of each server process's background executor
+that consumes ``remesh_requests``.
 
 The chunkedgraph queues L2 ids there (caveclient's ``remesh_level2_chunks``). The worker meshes
 those without a mesh and only then deletes their rows, so a request outlives a crash; several
@@ -7,8 +8,6 @@ processes may take the same rows, which costs duplicate work but nothing else.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -21,7 +20,6 @@ from .layout import MESHED_LAYER
 if TYPE_CHECKING:
     from .service import MeshService
 
-log = logging.getLogger("opencave.meshing")
 POLL_S = 1.0
 REQUEST_BATCH = 1000
 
@@ -29,10 +27,6 @@ REQUEST_BATCH = 1000
 class RequestWorker:
     def __init__(self, meshes: MeshService) -> None:
         self.meshes = meshes
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def consume(self, limit: int = REQUEST_BATCH) -> int:
         """Mesh queued L2 nodes, then delete their requests; the number of requests handled."""
@@ -54,29 +48,7 @@ class RequestWorker:
             store.delete_requests([r.id for r in items])
         return len(requests)
 
-    def start(self) -> None:
-        """Poll the queue in a background thread until ``stop``."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="meshing-requests", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                handled = self.consume()
-            except Exception:
-                log.exception("consuming remesh requests failed; retrying")
-                handled = 0
-            if handled == 0:
-                self._wake.wait(POLL_S)
-                self._wake.clear()
+    def poll(self) -> bool:
+        """One round (the runtime's executor calls it every ``POLL_S``); True if a full batch
+        was handled, so more requests may be waiting."""
+        return self.consume() == REQUEST_BATCH

@@ -9,12 +9,12 @@ small LRU of encoded answers so repeated requests skip decoding and re-encoding.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
+from opencave.background import BackgroundExecutor
 from opencave.errors import BadRequest, Forbidden, NotFound
 from opencave.services.annotation import AnnotationService
 from opencave.services.annotation.service import GRAPHENE
@@ -37,7 +37,8 @@ MAX_CACHED_BULK = 500
 MAX_ASYNC_BULK = 10000
 ANSWER_CACHE_BYTES = 64 * 1024 * 1024
 SKELETON_CACHE_ENTRIES = 256
-BACKGROUND_WORKERS = 2
+BACKGROUND_WORKERS = 2  # executor tasks making queued skeletons at once
+MAX_BACKLOG = 10 * MAX_ASYNC_BULK
 
 
 def parse_version(value: Any) -> int:
@@ -107,9 +108,16 @@ class _AnswerCache:
 
 class SkeletonService:
     def __init__(
-        self, store: SkeletonStore, info: InfoRegistry, graphs: GraphService, l2cache: L2Cache, annotations: AnnotationService
+        self,
+        store: SkeletonStore,
+        info: InfoRegistry,
+        graphs: GraphService,
+        l2cache: L2Cache,
+        annotations: AnnotationService,
+        background: BackgroundExecutor,
     ) -> None:
         self.store = store
+        self.background = background
         self.info = info
         self.graphs = graphs
         self.l2cache = l2cache
@@ -118,9 +126,9 @@ class SkeletonService:
         self._skeletons: OrderedDict[tuple[str, int], Skeleton] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, int], threading.Lock] = {}
-        self._pending: set[tuple[str, int]] = set()
-        self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
-        self._workers: list[threading.Thread] = []
+        self._pending: set[tuple[str, int]] = set()  # queued or being made in the background
+        self._backlog: deque[tuple[str, int]] = deque()
+        self._drainers = 0
         self._seconds_per_skeleton = 0.2  # running estimate for gen_skeletons answers
 
     # -- datastack and ids -------------------------------------------------------------------------
@@ -239,19 +247,6 @@ class SkeletonService:
         return wire.bulk_entry(found.body)
 
     # -- bulk and background -------------------------------------------------------------------------------
-    def _start_workers(self) -> None:
-        """Daemon threads draining the queue: a stopping server does not wait for the backlog."""
-        with self._lock:
-            while len(self._workers) < BACKGROUND_WORKERS:
-                worker = threading.Thread(target=self._work, name=f"skeletons-{len(self._workers)}", daemon=True)
-                worker.start()
-                self._workers.append(worker)
-
-    def _work(self) -> None:
-        while True:
-            datastack, root_id = self._queue.get()
-            self._generate_one(datastack, root_id)
-
     def _generate_later(self, datastack: str, root_ids: list[int]) -> int:
         """Queue generation of the roots not stored, pending or refused; returns how many."""
         handle = self.graph_of(datastack)
@@ -263,14 +258,42 @@ class SkeletonService:
             if root_id in stored or root_id in refused or check_root(handle.index, root_id) != RootCheck.OK:
                 continue
             with self._lock:
-                if key in self._pending:
+                if key in self._pending or len(self._backlog) >= MAX_BACKLOG:
                     continue
                 self._pending.add(key)
-            self._queue.put((datastack, root_id))
+                self._backlog.append(key)
             queued += 1
         if queued:
-            self._start_workers()
+            self._add_drainers()
         return queued
+
+    def _add_drainers(self) -> None:
+        """Tasks on the runtime's executor that make the backlog's skeletons, at most
+        ``BACKGROUND_WORKERS`` at once so skeletons leave room for other background work. If
+        none can run, the backlog is dropped: asking for a skeleton makes it anyway."""
+        while True:
+            with self._lock:
+                if self._drainers >= BACKGROUND_WORKERS or len(self._backlog) <= self._drainers:
+                    return
+                self._drainers += 1
+            if not self.background.submit("skeletons", self._drain, self._drainer_dropped):
+                return
+
+    def _drainer_dropped(self) -> None:
+        with self._lock:
+            self._drainers -= 1
+            if self._drainers == 0:
+                self._pending.difference_update(self._backlog)
+                self._backlog.clear()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._backlog:
+                    self._drainers -= 1
+                    return
+                datastack, root_id = self._backlog.popleft()
+            self._generate_one(datastack, root_id)
 
     def _generate_one(self, datastack: str, root_id: int) -> None:
         try:
