@@ -238,11 +238,11 @@ MATERIALIZE = ServiceEndpoints(
     },
 )
 
-_NGL = "{ngl_server_address}/nglstate"
+_NGL = "{json_server_address}/nglstate"
 _NGL_V1 = _NGL + "/api/v1"
 # The JSON state service lives on the global server. v0 is the legacy path without ``/api/v1``.
 NGLSTATE = ServiceEndpoints(
-    server_key="ngl_server_address",
+    server_key="json_server_address",
     versions={
         0: {
             "upload_state": _NGL + "/post",
