@@ -94,9 +94,9 @@ def cmd_serve(args) -> int:
     if args.no_auth:
         lines.append("  WARNING: authentication is switched off; every request acts as a superadmin.")
     if args.materialize_every:
-        from opencave.services.materialize.schedule import start_schedule
+        from opencave.services.materialize.schedule import schedule_versions
 
-        start_schedule(runtime, args.materialize_every, args.version_expires_after)
+        schedule_versions(runtime, args.materialize_every, args.version_expires_after)
         lines.append(f"  versions:    every {args.materialize_every:g} h")
     print("\n".join(lines), flush=True)
     log_level = args.log_level
@@ -107,7 +107,10 @@ def cmd_serve(args) -> int:
             OPENCAVE_PUBLIC_URL=url,
             OPENCAVE_AUTH="0" if args.no_auth else "1",
         )
-        runtime.close()
+        if args.materialize_every:
+            runtime.start()  # the schedule runs here; each worker process has its own runtime
+        else:
+            runtime.close()
         uvicorn.run(
             "opencave.server.asgi:create_app_from_env",
             factory=True,
@@ -119,6 +122,7 @@ def cmd_serve(args) -> int:
             http=HTTP_PROTOCOL,
             log_config=redacted_logging(),
         )
+        runtime.close()
     else:
         uvicorn.run(
             create_app(runtime),
