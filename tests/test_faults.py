@@ -153,21 +153,16 @@ def small_disk(tmp_path):
 def _fill(directory: Path) -> Path:
     """Fill the file system of ``directory`` to the last byte."""
     filler = directory / "filler"
-    with open(filler, "wb") as out:
-        chunk = b"\0" * (1 << 20)
-        try:
-            while True:
-                out.write(chunk)
-                out.flush()
-        except OSError as error:
-            assert error.errno == errno.ENOSPC
-    with open(directory / "filler-tail", "wb") as out:  # the last partial block
-        try:
-            for _ in range(1 << 20):
-                out.write(b"\0" * 512)
-                out.flush()
-        except OSError:
-            pass
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
     return filler
 
 
