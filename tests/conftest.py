@@ -1,18 +1,47 @@
-"""Shared fixtures: every storage-touching test runs on SQLite and on a real PostgreSQL server."""
+"""Shared fixtures: every storage-touching test runs on SQLite and on a real PostgreSQL server.
+
+Before anything is imported or built, HOME (and the XDG, cloud-volume and cloud-files
+directories) points at a temporary directory for the whole session: clients built by module-
+or session-scoped fixtures write their token files and datastack caches there, never in the
+user's home. The user's own files are fingerprinted first and checked when the session ends.
+"""
 
 from __future__ import annotations
 
-import importlib
 import os
+import shutil
+import tempfile
 
-import pytest
+from tests.support.home import HOME_ENV_VARS, fingerprint
 
-from tests.clients import IMPLEMENTATIONS
-from tests.support.demo import WORLD_CACHE_ENV
-from tests.support.postgres import create_database, postgres_server
-from tests.support.server import ServerProcess
+REAL_HOME = os.path.expanduser("~")
+REAL_HOME_FILES = fingerprint(REAL_HOME)
+SESSION_HOME = tempfile.mkdtemp(prefix="opencave-tests-home-")
+for _name in HOME_ENV_VARS:
+    os.environ.pop(_name, None)
+os.environ["HOME"] = SESSION_HOME
+for _name, _sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"), ("XDG_DATA_HOME", ".local/share")):
+    os.environ[_name] = os.path.join(SESSION_HOME, _sub)
+
+import importlib  # noqa: E402 - after HOME is isolated: cloud-volume reads it at import
+
+import pytest  # noqa: E402
+
+from tests.clients import IMPLEMENTATIONS  # noqa: E402
+from tests.support.demo import WORLD_CACHE_ENV  # noqa: E402
+from tests.support.postgres import create_database, postgres_server  # noqa: E402
+from tests.support.server import ServerProcess  # noqa: E402
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_home_untouched():
+    """Fails the session (an error in the last teardown) if the user's home changed."""
+    yield
+    changed = fingerprint(REAL_HOME).diff(REAL_HOME_FILES)
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+    assert not changed, f"the tests changed files in the real home {REAL_HOME}: {changed}"
 
 
 @pytest.fixture(scope="session", autouse=True)

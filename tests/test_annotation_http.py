@@ -183,7 +183,7 @@ def test_bad_table_definitions(http):
     assert post(table_name=name).status_code == 200
     _error(post(table_name=name), 409, "already exists")
     _error(http("POST", BASE, data="{not json"), 400, "not valid JSON")
-    _error(http("PUT", BASE, json={"metadata": {}}), 400, "table_name")
+    _error(http("PUT", BASE, json={"metadata": {}}), 422, "table_name")
 
 
 def test_rows_failing_validation_are_reported_and_nothing_is_inserted(client, http):
@@ -198,7 +198,8 @@ def test_rows_failing_validation_are_reported_and_nothing_is_inserted(client, ht
     _error(http("POST", f"{BASE}/{name}/annotations", json={"rows": rows}), 400, "annotations")
     _error(http("POST", f"{BASE}/{name}/annotations", json={"annotations": "x"}), 400, "list")
     _error(http("GET", f"{BASE}/{name}/annotations", params={"annotation_ids": "1,b"}), 400, "integers")
-    _error(http("GET", f"{BASE}/{name}/annotations"), 400, "annotation_ids")
+    _error(http("GET", f"{BASE}/{name}/annotations"), 422, "annotation_ids")
+    _error(http("GET", f"{BASE}/{name}/annotations", params={"annotation_ids": ""}), 422, "annotation_ids")
     _error(http("PUT", f"{BASE}/{name}/annotations", json={"annotations": [{"size": 2}]}), 422, "id")
     _error(http("PUT", f"{BASE}/{name}/annotations", json={"annotations": [{"id": 42, "size": 2}]}), 404, "not in table")
     _error(http("DELETE", f"{BASE}/{name}/annotations", json={"annotation_ids": [42]}), 404, "not in table")

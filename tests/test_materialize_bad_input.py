@@ -146,8 +146,8 @@ def test_filters_of_the_wrong_type(call):
 
 def test_malformed_bodies_and_parameters(call):
     for data in [b"{bad", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000, b'{"limit": 1,}']:
-        error(call("POST", TABLE_QUERY, data=data), 400, "json", code="bad_json")
-        error(call("POST", LIVE, data=data), 400, "json", code="bad_json")
+        error(call("POST", TABLE_QUERY, data=data), 400, "json", code="invalid_json")
+        error(call("POST", LIVE, data=data), 400, "json", code="invalid_json")
     error(call("POST", TABLE_QUERY, json=[1, 2]), 400, "object")
     error(call("POST", TABLE_QUERY, json={"filter_in_dcit": {}}), 400, "filter_in_dcit", code="unknown_body_key")
     error(call("POST", TABLE_QUERY, json={"select_column": ["id"]}), 400, "select_column", code="unknown_body_key")

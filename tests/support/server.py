@@ -50,7 +50,7 @@ class ServerProcess:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
                     self.banner = self.log_path.read_text()
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a loaded machine may answer slowly at first
                 pass
             time.sleep(0.05)
         self.stop()

@@ -21,6 +21,7 @@ import requests
 from requests import HTTPError
 
 from ..wire.json_encoding import dumps
+from ..wire.materialize_query import FILTERS, encode, live_query_body, query_body
 from . import live
 from .base import check_version_compatibility, handle_response
 from .query_frames import (
@@ -45,20 +46,8 @@ DIRECT_SQL_ERROR_MSG = textwrap.dedent(
 )
 direct_sql_error_msg = DIRECT_SQL_ERROR_MSG  # caveclient's name
 
-# (client keyword, JSON key of request bodies, key in attrs["filters"])
-FILTER_KINDS: tuple[tuple[str, str, str], ...] = (
-    ("filter_in_dict", "filter_in_dict", "inclusive"),
-    ("filter_out_dict", "filter_notin_dict", "exclusive"),
-    ("filter_equal_dict", "filter_equal_dict", "equal"),
-    ("filter_greater_dict", "filter_greater_dict", "greater"),
-    ("filter_less_dict", "filter_less_dict", "less"),
-    ("filter_greater_equal_dict", "filter_greater_equal_dict", "greater_equal"),
-    ("filter_less_equal_dict", "filter_less_equal_dict", "less_equal"),
-    ("filter_spatial_dict", "filter_spatial_dict", "spatial"),
-    ("filter_regex_dict", "filter_regex_dict", "regex"),
-)
 # Filters that compare root ids and so must be translated in time by live queries.
-ROOT_MAPPED_KINDS = [kind for kind, _, _ in FILTER_KINDS[:7]]
+ROOT_MAPPED_KINDS = [keyword for keyword, _, _, kind in FILTERS if kind not in ("spatial", "regex")]
 
 _INEQUALITY = ">=4.34.4"
 QUERY_GATE: dict[str, Any] = {
@@ -106,7 +95,7 @@ def _nest(filters: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _attrs_filters(filters: dict[str, Any], include_regex: bool = True) -> dict[str, Any]:
     """``attrs["filters"]``: the user's filters under caveclient's short names."""
-    named = {short: filters.get(kind) for kind, _, short in FILTER_KINDS}
+    named = {short: filters.get(keyword) for keyword, _, short, _ in FILTERS}
     if not include_regex:
         named.pop("regex")
     return named
@@ -152,43 +141,16 @@ class QueryMethods:
         params: dict[str, Any] = {"return_pyarrow": return_df, "arrow_format": return_df, "split_positions": True}
         if random_sample:
             params["random_sample"] = random_sample
-        data: dict[str, Any] = {}
         if len(tables) == 1:
             if use_view:
                 url = self._url("view_query", datastack_name=datastack_name, version=version, view_name=tables[0])
             else:
                 url = self._url("simple_query", datastack_name=datastack_name, version=version, table_name=tables[0])
         else:
-            data["tables"] = tables
             url = self._url("join_query", datastack_name=datastack_name, version=version)
-        for kind, wire_key, _ in FILTER_KINDS:
-            if filters.get(kind) is not None:
-                data[wire_key] = filters[kind]
-        if select_columns is not None:
-            if isinstance(select_columns, (list, tuple)):
-                data["select_columns"] = list(select_columns)
-            elif isinstance(select_columns, dict):
-                data["select_column_map"] = select_columns
-            else:
-                raise ValueError(
-                    "select columns should be a dictionary with tables as keys and values of column "
-                    "names in table (no suffixes)"
-                )
-        if offset is not None:
-            data["offset"] = offset
-        if suffixes is not None:
-            if isinstance(suffixes, (list, tuple)):
-                data["suffixes"] = list(suffixes)
-            elif isinstance(suffixes, dict):
-                data["suffix_map"] = suffixes
-            else:
-                raise ValueError("suffixes should be a dictionary with tables as keys and values as suffixes")
-        if limit is not None:
-            if limit <= 0:
-                raise ValueError(f"limit must be a positive number of rows, got {limit}")
-            data["limit"] = limit
-        if desired_resolution is not None:
-            data["desired_resolution"] = desired_resolution
+        data = query_body(
+            None if len(tables) == 1 else tables, filters, select_columns, suffixes, offset, limit, desired_resolution
+        )
         return url, data, params, DEFAULT_COMPRESSION if return_df else "gzip"
 
     def _post_query(
@@ -203,7 +165,7 @@ class QueryMethods:
         arrow = encoding == DEFAULT_COMPRESSION
         response = self.session.post(
             url,
-            data=dumps(data),
+            data=encode(data),
             headers={
                 "Content-Type": JSON_CONTENT,
                 "Accept-Encoding": answer_encoding(self.server_address) if arrow else encoding,
@@ -716,27 +678,20 @@ class QueryMethods:
         }
         if random_sample:
             params["random_sample"] = random_sample
-        data: dict[str, Any] = {"table": table, "timestamp": timestamp}
-        if joins is not None:
-            data["join_tables"] = joins
-        for kind, wire_key, _ in FILTER_KINDS:
-            if filters[kind] is not None:
-                data[wire_key] = filters[kind]
-        if select_columns is not None:
-            data["select_columns"] = select_columns
-        if offset is not None:
-            data["offset"] = offset
-        if limit is not None:
-            if limit <= 0:
-                raise ValueError(f"limit must be a positive number of rows, got {limit}")
-            data["limit"] = limit
-        if suffixes is not None:
-            data["suffixes"] = suffixes
         if desired_resolution is None:
             desired_resolution = self.desired_resolution
         api_3 = self.api_version >= 3
-        if api_3 and desired_resolution is not None:
-            data["desired_resolution"] = desired_resolution
+        data = live_query_body(
+            table,
+            timestamp,
+            filters,
+            joins=joins,
+            select_columns=select_columns,
+            suffixes=suffixes,
+            offset=offset,
+            limit=limit,
+            desired_resolution=desired_resolution if api_3 else None,
+        )
 
         url = self._url("live_live_query", datastack_name=datastack_name)
         response = self._post_query(url, data, params, DEFAULT_COMPRESSION, log_warning=log_warning)

@@ -69,6 +69,10 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"No endpoint at {request.url.path}; see the service guides in docs/ for valid URLs."
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}."
+        elif exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not UTF-8 or nests too deeply to decode
+            message = "Request body is not valid JSON (not UTF-8, or nested too deeply); send a JSON document."
+            return error_response(400, "invalid_json", message)
         else:
             message = str(exc.detail)
         return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), message, headers=exc.headers)

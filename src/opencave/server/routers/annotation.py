@@ -6,39 +6,25 @@ volume), let the service check the table's own permissions and do the work off t
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from opencave.errors import BadRequest
 from opencave.runtime import Runtime
+from opencave.server.params import Coordinate, Flag, Moment, Name, Text, clean_json_text, invalid, row_id_list, text
 from opencave.server.security import current_context, runtime_of
 from opencave.services.annotation import AnnotationService
+from opencave.services.annotation.service import MAX_IDS, MAX_INSERT
 from opencave.services.auth import AuthContext
 from opencave.wire.endpoints import ANNOTATION, route_path
 
-router = APIRouter(tags=["annotation"])
+# Bodies are JSON whatever the Content-Type says (CAVE's servers read them so).
+router = APIRouter(tags=["annotation"], strict_content_type=False)
 V2 = ANNOTATION.for_version(2)
 NAMESPACE = "aligned_volume"
-CREATE_KEYS = {
-    "description",
-    "voxel_resolution_x",
-    "voxel_resolution_y",
-    "voxel_resolution_z",
-    "user_id",
-    "table_metadata",
-    "reference_table",
-    "track_target_id_updates",
-    "flat_segmentation_source",
-    "read_permission",
-    "write_permission",
-    "notice_text",
-}
-UPDATE_KEYS = {"description", "flat_segmentation_source", "read_permission", "write_permission", "user_id", "notice_text"}
 
 
 def _path(key: str) -> str:
@@ -60,159 +46,215 @@ def _notice(metadata: dict) -> dict[str, str]:
     return {"Warning": f"Table Owner Notice: {text}"}
 
 
-async def _body(request: Request) -> dict:
-    raw = await request.body()
-    if not raw:
-        raise BadRequest("This endpoint needs a JSON body.", code="missing_body")
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Request body is not valid JSON ({exc}); send a JSON document.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object.", code="invalid_body")
-    return body
-
-
-def _object(body: dict, key: str) -> dict:
-    value = body.get(key) if body.get(key) is not None else {}
-    if not isinstance(value, dict):
-        raise BadRequest(f"'{key}' must be a JSON object.", code="invalid_body")
-    return value
-
-
-def _unknown(given: dict, allowed: set[str], where: str) -> None:
-    extra = sorted(set(given) - allowed)
-    if extra:
-        raise BadRequest(f"Unknown keys {extra} in {where}; allowed: {sorted(allowed)}.", code="invalid_body")
-
-
 def _user(context: AuthContext) -> str:
     return str(context.identity.id)
 
 
+# -- declared inputs ---------------------------------------------------------------------------
+AlignedVolume = Annotated[Name, Path(description="the aligned volume whose tables these are")]
+TableName = Annotated[Name, Path(description="an annotation table of the aligned volume")]
+ShortText = text(1_000)  # names the service checks itself (table names, schemas, permissions, sources)
+UserId = Annotated[Any, WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**63 - 1}, {"type": "string", "maxLength": 255}]})]
+
+
+class _Body(BaseModel):
+    """A JSON object whose unknown keys are named in a 400 with the allowed ones; every string
+    in it (keys too) must be text every storage engine can hold."""
+
+    model_config = ConfigDict(extra="forbid")
+    where: ClassVar[str] = "the body"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, body: Any) -> Any:
+        if not isinstance(body, dict):
+            raise invalid("invalid_body", f"{cls.where} must be a JSON object.")
+        extra = sorted(map(str, set(body) - set(cls.model_fields)))
+        if extra:
+            raise invalid("invalid_body", f"Unknown keys {extra} in {cls.where}; allowed: {sorted(cls.model_fields)}.")
+        return clean_json_text(body)
+
+
+class ReferenceLink(_Body):
+    where: ClassVar[str] = "metadata.table_metadata"
+
+    reference_table: ShortText | None = None
+    track_target_id_updates: Flag | None = None
+
+
+class CreateMetadata(_Body):
+    """A new table's metadata, as caveclient's ``create_table`` sends it."""
+
+    where: ClassVar[str] = "metadata"
+
+    description: Text | None = None
+    voxel_resolution_x: Coordinate
+    voxel_resolution_y: Coordinate
+    voxel_resolution_z: Coordinate
+    user_id: UserId = None
+    table_metadata: ReferenceLink | None = None
+    reference_table: ShortText | None = None
+    track_target_id_updates: Flag | None = None
+    flat_segmentation_source: ShortText | None = None
+    read_permission: ShortText | None = None
+    write_permission: ShortText | None = None
+    notice_text: Text | None = None
+
+
+class CreateTable(_Body):
+    table_name: ShortText
+    schema_type: ShortText
+    metadata: CreateMetadata
+
+
+class UpdateMetadata(_Body):
+    """The metadata fields an owner can change (``user_id`` hands the table over)."""
+
+    where: ClassVar[str] = "metadata"
+
+    description: Text | None = None
+    flat_segmentation_source: ShortText | None = None
+    read_permission: ShortText | None = None
+    write_permission: ShortText | None = None
+    user_id: UserId = None
+    notice_text: Text | None = None
+
+
+class UpdateTable(_Body):
+    table_name: Name
+    metadata: UpdateMetadata = UpdateMetadata()
+
+
+def _rows(value: Any) -> list:
+    if not isinstance(value, list):
+        raise invalid("invalid_body", 'Send {"annotations": [<annotation>, …]}: a list of annotations.')
+    return value
+
+
+Rows = Annotated[
+    list[Any],
+    BeforeValidator(_rows),
+    WithJsonSchema({"type": "array", "items": {"type": "object", "description": "an annotation, nested as its schema says"}, "maxItems": MAX_INSERT}),
+]
+
+
+class AnnotationRows(_Body):
+    """Annotations to insert, or (each with the ``id`` it replaces) to update; checked against the
+    table's schema by the service, which reports every bad row at once."""
+
+    annotations: Rows
+
+
+class AnnotationIds(_Body):
+    annotation_ids: row_id_list(MAX_IDS)
+
+
 # -- tables ------------------------------------------------------------------------------------
 @router.get(_path("tables"))
-def list_tables(aligned_volume_name: str, request: Request, context: AuthContext = Depends(current_context)) -> list[str]:
+def list_tables(
+    aligned_volume_name: AlignedVolume,
+    request: Request,
+    timestamp: Annotated[Moment, Query(description="the tables that existed then (default: now)")] = None,
+    context: AuthContext = Depends(current_context),
+) -> list[str]:
     service = _service(request, context, aligned_volume_name, "view")
-    text = request.query_params.get("timestamp")
-    timestamp = None
-    if text:
-        try:
-            timestamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadRequest(f"timestamp must be ISO 8601 (YYYY-MM-DDTHH:MM:SS.ffffff); got {text!r}.", code="bad_timestamp") from None
     return service.table_names(aligned_volume_name, timestamp=timestamp)
 
 
-@router.post(_path("tables"))
-async def create_table(aligned_volume_name: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    body = await _body(request)
-    meta = _object(body, "metadata")
-    _unknown(meta, CREATE_KEYS, "metadata")
-    link = _object(meta, "table_metadata")
-    missing = [k for k in ("voxel_resolution_x", "voxel_resolution_y", "voxel_resolution_z") if meta.get(k) is None]
-    if missing:
-        raise BadRequest(f"metadata must give {missing} (the voxel size of positions, in nm).", code="invalid_body")
+@router.post(_path("tables"), response_class=Response, responses={200: {"description": "the new table's name", "content": {"text/html": {}}}})
+async def create_table(aligned_volume_name: AlignedVolume, body: CreateTable, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+    meta = body.metadata
+    link = meta.table_metadata or ReferenceLink()
     service = await run_in_threadpool(_service, request, context, aligned_volume_name, "edit")
     await run_in_threadpool(
         service.create_table,
         aligned_volume_name,
-        body.get("table_name"),
-        body.get("schema_type"),
-        description=meta.get("description"),
-        voxel_resolution=[meta[k] for k in ("voxel_resolution_x", "voxel_resolution_y", "voxel_resolution_z")],
-        user_id=meta.get("user_id") if meta.get("user_id") is not None else _user(context),
-        reference_table=link.get("reference_table", meta.get("reference_table")),
-        track_target_id_updates=link.get("track_target_id_updates", meta.get("track_target_id_updates")),
-        flat_segmentation_source=meta.get("flat_segmentation_source"),
-        read_permission=meta.get("read_permission") or "PUBLIC",
-        write_permission=meta.get("write_permission") or "PRIVATE",
-        notice_text=meta.get("notice_text"),
+        body.table_name,
+        body.schema_type,
+        description=meta.description,
+        voxel_resolution=[meta.voxel_resolution_x, meta.voxel_resolution_y, meta.voxel_resolution_z],
+        user_id=meta.user_id if meta.user_id is not None else _user(context),
+        reference_table=link.reference_table if link.reference_table is not None else meta.reference_table,
+        track_target_id_updates=link.track_target_id_updates if link.track_target_id_updates is not None else meta.track_target_id_updates,
+        flat_segmentation_source=meta.flat_segmentation_source,
+        read_permission=meta.read_permission or "PUBLIC",
+        write_permission=meta.write_permission or "PRIVATE",
+        notice_text=meta.notice_text,
     )
-    return Response(body["table_name"], media_type="text/html")
+    return Response(body.table_name, media_type="text/html")
 
 
 @router.put(_path("tables"))
-async def update_table(aligned_volume_name: str, request: Request, context: AuthContext = Depends(current_context)) -> JSONResponse:
-    body = await _body(request)
-    meta = _object(body, "metadata")
-    _unknown(meta, UPDATE_KEYS, "metadata")
-    table_name = body.get("table_name")
-    if not isinstance(table_name, str) or not table_name:
-        raise BadRequest('Send {"table_name": <name>, "metadata": {…}}.', code="invalid_body")
-    fields: dict[str, Any] = {k: v for k, v in meta.items() if k != "user_id"}
-    if meta.get("user_id") is not None:
-        fields["owner"] = meta["user_id"]
+async def update_table(aligned_volume_name: AlignedVolume, body: UpdateTable, request: Request, context: AuthContext = Depends(current_context)) -> JSONResponse:
+    fields: dict[str, Any] = body.metadata.model_dump(exclude_unset=True, exclude={"user_id"})
+    if body.metadata.user_id is not None:
+        fields["owner"] = body.metadata.user_id
     service = await run_in_threadpool(_service, request, context, aligned_volume_name, "edit")
     updated = await run_in_threadpool(
-        lambda: service.update_table_metadata(aligned_volume_name, table_name, _user(context), admin=context.identity.admin, **fields)
+        lambda: service.update_table_metadata(aligned_volume_name, body.table_name, _user(context), admin=context.identity.admin, **fields)
     )
     return JSONResponse(updated)
 
 
 @router.get(_path("table_info"))
-def table_metadata(aligned_volume_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> JSONResponse:
+def table_metadata(aligned_volume_name: AlignedVolume, table_name: TableName, request: Request, context: AuthContext = Depends(current_context)) -> JSONResponse:
     found = _service(request, context, aligned_volume_name, "view").table_metadata(aligned_volume_name, table_name)
     return JSONResponse(found, headers=_notice(found))
 
 
 @router.delete(_path("table_info"))
-def delete_table(aligned_volume_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> bool:
+def delete_table(aligned_volume_name: AlignedVolume, table_name: TableName, request: Request, context: AuthContext = Depends(current_context)) -> bool:
     service = _service(request, context, aligned_volume_name, "edit")
     service.delete_table(aligned_volume_name, table_name, _user(context), admin=context.identity.admin)
     return True
 
 
 @router.get(_path("table_count"))
-def count(aligned_volume_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> int:
+def count(aligned_volume_name: AlignedVolume, table_name: TableName, request: Request, context: AuthContext = Depends(current_context)) -> int:
     service = _service(request, context, aligned_volume_name, "view")
     service.authorize(aligned_volume_name, table_name, context.identity, "read")
     return service.count(aligned_volume_name, table_name)
 
 
 # -- annotations -------------------------------------------------------------------------------
-def _ids_param(request: Request) -> list[int]:
-    text = request.query_params.get("annotation_ids", "")
-    try:
-        ids = [int(v) for v in text.strip().strip("[]").split(",") if v.strip()]
-    except ValueError:
-        raise BadRequest(f"annotation_ids must be comma-separated integers, e.g. annotation_ids=1,2,3; got {text!r}.", code="invalid_ids") from None
-    if not ids:
-        raise BadRequest("Name the annotations to get: annotation_ids=1,2,3.", code="invalid_ids")
-    return ids
+QueryIds = Annotated[row_id_list(), Query(min_length=1, description="the annotations to get: 1,2,3")]
 
 
 @router.get(_path("annotations"))
-def get_annotations(aligned_volume_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> JSONResponse:
-    ids = _ids_param(request)
+def get_annotations(
+    aligned_volume_name: AlignedVolume, table_name: TableName, annotation_ids: QueryIds, request: Request, context: AuthContext = Depends(current_context)
+) -> JSONResponse:
     service = _service(request, context, aligned_volume_name, "view")
     found = service.authorize(aligned_volume_name, table_name, context.identity, "read")
-    return JSONResponse(service.get(aligned_volume_name, table_name, ids), headers=_notice(found))
+    return JSONResponse(service.get(aligned_volume_name, table_name, annotation_ids), headers=_notice(found))
 
 
-async def _write(request: Request, context: AuthContext, aligned_volume: str, table_name: str, key: str) -> tuple[AnnotationService, Any]:
-    body = await _body(request)
-    if key not in body:
-        raise BadRequest(f'The body must be {{"{key}": [...]}}.', code="invalid_body")
+async def _writer(request: Request, context: AuthContext, aligned_volume: str, table_name: str) -> AnnotationService:
     service = await run_in_threadpool(_service, request, context, aligned_volume, "edit")
     await run_in_threadpool(service.authorize, aligned_volume, table_name, context.identity, "write")
-    return service, body[key]
+    return service
 
 
 @router.post(_path("annotations"))
-async def insert_annotations(aligned_volume_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> list[int]:
-    service, annotations = await _write(request, context, aligned_volume_name, table_name, "annotations")
-    return await run_in_threadpool(service.insert, aligned_volume_name, table_name, annotations)
+async def insert_annotations(
+    aligned_volume_name: AlignedVolume, table_name: TableName, body: AnnotationRows, request: Request, context: AuthContext = Depends(current_context)
+) -> list[int]:
+    service = await _writer(request, context, aligned_volume_name, table_name)
+    return await run_in_threadpool(service.insert, aligned_volume_name, table_name, body.annotations)
 
 
 @router.put(_path("annotations"))
-async def update_annotations(aligned_volume_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict[str, int]:
-    service, annotations = await _write(request, context, aligned_volume_name, table_name, "annotations")
-    mapping = await run_in_threadpool(service.update, aligned_volume_name, table_name, annotations)
+async def update_annotations(
+    aligned_volume_name: AlignedVolume, table_name: TableName, body: AnnotationRows, request: Request, context: AuthContext = Depends(current_context)
+) -> dict[str, int]:
+    service = await _writer(request, context, aligned_volume_name, table_name)
+    mapping = await run_in_threadpool(service.update, aligned_volume_name, table_name, body.annotations)
     return {str(old): new for old, new in mapping.items()}
 
 
 @router.delete(_path("annotations"))
-async def delete_annotations(aligned_volume_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> list[int]:
-    service, ids = await _write(request, context, aligned_volume_name, table_name, "annotation_ids")
-    return await run_in_threadpool(service.delete, aligned_volume_name, table_name, ids)
+async def delete_annotations(
+    aligned_volume_name: AlignedVolume, table_name: TableName, body: AnnotationIds, request: Request, context: AuthContext = Depends(current_context)
+) -> list[int]:
+    service = await _writer(request, context, aligned_volume_name, table_name)
+    return await run_in_threadpool(service.delete, aligned_volume_name, table_name, body.annotation_ids)

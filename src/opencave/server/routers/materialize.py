@@ -7,30 +7,29 @@ with the ``dataframe_resolution``, ``column_names`` and ``Warning`` headers cave
 
 from __future__ import annotations
 
-import json
+import re
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from opencave.errors import BadRequest, Forbidden, NotFound, NotImplementedYet
+from opencave.server.params import ARROW_STREAM, CODES, Flag, Moment, Name, invalid, media_answers
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.services.materialize.answers import Answer
-from opencave.services.materialize.requests import (
-    parse_join_query,
-    parse_live_query,
-    parse_options,
-    parse_table_query,
-    parse_timestamp,
-)
+from opencave.services.materialize.requests import QueryOptions
 from opencave.wire import arrow_ipc
 from opencave.wire.endpoints import MATERIALIZE, route_path
+from opencave.wire.materialize_query import ERROR_CODES, JoinQueryBody, LiveQueryBody, TableQueryBody
 from opencave.wire.versions import MATERIALIZE_API_VERSIONS, MATERIALIZE_SERVER_VERSION
 
-router = APIRouter(tags=["materialize"])
+CODES.update(ERROR_CODES)  # the query codec's own failures answer 400 with their code, as params' do
+# Bodies are JSON whatever the Content-Type says (CAVE's servers read them so; some clients omit it).
+router = APIRouter(tags=["materialize"], strict_content_type=False)
 V2 = MATERIALIZE.for_version(2)
 V3 = MATERIALIZE.for_version(3)
 NAMESPACE = "datastack"
@@ -45,12 +44,12 @@ def _paths(key: str, versions: tuple[dict[str, str], ...] = (V2, V3)) -> list[st
     return sorted(paths)
 
 
-def _route(method: str, key: str, versions: tuple[dict[str, str], ...] = (V2, V3)):
+def _route(method: str, key: str, versions: tuple[dict[str, str], ...] = (V2, V3), **options: Any):
     """Register one handler under the key's v2 and v3 paths."""
 
     def register(handler):
         for path in _paths(key, versions):
-            router.add_api_route(path, handler, methods=[method])
+            router.add_api_route(path, handler, methods=[method], **options)
         return handler
 
     return register
@@ -64,28 +63,72 @@ def _is_v3(request: Request) -> bool:
     return "/api/v3/" in request.url.path
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
-        raise BadRequest("The request body is not valid JSON.", code="bad_json") from None
-
-
-def _version_number(value: str) -> int:
-    try:
+# -- declared inputs -----------------------------------------------------------------------------
+def _version_number(value: Any) -> int:
+    """A version number; one beyond 32 bits cannot exist, so it is a 404 like any unknown version
+    (``NotFound`` is not a validation error: it passes through pydantic to the error handlers)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,40}", value.strip()):
         number = int(value)
-    except ValueError:
-        raise BadRequest(f"version {value!r} must be an integer.", code="bad_version") from None
+    else:
+        raise invalid("bad_version", f"version {str(value)[:40]!r} must be an integer.")
     if not -(2**31) <= number < 2**31:  # versions are 32-bit integers in the registry
         raise NotFound(f"Version {number} does not exist; list the versions with client.materialize.get_versions().", code="unknown_version")
     return number
 
 
-def _expired(request: Request) -> bool:
-    return request.query_params.get("expired", "false").lower() in ("true", "1")
+Version = Annotated[
+    int,
+    BeforeValidator(_version_number),
+    WithJsonSchema({"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}),
+    Path(description="a materialization version (client.materialize.get_versions())"),
+]
+Datastack = Annotated[Name, Path(description="the datastack")]
+TableName = Annotated[Name, Path(description="an annotation table of the datastack")]
+ViewName = Annotated[Name, Path(description="a view of the version")]
+Expired = Annotated[Flag, Query(description="include expired versions")]
+
+
+def _random_sample(value: Any) -> int | None:
+    if value is None or value in ("", "None"):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,20}", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**63 - 1:
+        raise invalid("bad_parameter", f"random_sample={str(value)[:40]!r} must be a positive integer (the number of rows to sample).")
+    return value
+
+
+class QueryParams(BaseModel):
+    """The query string of every query endpoint, as caveclient sends it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    return_pyarrow: Flag = True
+    arrow_format: Flag = True  # sent with return_pyarrow; Arrow answers are always IPC streams
+    split_positions: Flag = False  # accepted; answers always hold positions split per axis
+    direct_sql_pandas: Flag = False  # accepted; column types are always exact
+    merge_reference: Flag = False  # accepted; the client joins reference tables itself
+    count: Flag = False
+    random_sample: Annotated[int | None, BeforeValidator(_random_sample), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 2**63 - 1})] = None
+    ipc_compress: Flag = True
+    allow_missing_lookups: Flag = False
+    allow_invalid_root_ids: Flag = False
+
+    def options(self) -> QueryOptions:
+        return QueryOptions(
+            return_pyarrow=self.return_pyarrow,
+            count=self.count,
+            random_sample=self.random_sample,
+            ipc_compress=self.ipc_compress,
+            allow_missing_lookups=self.allow_missing_lookups,
+            allow_invalid_root_ids=self.allow_invalid_root_ids,
+        )
+
+
+Options = Annotated[QueryParams, Query()]
+QUERY_ANSWERS = media_answers(ARROW_STREAM, "application/json", description="The rows: an Arrow IPC stream, or JSON records with return_pyarrow=false")
 
 
 @router.get(route_path(MATERIALIZE.common["get_version"]))
@@ -100,28 +143,28 @@ def api_versions() -> list[int]:
 
 # -- versions ------------------------------------------------------------------------------------
 @_route("GET", "versions")
-def versions(datastack_name: str, request: Request, context: AuthContext = Depends(current_context)) -> list[int]:
+def versions(datastack_name: Datastack, request: Request, expired: Expired = False, context: AuthContext = Depends(current_context)) -> list[int]:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.versions(datastack_name, _expired(request))
+    return runtime_of(request).materialize.versions(datastack_name, expired)
 
 
 @_route("GET", "version_metadata")
-def version_metadata(datastack_name: str, version: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def version_metadata(datastack_name: Datastack, version: Version, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.version(datastack_name, _version_number(version)).to_json()
+    return runtime_of(request).materialize.version(datastack_name, version).to_json()
 
 
 @_route("GET", "versions_metadata")
-def versions_metadata(datastack_name: str, request: Request, context: AuthContext = Depends(current_context)) -> list[dict]:
+def versions_metadata(datastack_name: Datastack, request: Request, expired: Expired = False, context: AuthContext = Depends(current_context)) -> list[dict]:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.versions_metadata(datastack_name, _expired(request))
+    return runtime_of(request).materialize.versions_metadata(datastack_name, expired)
 
 
 # -- tables --------------------------------------------------------------------------------------
 @_route("GET", "tables")
-def tables(datastack_name: str, version: str, request: Request, context: AuthContext = Depends(current_context)) -> list[str]:
+def tables(datastack_name: Datastack, version: Version, request: Request, context: AuthContext = Depends(current_context)) -> list[str]:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.table_names(datastack_name, _version_number(version))
+    return runtime_of(request).materialize.table_names(datastack_name, version)
 
 
 def _readable(request: Request, context: AuthContext, datastack: str, table: str, frozen: dict | None = None) -> None:
@@ -138,17 +181,17 @@ def _readable(request: Request, context: AuthContext, datastack: str, table: str
 
 
 @_route("GET", "table_count")
-def table_count(datastack_name: str, version: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> int:
+def table_count(datastack_name: Datastack, version: Version, table_name: TableName, request: Request, context: AuthContext = Depends(current_context)) -> int:
     _allow(request, context, datastack_name)
-    found = runtime_of(request).materialize.frozen_table(datastack_name, _version_number(version), table_name)
+    found = runtime_of(request).materialize.frozen_table(datastack_name, version, table_name)
     _readable(request, context, datastack_name, table_name, found.frozen.metadata)
     return found.frozen.row_count
 
 
 @_route("GET", "metadata")
-def table_metadata(datastack_name: str, version: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+def table_metadata(datastack_name: Datastack, version: Version, table_name: TableName, request: Request, context: AuthContext = Depends(current_context)) -> Response:
     _allow(request, context, datastack_name)
-    metadata = runtime_of(request).materialize.frozen_table(datastack_name, _version_number(version), table_name).frozen.metadata
+    metadata = runtime_of(request).materialize.frozen_table(datastack_name, version, table_name).frozen.metadata
     _readable(request, context, datastack_name, table_name, metadata)
     headers = {}
     if metadata.get("notice_text"):
@@ -157,13 +200,13 @@ def table_metadata(datastack_name: str, version: str, table_name: str, request: 
 
 
 @_route("GET", "all_tables_metadata")
-def tables_metadata(datastack_name: str, version: str, request: Request, context: AuthContext = Depends(current_context)) -> list[dict]:
+def tables_metadata(datastack_name: Datastack, version: Version, request: Request, context: AuthContext = Depends(current_context)) -> list[dict]:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.tables_metadata(datastack_name, _version_number(version))
+    return runtime_of(request).materialize.tables_metadata(datastack_name, version)
 
 
 @_route("GET", "segmentation_metadata")
-def segmentation_metadata(datastack_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def segmentation_metadata(datastack_name: Datastack, table_name: TableName, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     _allow(request, context, datastack_name)
     runtime = runtime_of(request)
     aligned_volume = runtime.info.aligned_volume_of(datastack_name)
@@ -179,7 +222,7 @@ def segmentation_metadata(datastack_name: str, table_name: str, request: Request
 
 
 @_route("GET", "unique_string_values", (V3,))
-def unique_string_values(datastack_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def unique_string_values(datastack_name: Datastack, table_name: TableName, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     _allow(request, context, datastack_name)
     runtime = runtime_of(request)
     _readable(request, context, datastack_name, table_name)
@@ -211,13 +254,21 @@ def _respond(request: Request, answer: Answer, return_pyarrow: bool, compress: b
     return response
 
 
-@_route("POST", "simple_query")
-async def query_table(datastack_name: str, version: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+@_route("POST", "simple_query", responses=QUERY_ANSWERS)
+async def query_table(
+    datastack_name: Datastack,
+    version: Version,
+    table_name: TableName,
+    params: Options,
+    request: Request,
+    body: Annotated[TableQueryBody | None, Body()] = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     _allow(request, context, datastack_name)
-    options = parse_options(dict(request.query_params))
-    query = parse_table_query(await _json_body(request))
+    options = params.options()
+    query = (body or TableQueryBody()).decode()
     service = runtime_of(request).materialize
-    number = _version_number(version)
+    number = version
 
     def work() -> Answer:
         found = service.frozen_table(datastack_name, number, table_name)
@@ -228,13 +279,20 @@ async def query_table(datastack_name: str, version: str, table_name: str, reques
     return _respond(request, answer, options.return_pyarrow, options.ipc_compress, _is_v3(request))
 
 
-@_route("POST", "join_query")
-async def join_query(datastack_name: str, version: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+@_route("POST", "join_query", responses=QUERY_ANSWERS)
+async def join_query(
+    datastack_name: Datastack,
+    version: Version,
+    params: Options,
+    body: Annotated[JoinQueryBody, Body()],
+    request: Request,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     _allow(request, context, datastack_name)
-    options = parse_options(dict(request.query_params))
-    query = parse_join_query(await _json_body(request))
+    options = params.options()
+    query = body.decode()
     service = runtime_of(request).materialize
-    number = _version_number(version)
+    number = version
 
     def work() -> Answer:
         left, right = (service.frozen_table(datastack_name, number, table) for table, _ in query.tables)
@@ -246,11 +304,17 @@ async def join_query(datastack_name: str, version: str, request: Request, contex
     return _respond(request, answer, options.return_pyarrow, options.ipc_compress, _is_v3(request))
 
 
-@router.post(route_path(V3["live_live_query"]))
-async def live_query(datastack_name: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+@router.post(route_path(V3["live_live_query"]), responses=QUERY_ANSWERS)
+async def live_query(
+    datastack_name: Datastack,
+    params: Options,
+    body: Annotated[LiveQueryBody, Body()],
+    request: Request,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     _allow(request, context, datastack_name)
-    options = parse_options(dict(request.query_params))
-    query = parse_live_query(await _json_body(request))
+    options = params.options()
+    query = body.decode()
     runtime = runtime_of(request)
 
     def work() -> Answer:
@@ -264,36 +328,44 @@ async def live_query(datastack_name: str, request: Request, context: AuthContext
 
 # -- views ---------------------------------------------------------------------------------------
 @_route("GET", "get_views", (V3,))
-def views(datastack_name: str, version: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def views(datastack_name: Datastack, version: Version, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.views_of(datastack_name, _version_number(version))
+    return runtime_of(request).materialize.views_of(datastack_name, version)
 
 
 @_route("GET", "get_view_metadata", (V3,))
-def view_metadata(datastack_name: str, version: str, view_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def view_metadata(datastack_name: Datastack, version: Version, view_name: ViewName, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.frozen_table(datastack_name, _version_number(version), view_name, kind="view").frozen.metadata
+    return runtime_of(request).materialize.frozen_table(datastack_name, version, view_name, kind="view").frozen.metadata
 
 
 @_route("GET", "view_schemas", (V3,))
-def view_schemas(datastack_name: str, version: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def view_schemas(datastack_name: Datastack, version: Version, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.view_schemas(datastack_name, _version_number(version))
+    return runtime_of(request).materialize.view_schemas(datastack_name, version)
 
 
 @_route("GET", "view_schema", (V3,))
-def view_schema(datastack_name: str, version: str, view_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def view_schema(datastack_name: Datastack, version: Version, view_name: ViewName, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     _allow(request, context, datastack_name)
-    return runtime_of(request).materialize.view_schema(datastack_name, _version_number(version), view_name)
+    return runtime_of(request).materialize.view_schema(datastack_name, version, view_name)
 
 
-@_route("POST", "view_query", (V3,))
-async def query_view(datastack_name: str, version: str, view_name: str, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+@_route("POST", "view_query", (V3,), responses=QUERY_ANSWERS)
+async def query_view(
+    datastack_name: Datastack,
+    version: Version,
+    view_name: ViewName,
+    params: Options,
+    request: Request,
+    body: Annotated[TableQueryBody | None, Body()] = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
     _allow(request, context, datastack_name)
-    options = parse_options(dict(request.query_params))
-    query = parse_table_query(await _json_body(request))
+    options = params.options()
+    query = (body or TableQueryBody()).decode()
     service = runtime_of(request).materialize
-    number = _version_number(version)
+    number = version
 
     def work() -> Answer:
         return service.query_table(service.frozen_table(datastack_name, number, view_name, kind="view"), query, options, rescale=True)
@@ -305,7 +377,7 @@ async def query_view(datastack_name: str, version: str, view_name: str, request:
 # -- workflows -----------------------------------------------------------------------------------
 @_route("POST", "lookup_supervoxel_ids")
 @_route("POST", "ingest_annotation_table")
-def lookup_supervoxels(datastack_name: str, table_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def lookup_supervoxels(datastack_name: Datastack, table_name: TableName, request: Request, context: AuthContext = Depends(current_context)) -> dict:
     """Supervoxels are looked up when annotations are written, so there is never a backlog;
     the answer says so (and checks the table exists)."""
     _allow(request, context, datastack_name, "edit")
@@ -314,25 +386,55 @@ def lookup_supervoxels(datastack_name: str, table_name: str, request: Request, c
     return {"status": "complete", "message": f"Every annotation of {table_name} has its supervoxel ids; they are looked up on insert."}
 
 
+CREATE_BODY = 'The body may hold {"timestamp": ISO time, "days_to_expire": days}.'
+MAX_DAYS = 365_000
+
+
+def _days(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_DAYS:
+        raise invalid("bad_body", f"days_to_expire must be a positive number of days (at most {MAX_DAYS}).")
+    return float(value)
+
+
+class CreateVersionBody(BaseModel):
+    """A version at ``timestamp`` (default now) that expires after ``days_to_expire`` (default never)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timestamp: Moment = None
+    days_to_expire: Annotated[float | None, BeforeValidator(_days), WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DAYS})] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, body: Any) -> Any:
+        if body is None:
+            return {}
+        if not isinstance(body, dict) or set(body) - set(cls.model_fields):
+            raise invalid("bad_body", CREATE_BODY)
+        return body
+
+
 @router.post("/materialize/api/v2/materialize/run/create_frozen/datastack/{datastack_name}")
-async def create_version(datastack_name: str, request: Request, context: AuthContext = Depends(current_context)) -> dict:
+async def create_version(
+    datastack_name: Datastack,
+    request: Request,
+    body: Annotated[CreateVersionBody | None, Body()] = None,
+    context: AuthContext = Depends(current_context),
+) -> dict:
     """Create a version now (or at ``timestamp``); needs admin on the datastack's dataset."""
     runtime = runtime_of(request)
     dataset = runtime.identities.require(context, "view", NAMESPACE, datastack_name)
     identity = context.identity
     if not (identity.admin or dataset in identity.datasets_admin):
         raise Forbidden("Creating a version needs dataset admin rights on this datastack.", code="missing_role")
-    body = await _json_body(request)
-    if not isinstance(body, dict) or set(body) - {"timestamp", "days_to_expire"}:
-        raise BadRequest('The body may hold {"timestamp": ISO time, "days_to_expire": days}.', code="bad_body")
-    moment = parse_timestamp(body["timestamp"]) if body.get("timestamp") is not None else None
+    body = body or CreateVersionBody()
+    moment = body.timestamp
     expires = None
-    if body.get("days_to_expire") is not None:
-        days = body["days_to_expire"]
-        if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 < days <= 365_000:
-            raise BadRequest("days_to_expire must be a positive number of days (at most 365000).", code="bad_body")
+    if body.days_to_expire is not None:
         try:
-            expires = (moment or datetime.now(timezone.utc)) + timedelta(days=float(days))
+            expires = (moment or datetime.now(timezone.utc)) + timedelta(days=body.days_to_expire)
         except OverflowError:
             raise BadRequest("timestamp + days_to_expire is past the year 9999.", code="bad_body") from None
     version = await run_in_threadpool(runtime.materializer.create_version, datastack_name, moment, expires)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from opencave.errors import BadRequest
+from opencave.services.annotation.payloads import text_problem
 from opencave.storage.state import as_utc
 
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -42,9 +43,10 @@ def check_table_name(name: Any) -> str:
 
 
 def _text(value: Any, name: str) -> Any:
-    """Refuse NUL characters, which PostgreSQL cannot store in text."""
-    if isinstance(value, str) and "\x00" in value:
-        raise BadRequest(f"{name} must not contain NUL characters.", code="invalid_text")
+    """Refuse NUL characters and lone surrogates, which PostgreSQL cannot store in text."""
+    problem = text_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise BadRequest(f"{name} {problem}.", code="invalid_text")
     return value
 
 
@@ -73,7 +75,7 @@ def check_resolution(value: Any) -> tuple[float, float, float]:
 def check_source(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > MAX_SOURCE or "\x00" in value:
+    if not isinstance(value, str) or len(value) > MAX_SOURCE or text_problem(value):
         raise BadRequest(
             f"flat_segmentation_source must be a cloud path of at most {MAX_SOURCE} characters; got {value!r}.",
             code="invalid_source",
@@ -102,7 +104,7 @@ def check_reference(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise BadRequest(f"reference_table must be a table name; got {value!r}.", code="invalid_reference_table")
-    return value
+    return _text(value, "reference_table")
 
 
 def render(row: Any, pcg_table: str | None, has_segmentation: bool) -> dict[str, Any]:

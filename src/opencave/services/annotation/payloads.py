@@ -61,6 +61,17 @@ class ParsedRow:
     id: int | None = None
 
 
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored (PostgreSQL holds neither NUL nor lone surrogates), or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode; it holds a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+    return None
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -126,7 +137,7 @@ def convert(kind: FieldKind, value: Any) -> tuple[Any, str | None]:
     if kind is FieldKind.STRING:
         if not isinstance(value, str):
             return None, f"must be a string; got {type(value).__name__}"
-        return (None, "must not contain NUL characters") if "\x00" in value else (value, None)
+        return value, text_problem(value)
     if kind is FieldKind.INTEGER:
         return _as_int(value, INT32)
     if kind in (FieldKind.BIGINT, FieldKind.USER_ID, FieldKind.REFERENCE):

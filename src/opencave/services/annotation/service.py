@@ -50,6 +50,7 @@ from opencave.storage.tables import annotation_tables as meta_table
 MAX_INSERT = 10_000  # rows per insert/update request, as upstream
 MAX_IDS = 100_000  # ids per get/delete request
 MAX_SQL_IDS = 50_000  # read_rows(ids=…) beyond this filters after reading
+MAX_ROW_ID = 2**63 - 1  # ids are signed 64-bit integers in SQL
 GRAPHENE = re.compile(r"^graphene://.*?/segmentation/(?:api/v1/)?table/([^/?#]+)/?$")
 
 
@@ -74,7 +75,10 @@ def _id_list(ids: Any, name: str = "annotation_ids") -> list[int]:
     for value in ids:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (isinstance(value, str) and value.strip().isdigit()):
             raise BadRequest(f"{name} must hold integer annotation ids; got {value!r}.", code="invalid_ids")
-        out.append(int(value))
+        number = int(value)
+        if not 0 <= number <= MAX_ROW_ID:
+            raise BadRequest(f"{name}: {number} is not an annotation id (ids are between 0 and {MAX_ROW_ID}).", code="invalid_ids")
+        out.append(number)
     return out
 
 
@@ -454,6 +458,9 @@ class AnnotationService:
             value = item.get("id") if isinstance(item, dict) else None
             if isinstance(value, bool) or not isinstance(value, int):
                 errors[i] = {"id": "an update must name the annotation it replaces with an integer 'id'"}
+                continue
+            if not 0 <= value <= MAX_ROW_ID:
+                errors[i] = {"id": f"{value} is not an annotation id (ids are between 0 and {MAX_ROW_ID})"}
                 continue
             if value in first:
                 errors[i] = {"id": f"annotation {value} is updated twice in this batch (also row {first[value]})"}

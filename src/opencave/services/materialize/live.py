@@ -23,9 +23,10 @@ from opencave.services.materialize import planner
 from opencave.services.materialize.answers import Answer, from_table
 from opencave.services.materialize.layout import FrozenLayout, frozen_layout
 from opencave.services.materialize.materializer import frozen_rows, supervoxel_ids
-from opencave.services.materialize.requests import Filter, LiveQuery, QueryOptions
+from opencave.services.materialize.requests import QueryOptions
 from opencave.services.materialize.roots import alive_roots, remap_roots, roots_of
 from opencave.services.materialize.versions import Version, format_time
+from opencave.wire.materialize_query import Filter, LiveQuery
 
 if TYPE_CHECKING:
     from opencave.services.chunkedgraph.index import GraphIndex

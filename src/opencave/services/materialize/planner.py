@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from opencave.errors import BadRequest
 from opencave.services.materialize.layout import AXES, FrozenLayout, split_position
-from opencave.services.materialize.requests import LIST_KINDS, Filter
+from opencave.wire.materialize_query import LIST_KINDS, Filter
 
 INT64_MAX = 2**63 - 1
 _COMPARISONS = {"equal": "=", "greater": ">", "less": "<", "greater_equal": ">=", "less_equal": "<="}
@@ -308,6 +308,18 @@ def simple_select(
 DEFAULT_SUFFIXES = ("_x", "_y")
 
 
+def _kind(dtype: pa.DataType | None) -> str:
+    """What a column holds, as far as joining goes: values of one kind compare without casts
+    (DuckDB fails mid-answer when it must cast text to numbers)."""
+    if dtype is not None and (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)):
+        return "numbers"
+    if dtype is not None and pa.types.is_boolean(dtype):
+        return "booleans"
+    if dtype is not None and pa.types.is_timestamp(dtype):
+        return "times"
+    return "text" if dtype is not None and pa.types.is_string(dtype) else str(dtype)
+
+
 def join_select(
     left: Source,
     right: Source,
@@ -333,6 +345,13 @@ def join_select(
     for source, column in zip(sources, on):
         if column not in source.layout.names:
             raise BadRequest(f"join column {column!r} not found in {source.name}; its columns are {source.layout.names}.", code="unknown_column")
+    kinds = [_kind(source.layout.type_of(column)) for source, column in zip(sources, on)]
+    if kinds[0] != kinds[1]:
+        raise BadRequest(
+            f"join columns do not match: {left.name}.{on[0]} holds {kinds[0]} but {right.name}.{on[1]} holds {kinds[1]}; "
+            "join columns holding the same kind of value (e.g. target_id with id).",
+            code="bad_join",
+        )
     names = {s.name for s in sources}
     stray = sorted({f.table for f in filters} - names)
     if stray:

@@ -16,10 +16,11 @@ from opencave.errors import BadRequest, NotFound
 from opencave.services.materialize import planner
 from opencave.services.materialize.answers import Answer, run
 from opencave.services.materialize.layout import frozen_layout
-from opencave.services.materialize.requests import JoinQuery, QueryOptions, TableQuery
+from opencave.services.materialize.requests import QueryOptions
 from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry
 from opencave.services.materialize.views import ViewRegistry, layout_of_result, view_column_types
 from opencave.storage.snapshots import SnapshotEngine, clustered_name, parquet_source
+from opencave.wire.materialize_query import JoinQuery, TableQuery
 
 if TYPE_CHECKING:
     from opencave.services.annotation import AnnotationService
