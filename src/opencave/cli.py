@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
+import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from opencave.config import DEFAULT_PORT, cors_origins, resolve_settings
 from opencave.errors import OpencaveError
@@ -32,16 +35,63 @@ def _storage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _runtime(args):
+    """The store, opened and migrated, with its first superadmin; never the demo (``serve``
+    builds that), so administration commands on an empty data directory are quick."""
     from opencave.runtime import Runtime
 
     runtime = Runtime.open(resolve_settings(args.data_dir, args.database))
-    first_run = runtime.initialise(with_demo=True)
+    runtime.prepare()
+    first_run = runtime.take_first_run()
     if first_run is not None:  # stderr: stdout of commands like `token create` must stay clean
         print(
             f"set up a new opencave store; admin login: {first_run.admin_email} password: {first_run.admin_password}",
             file=sys.stderr,
         )
     return runtime
+
+
+def _location(args) -> str:
+    """The storage options that name this store again in a suggested command."""
+    return f"--data-dir {resolve_settings(args.data_dir, args.database).data_dir}" if args.database is None else "--database URL"
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (checked before anything is printed
+    or built), or None. Binds as uvicorn does, with SO_REUSEADDR."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        return f"cannot listen on {host}: {error.strerror}; choose another --host"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use (another opencave serve?); stop it or choose another --port"
+            return f"cannot listen on {host}:{port} ({error.strerror}); choose another --host or --port"
+    return None
+
+
+def _storage_problem(error: BaseException, args) -> str | None:
+    """One line telling the operator what to fix when the data directory (or database) cannot
+    be written, or None for any other error."""
+    from opencave.storage.faults import StorageFault, storage_fault
+
+    fault = storage_fault(error)
+    denied = isinstance(error, PermissionError)
+    if fault is None and not denied:
+        return None
+    where = resolve_settings(getattr(args, "data_dir", None), getattr(args, "database", None)).data_dir
+    filename = Path(os.fsdecode(error.filename)) if isinstance(error, OSError) and error.filename else None
+    if filename is not None and not (filename.is_relative_to(where) or where.is_relative_to(filename)):
+        where = filename.parent  # e.g. a versions directory elsewhere
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(getattr(error, "orig", error)).splitlines()[0]
+    if fault is StorageFault.FULL:
+        return f"opencave: no space left for the data directory {where} ({reason}); free some space or choose another --data-dir"
+    if getattr(args, "database", None) and not isinstance(error, OSError):
+        return f"opencave: the database cannot be written ({reason}); check the --database server and its disk"
+    return f"opencave: cannot write to the data directory {where} ({reason}); choose a writable --data-dir"
 
 
 def _print_rows(rows: list[dict]) -> None:
@@ -65,6 +115,10 @@ def cmd_serve(args) -> int:
     from opencave.server.log_redaction import redacted_logging
 
     settings = resolve_settings(args.data_dir, args.database, args.host, args.port, args.public_url, auth_enabled=not args.no_auth)
+    busy = _port_problem(settings.host, settings.port)
+    if busy:
+        print(f"opencave: {busy}", file=sys.stderr)
+        return 2
     if args.row_limit is not None:
         if args.row_limit <= 0:
             print("error: --row-limit must be positive", file=sys.stderr)
@@ -81,11 +135,11 @@ def cmd_serve(args) -> int:
     first_run = runtime.initialise(with_demo=True)
     url = settings.server_url
     lines = [f"opencave is serving {url}", f"  datastack:   {DEMO_DATASTACK}", f"  data:        {settings.data_dir}"]
+    location = _location(args)
     if first_run is not None:
-        lines += [
-            f"  admin login: {first_run.admin_email}  password: {first_run.admin_password}  (shown once)",
-        ]
-    location = f"--data-dir {settings.data_dir}" if args.database is None else "--database URL"
+        lines.append(f"  admin login: {first_run.admin_email}  password: {first_run.admin_password}  (shown once)")
+    if not runtime.anyone_signed_in():  # until someone logs in, say how to recover a lost password
+        lines.append(f"  no login yet: set a password with `opencave user set-password {runtime.first_admin_email()} {location}`")
     lines += [
         f"  get a token: log in at {url}/sticky_auth/settings/tokens",
         f"               or run `opencave token create admin@localhost {location}`",
@@ -150,10 +204,24 @@ def cmd_user_list(args) -> int:
     return 0
 
 
-def cmd_user_password(args) -> int:
+def _read_password(from_stdin: bool) -> str:
+    """A password from the first line of stdin, or typed twice at a hidden prompt: never from
+    the command line, where other users see it (``ps``)."""
     import getpass
 
-    password = args.password or getpass.getpass("New password: ")
+    if from_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != password:
+            raise SystemExit("opencave: the passwords differ; nothing was changed")
+    if not password:
+        raise SystemExit("opencave: no password given; nothing was changed")
+    return password
+
+
+def cmd_user_password(args) -> int:
+    password = _read_password(args.password_stdin)
     _runtime(args).accounts.set_password(args.email, password)
     print(f"password set for {args.email}")
     return 0
@@ -339,10 +407,18 @@ def _moment(text: str | None):
     return parse_timestamp(text) if text else None
 
 
+def _materializing_runtime(args):
+    """The store for a ``materialize`` command, after discarding versions whose builder died
+    (so they are neither listed as RUNNING nor left on disk)."""
+    runtime = _runtime(args)
+    runtime.materializer.discard_abandoned()
+    return runtime
+
+
 def cmd_materialize_create(args) -> int:
     from datetime import datetime, timedelta, timezone
 
-    runtime = _runtime(args)
+    runtime = _materializing_runtime(args)
     moment = _moment(args.timestamp)
     expires = (moment or datetime.now(timezone.utc)) + timedelta(days=args.expires_after) if args.expires_after else None
     version = runtime.materializer.create_version(args.datastack, moment, expires, progress=lambda m: print(m, flush=True))
@@ -351,20 +427,20 @@ def cmd_materialize_create(args) -> int:
 
 
 def cmd_materialize_list(args) -> int:
-    runtime = _runtime(args)
+    runtime = _materializing_runtime(args)
     versions = runtime.materializer.registry.list(args.datastack, include_expired=True)
     _print_rows([{k: v for k, v in version.to_json().items() if k not in ("id", "datastack", "is_merged")} for version in versions])
     return 0
 
 
 def cmd_materialize_expire(args) -> int:
-    dropped = _runtime(args).materializer.expire()
+    dropped = _materializing_runtime(args).materializer.expire()
     print("\n".join(f"expired version {v} of {d}" for d, v in dropped) or "no version has expired")
     return 0
 
 
 def cmd_materialize_keep(args) -> int:
-    runtime = _runtime(args)
+    runtime = _materializing_runtime(args)
     expires = _moment(args.until)
     version = runtime.materializer.registry.set_expiry(args.datastack, args.version, expires)
     print(f"version {version.version} of {args.datastack} expires {version.to_json()['expires_on'] or 'never'}")
@@ -440,9 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", action="store_true", help="make the user a superadmin")
     p.add_argument("--password", help="password for logging in to the web pages (at least 8 characters)")
     _command(user, "list", cmd_user_list, "list users")
-    p = _command(user, "set-password", cmd_user_password, "set a user's login password")
+    p = _command(user, "set-password", cmd_user_password, "set a user's login password (typed at a prompt, or read from stdin)")
     p.add_argument("email")
-    p.add_argument("--password", help="the new password (prompted for when omitted)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     p = _command(user, "admin", cmd_user_admin, "make a user a superadmin (or --revoke)")
     p.add_argument("email")
     p.add_argument("--revoke", action="store_true")
@@ -565,6 +641,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        problem = _storage_problem(error, args)
+        if problem is None:
+            raise
+        print(problem, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete, select
 
 from opencave.background import BackgroundExecutor
 from opencave.config import Settings
@@ -28,13 +29,29 @@ from opencave.storage.snapshots import SnapshotEngine
 from opencave.storage.sql import create_store_engine, upgrade_schema
 from opencave.errors import Conflict
 from opencave.storage.state import ensure_secret_key, get_value, set_default
+from opencave.storage.tables import server_state, tokens
 
 ADMIN_EMAIL = "admin@localhost"
+# The generated password of the first superadmin, kept until a start that completes shows it
+# (a first start interrupted while the demo builds loses nothing); then removed.
+ADMIN_PASSWORD_PENDING = "admin_password_pending"
 DEMO_REGISTERED = "demo_registered"
 DEMO_GRAPH_READY = "demo_graph_ready"
 DEMO_ANNOTATIONS_READY = "demo_annotations_ready"
 DEMO_WORLD = ("small", 0)
 WORLD_CACHE_ENV = "OPENCAVE_WORLD_CACHE"  # size and seed of the demo datastack's world
+
+
+WRITE_CHECK_BYTES = 64 * 1024
+
+
+def check_writable(directory: Path) -> None:
+    """Raise the operating system's error (read-only, full, denied) at once when ``directory``
+    cannot take a small file, rather than half-way through setting up a store."""
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-") as probe:
+        probe.write(bytes(WRITE_CHECK_BYTES))
+        probe.flush()
+        os.fsync(probe.fileno())
 
 
 @dataclass
@@ -71,6 +88,7 @@ class Runtime:
     def open(cls, settings: Settings) -> "Runtime":
         """Open (and migrate) the store named by ``settings``."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(settings.data_dir)
         engine = create_store_engine(settings.database_url)
         upgrade_schema(engine)
         with engine.begin() as conn:
@@ -112,23 +130,53 @@ class Runtime:
             background=background,
         )
 
+    def prepare(self) -> None:
+        """What every command needs of a store, and all that administration commands do: the
+        permission names and a first superadmin. Cheap and idempotent; builds nothing.
+
+        The superadmin's generated password is stored before the account is created, so a start
+        killed in between creates the same account with the same password next time."""
+        self.access.seed_permissions()
+        if self.accounts.count_users() == 0:
+            with self.engine.begin() as conn:
+                password = set_default(conn, ADMIN_PASSWORD_PENDING, secrets.token_urlsafe(12))
+            try:
+                self.accounts.create_user(ADMIN_EMAIL, "admin", admin=True, password=password)
+            except Conflict:  # another process created it first, with the same password
+                pass
+
+    def take_first_run(self) -> FirstRun | None:
+        """The generated superadmin password, if no one has been shown it yet; it is forgotten
+        as it is returned (exactly one of concurrent callers gets it)."""
+        with self.engine.begin() as conn:
+            password = get_value(conn, ADMIN_PASSWORD_PENDING)
+            if password is None:
+                return None
+            taken = conn.execute(delete(server_state).where(server_state.c.key == ADMIN_PASSWORD_PENDING)).rowcount
+        return FirstRun(ADMIN_EMAIL, password) if taken else None
+
+    def first_admin_email(self) -> str:
+        """The e-mail of the oldest superadmin (the generated one unless it was removed)."""
+        admins = [u for u in self.accounts.find_users() if u.admin and not u.service_account]
+        return admins[0].email if admins else ADMIN_EMAIL
+
+    def anyone_signed_in(self) -> bool:
+        """Whether any account has ever got a token (a web login or an API token): until then
+        the operator is reminded how to set a password."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(tokens.c.id).limit(1)).first() is not None
+
     def initialise(self, with_demo: bool = True) -> FirstRun | None:
-        """Set up an empty store: permissions, an admin and the demo datastack.
+        """Set up a store for serving: what ``prepare`` does, the demo datastack, and the
+        discarding of version builds whose builder died.
 
         Every step is idempotent and the demo is marked done only after its last step, so a
         start that was killed half-way is completed by the next one; concurrent starts are safe.
+        Returns the generated superadmin password on the first start that gets this far.
         """
         from opencave.demo.registration import register_demo
 
-        self.access.seed_permissions()
-        first_run = None
-        if self.accounts.count_users() == 0:
-            password = secrets.token_urlsafe(12)
-            try:
-                self.accounts.create_user(ADMIN_EMAIL, "admin", admin=True, password=password)
-                first_run = FirstRun(ADMIN_EMAIL, password)
-            except Conflict:  # another process created it first
-                pass
+        self.prepare()
         if with_demo:
             with self.engine.connect() as conn:
                 done = get_value(conn, DEMO_REGISTERED)
@@ -140,7 +188,7 @@ class Runtime:
         self.materializer.discard_abandoned()
         if with_demo:
             self._ensure_demo_annotations()
-        return first_run
+        return self.take_first_run()
 
     def _ensure_demo_graph(self) -> None:
         """Build the demo's world and proofread chunkedgraph once (the first start)."""
