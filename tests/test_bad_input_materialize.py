@@ -76,6 +76,13 @@ def test_text_no_layer_can_hold(call):
     error(call("POST", TYPES, {"filter_equal_dict": {"cell_types": {"cell_type": "x" * 70_000}}}), 400, "longer than")
 
 
+def test_resolutions_whose_factors_overflow(call):
+    for resolution in ([5e-324, 5e-324, 5e-324], [1e-300, 1, 1], [1, 1, 1e300]):
+        error(call("POST", TYPES, {"desired_resolution": resolution}), 400, "desired_resolution", code="bad_resolution")
+        error(call("POST", LIVE, live(desired_resolution=resolution)), 400, "desired_resolution", code="bad_resolution")
+    assert call("POST", TYPES, {"desired_resolution": [1, 1, 1], "limit": 1}, params={"return_pyarrow": "false"}).status_code == 200
+
+
 def test_declared_query_string(call):
     for name in ("return_pyarrow", "count", "ipc_compress", "allow_missing_lookups", "allow_invalid_root_ids", "split_positions", "arrow_format"):
         error(call("POST", TYPES, {}, params={name: "maybe"}), 400, name, code="bad_flag")

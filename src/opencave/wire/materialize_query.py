@@ -45,6 +45,7 @@ MAX_COLUMNS = 1_000  # names in one selection
 MAX_FILTER_VALUES = 1_000_000  # values of one in/notin filter (the body-size limit comes first)
 MAX_TEXT = 65_536  # one string value or regular expression
 LATEST_UNIX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
+RESOLUTION_RANGE = (1e-6, 1e9)  # nm per voxel; rescaling factors between any two stay finite
 
 ERROR_CODES = frozenset(
     {"bad_body", "unknown_body_key", "bad_filter", "bad_bounding_box", "bad_paging", "bad_resolution", "bad_select", "bad_join", "bad_suffixes", "bad_timestamp", "bad_text"}
@@ -241,8 +242,9 @@ def _resolution(value: Any) -> tuple[float, float, float] | None:
         res = tuple(float(v) for v in value) if isinstance(value, list) else ()
     except (TypeError, ValueError):
         res = ()
-    if len(res) != 3 or any(not (r > 0 and math.isfinite(r)) for r in res):
-        raise _invalid("bad_resolution", f"desired_resolution must be three positive finite numbers [x, y, z], not {value!r:.80}.")
+    low, high = RESOLUTION_RANGE
+    if len(res) != 3 or any(not (low <= r <= high) for r in res):
+        raise _invalid("bad_resolution", f"desired_resolution must be three numbers [x, y, z] of nm per voxel between {low:g} and {high:g}, not {value!r:.80}.")
     return res  # type: ignore[return-value]
 
 
@@ -273,7 +275,13 @@ def _suffix_map(value: Any, what: str) -> dict[str, str] | None:
 _NAMES = {"type": "array", "items": {"type": "string", "maxLength": MAX_NAME}, "maxItems": MAX_COLUMNS}
 _NAME_MAP = {"type": "object", "additionalProperties": _NAMES}
 _SUFFIX_MAP = {"type": "object", "additionalProperties": {"type": "string", "maxLength": MAX_NAME}}
-_RESOLUTION = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 3, "maxItems": 3, "description": "nm per voxel [x, y, z]"}
+_RESOLUTION = {
+    "type": "array",
+    "items": {"type": "number", "minimum": RESOLUTION_RANGE[0], "maximum": RESOLUTION_RANGE[1]},
+    "minItems": 3,
+    "maxItems": 3,
+    "description": "nm per voxel [x, y, z]",
+}
 
 Resolution = Annotated[tuple[float, float, float] | None, BeforeValidator(_resolution), WithJsonSchema(_RESOLUTION)]
 Columns = Annotated[list[str] | None, BeforeValidator(lambda v: None if v is None else _columns(v, "select_columns")), WithJsonSchema(_NAMES)]
