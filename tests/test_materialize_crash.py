@@ -7,11 +7,13 @@ processes starting on the same host, however long it takes."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import requests
@@ -223,3 +225,71 @@ def test_live_builders_are_not_discarded(server, admin_token):
     assert not Path(location).exists()
     assert _get(server, token, "/versions").json() == before
     assert _get(server, token, f"/version/{number}").status_code == 404
+
+
+def test_a_restart_discards_builds_whatever_the_pid(server, admin_token):
+    """A server in a container runs as PID 1, like the one that died building a version before
+    it: the PID alone proves nothing. A restarted server discards a build recorded under a
+    live PID that is not its builder's process (files and all), and one from another host
+    whose heartbeat is stale; one from another host with a fresh heartbeat may still be
+    running there and is kept."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from opencave.config import resolve_settings
+    from opencave.runtime import Runtime
+    from opencave.services.materialize.versions import worker_name
+    from opencave.storage.tables import mat_versions
+    from tests.support.postgres import free_port
+
+    host, _, start, _ = worker_name().split(":")
+    boot = start.split("-")[0]
+    now = datetime.now(timezone.utc)
+    cases = {  # worker name, heartbeat, discarded?
+        "same host, PID 1, another process": (f"{host}:1:{boot}-1:0123456789ab", now, True),
+        "another host, stale heartbeat": ("elsewhere:1:?:0123456789ab", now - timedelta(hours=1), True),
+        "another host, fresh heartbeat": ("elsewhere:1:?:ba9876543210", now + timedelta(minutes=10), False),
+    }
+    runtime = Runtime.open(resolve_settings(str(server.data_dir), server.database))
+    registry = runtime.materializer.registry
+    before = _get(server, admin_token, "/versions").json()
+    built = {}
+    try:
+        for name, (worker, heartbeat, _) in cases.items():
+            version = registry.begin(DS, now, None, str(runtime.settings.version_root))
+            with runtime.engine.begin() as conn:
+                conn.execute(update(mat_versions).where(mat_versions.c.id == version.id).values(worker=worker, heartbeat=heartbeat))
+            Path(version.location).mkdir(parents=True, exist_ok=True)
+            (Path(version.location) / "synapses.parquet").write_bytes(b"half written")
+            built[name] = version
+        restarted = ServerProcess(server.data_dir, server.database, port=free_port()).start()
+        restarted.stop()
+        with runtime.engine.connect() as conn:
+            status = dict(conn.execute(select(mat_versions.c.id, mat_versions.c.status).where(mat_versions.c.id.in_([v.id for v in built.values()]))).all())
+        for name, (_, _, discarded) in cases.items():
+            version = built[name]
+            assert status[version.id] == ("FAILED" if discarded else "RUNNING"), name
+            assert Path(version.location).exists() is not discarded, name
+        assert _get(server, admin_token, "/versions").json() == before
+    finally:
+        for version in built.values():
+            registry.fail(version.id, "test clean-up")
+            shutil.rmtree(version.location, ignore_errors=True)
+        runtime.close()
+
+
+def test_worker_names_tell_processes_apart():
+    """The name has host, PID, process start and a random id; only this process's own name
+    and live processes' names on this host count as running builders here."""
+    from opencave.services.materialize.versions import _builder_gone, worker_name
+
+    mine = worker_name()
+    host, pid, start, instance = mine.split(":")
+    assert int(pid) == os.getpid() and len(instance) == 12 and start != "?"
+    assert _builder_gone(mine) is False
+    parent = subprocess.run([sys.executable, "-c", "from opencave.services.materialize.versions import worker_name; print(worker_name())"], capture_output=True, text=True, check=True)
+    assert _builder_gone(parent.stdout.strip()) is True, "that process has exited"
+    assert _builder_gone(f"{host}:1:{start.split('-')[0]}-1:{instance}") is True, "PID 1 runs, but started at another time"
+    assert _builder_gone(f"elsewhere:{pid}:{start}:{instance}") is None, "another host: only its heartbeat tells"
+    assert _builder_gone(f"{host}:{pid}") is None, "a name in the older form"

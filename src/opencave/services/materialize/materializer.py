@@ -99,32 +99,8 @@ class Materializer:
         shutil.rmtree(directory, ignore_errors=True)  # leftovers of an earlier, discarded attempt
         say(f"version {version.version} of {datastack} at {format_time(moment)}: {len(tables)} tables")
         try:
-            posix = moment.timestamp()
-            for number, meta in enumerate(tables, 1):
-                name = meta["table_name"]
-                layout = frozen_layout(meta["schema_type"])
-                rows = self.annotations.read_rows(aligned_volume, name, alive_at=posix)
-                if index is not None:
-                    table = frozen_rows(rows, layout, lambda svs: roots_of(index, svs, posix))
-                else:
-                    table = frozen_rows(rows, layout, lambda svs: np.zeros(svs.size, dtype=np.int64))
-                file = f"{name}.parquet"
-                write_frozen_table(directory, file, table, layout.root_columns)
-                self.registry.add_table(
-                    version.id,
-                    FrozenTable(
-                        kind="table",
-                        table_name=name,
-                        schema=meta["schema_type"],
-                        row_count=table.num_rows,
-                        file=file,
-                        created=datetime.now(timezone.utc),
-                        metadata=self._frozen_metadata(meta, aligned_volume, graph_table),
-                    ),
-                )
-                self.registry.heartbeat(version.id)
-                say(f"  [{number}/{len(tables)}] {name}: {table.num_rows:,} rows")
-            self._freeze_views(datastack, version, directory, [m["table_name"] for m in tables], say)
+            with self.registry.keep_alive(version.id):
+                self._build(datastack, version, directory, moment, tables, aligned_volume, graph_table, index, say)
             self.registry.publish(version.id)
         except BaseException as error:
             self.registry.fail(version.id, f"{type(error).__name__}: {error}")
@@ -132,6 +108,46 @@ class Materializer:
             raise
         say(f"version {version.version} published")
         return self.registry.version(datastack, version.version)
+
+    def _build(
+        self,
+        datastack: str,
+        version: Version,
+        directory: Path,
+        moment: datetime,
+        tables: list[dict[str, Any]],
+        aligned_volume: str,
+        graph_table: str | None,
+        index: Any,
+        say: Progress,
+    ) -> None:
+        """Write the version's files and register them (the caller publishes or discards)."""
+        posix = moment.timestamp()
+        for number, meta in enumerate(tables, 1):
+            name = meta["table_name"]
+            layout = frozen_layout(meta["schema_type"])
+            rows = self.annotations.read_rows(aligned_volume, name, alive_at=posix)
+            if index is not None:
+                table = frozen_rows(rows, layout, lambda svs: roots_of(index, svs, posix))
+            else:
+                table = frozen_rows(rows, layout, lambda svs: np.zeros(svs.size, dtype=np.int64))
+            file = f"{name}.parquet"
+            write_frozen_table(directory, file, table, layout.root_columns)
+            self.registry.add_table(
+                version.id,
+                FrozenTable(
+                    kind="table",
+                    table_name=name,
+                    schema=meta["schema_type"],
+                    row_count=table.num_rows,
+                    file=file,
+                    created=datetime.now(timezone.utc),
+                    metadata=self._frozen_metadata(meta, aligned_volume, graph_table),
+                ),
+            )
+            self.registry.heartbeat(version.id)
+            say(f"  [{number}/{len(tables)}] {name}: {table.num_rows:,} rows")
+        self._freeze_views(datastack, version, directory, [m["table_name"] for m in tables], say)
 
     def _frozen_metadata(self, meta: dict[str, Any], aligned_volume: str, graph_table: str | None) -> dict[str, Any]:
         out = {k: v for k, v in meta.items() if k not in ("deleted",)}

@@ -3,14 +3,24 @@
 A version becomes visible only when published (status AVAILABLE, valid); while it is being
 built it is RUNNING with a worker name and a heartbeat, so a restarted server can discard the
 versions whose builder died without touching ones another live process is still writing.
+
+A worker name identifies one process for good: host, PID, the process's start (boot id and
+start tick from /proc, so a new process reusing the PID — PID 1 of every container — is not
+mistaken for the builder) and a random instance id.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,12 +31,46 @@ from opencave.errors import Conflict, NotFound
 from opencave.storage.sql import reader
 from opencave.storage.tables import mat_version_tables, mat_versions
 
+log = logging.getLogger(__name__)
 AVAILABLE, RUNNING, FAILED, EXPIRED = "AVAILABLE", "RUNNING", "FAILED", "EXPIRED"
 STALE_AFTER = timedelta(minutes=2)  # a RUNNING version without a heartbeat for this long is abandoned
 
 
+_instance: tuple[int, str] | None = None  # (pid, random id) of this process; renewed after a fork
+
+
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start:instance`` of this process (``start`` is ``?`` where /proc is missing)."""
+    global _instance
+    pid = os.getpid()
+    if _instance is None or _instance[0] != pid:
+        _instance = (pid, f"{socket.gethostname()}:{pid}:{_process_start(pid) or '?'}:{secrets.token_hex(6)}")
+    return _instance[1]
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as ``<boot id>-<start tick>``; None if unknown (no such
+    process, or no /proc). Two processes with one PID never share it."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
+    return f"{boot}-{fields[19]}"  # field 22: start time in clock ticks since boot
+
+
+def _builder_gone(worker: str | None) -> bool | None:
+    """Whether the process named ``worker`` has certainly stopped (True), certainly runs
+    (False), or cannot be told from here (None: another host, no /proc, an older name)."""
+    if worker == worker_name():
+        return False
+    parts = (worker or "").split(":")
+    if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit() or parts[2] == "?":
+        return None
+    if _process_start(os.getpid()) is None:
+        return None
+    return _process_start(int(parts[1])) != parts[2]
 
 
 def format_time(value: datetime | None) -> str | None:
@@ -141,6 +185,27 @@ class VersionRegistry:
                 update(mat_versions).where(mat_versions.c.id == version_id).values(heartbeat=datetime.now(timezone.utc))
             )
 
+    @contextmanager
+    def keep_alive(self, version_id: int) -> Iterator[None]:
+        """Heartbeat every quarter of ``STALE_AFTER`` while the block runs, so that a live
+        build is never taken for abandoned from another host, however long one table takes."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(STALE_AFTER.total_seconds() / 4):
+                try:
+                    self.heartbeat(version_id)
+                except Exception:  # a missed beat is retried; the build itself reports failures
+                    log.warning("heartbeat of version id %s failed", version_id, exc_info=True)
+
+        thread = threading.Thread(target=beat, name=f"version-{version_id}-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def add_table(self, version_id: int, table: FrozenTable) -> None:
         with self.engine.begin() as conn:
             conn.execute(
@@ -175,19 +240,17 @@ class VersionRegistry:
             )
 
     def abandoned(self) -> list[Version]:
-        """RUNNING versions whose builder is gone: on this host, one whose process is dead
-        (however recent its heartbeat; a live one is left alone however long a table takes);
-        elsewhere, one without a heartbeat for ``STALE_AFTER``."""
+        """RUNNING versions whose builder is gone. Never this process's own. On this host, one
+        whose process has stopped — however recent its heartbeat — while a live process's is
+        left alone however long a table takes; where the process cannot be checked (another
+        host), one without a heartbeat for ``STALE_AFTER``."""
         now = datetime.now(timezone.utc)
-        host = socket.gethostname()
         with reader(self.engine).connect() as conn:
             rows = conn.execute(select(mat_versions).where(mat_versions.c.status == RUNNING)).all()
         out = []
         for row in rows:
-            worker_host, _, pid = (row.worker or "").rpartition(":")
-            if worker_host == host and pid.isdigit():
-                gone = not _alive(int(pid))
-            else:
+            gone = _builder_gone(row.worker)
+            if gone is None:
                 gone = row.heartbeat is None or now - as_utc(row.heartbeat) > STALE_AFTER
             if gone:
                 out.append(_version(row))
@@ -249,13 +312,3 @@ class VersionRegistry:
             )
             for row in rows
         ]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
