@@ -18,7 +18,7 @@ import pandas as pd
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from opencave.errors import BadRequest
@@ -27,7 +27,7 @@ from opencave.server.params import (
     Bounds,
     Coordinate,
     Flag,
-    Int32,
+    _int32,
     NodeId,
     NodeIdList,
     RowId,
@@ -65,7 +65,24 @@ def _path(key: str) -> str:
 TableId = Annotated[str, Path(min_length=1, max_length=MAX_NAME, description="The graph's table id, e.g. opencave_demo.")]
 RootId = Annotated[NodeId, Path(description="A root id (or any node id where the endpoint says so).")]
 Timestamp = Annotated[UnixTime, Query(description="The moment to answer for (unix seconds); default now.")]
-StopLayer = Annotated[Int32 | None, Query(description="Stop at this layer (1 = supervoxels).")]
+MAX_LAYER = 255  # a node id's layer field is 8 bits
+
+
+def _layer(value: Any) -> int | None:
+    if value is None or value == "" or value == "None":
+        return None
+    layer = _int32(value)
+    if not 1 <= layer <= MAX_LAYER:
+        raise invalid("bad_layer", f"stop_layer must be a layer between 1 (supervoxels) and {MAX_LAYER}; got {layer}.")
+    return layer
+
+
+StopLayer = Annotated[
+    int | None,
+    BeforeValidator(_layer),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_LAYER}),
+    Query(description="Stop at this layer (1 = supervoxels)."),
+]
 QueryBounds = Annotated[Bounds, Query(description="Only nodes whose chunks meet x0-x1_y0-y1_z0-z1 (voxels).")]
 
 
@@ -77,8 +94,8 @@ AsStr = Annotated[bool, Depends(_int64_as_str)]
 
 
 def _delimiter(value: Any) -> str:
-    if not isinstance(value, str) or len(value) != 1:
-        raise invalid("bad_delimiter", f"delimiter must be one character (the separator between date and time, e.g. 'T'); got {str(value)[:40]!r}.")
+    if not isinstance(value, str) or len(value) != 1 or not value.isprintable():
+        raise invalid("bad_delimiter", f"delimiter must be one printable character (the separator between date and time, e.g. 'T'); got {str(value)[:40]!r}.")
     return value
 
 

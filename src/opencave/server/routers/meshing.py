@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from opencave.server.params import Bounds, Flag, Int32, NodeId, media_answers
 from opencave.server.routers.chunkedgraph import JsonBody, TableId, _graph, _json
-from opencave.server.routers.volumes import MAX_VOLUME_KEY, require_volume_access
+from opencave.server.routers.volumes import MAX_VOLUME_KEY, READ_METHODS, require_volume_access
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.services.meshing.layout import MESH_DIR, UNSHARDED_MESH_DIR, MeshLayout
@@ -92,14 +92,15 @@ async def _fragment(request: Request, table_id: str, name: str, key: str | None)
 
 
 # Registered before the volumes router, whose catch-all serves the watershed's own files.
-@router.get(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}/{UNSHARDED_MESH_DIR}/{{name}}", include_in_schema=False)
-@router.get(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}/{{name}}", include_in_schema=False)
+@router.api_route(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}/{UNSHARDED_MESH_DIR}/{{name}}", include_in_schema=False, methods=READ_METHODS)
+@router.api_route(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}/{{name}}", include_in_schema=False, methods=READ_METHODS)
 async def keyed_fragment(table_id: TableId, key: VolumeKey, name: Fragment, request: Request) -> Response:
     """A mesh fragment under the graph's data_dir, the access key standing for the token."""
     return await _fragment(request, table_id, name, key)
 
 
-@router.get(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{UNSHARDED_MESH_DIR}/{{name}}", include_in_schema=False)
+@router.api_route(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{UNSHARDED_MESH_DIR}/{{name}}", include_in_schema=False, methods=READ_METHODS)
+@router.head(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{{name}}", include_in_schema=False)
 @router.get(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{{name}}", responses=media_answers("application/octet-stream"))
 async def fragment(table_id: TableId, name: Fragment, request: Request) -> Response:
     """A mesh fragment (Draco); a token, or HTTP Basic with the token as password."""

@@ -30,6 +30,7 @@ from opencave.services.segmentation.volume import WatershedVolume
 router = APIRouter(tags=["volumes"])
 MAX_VOLUME_KEY = 64  # "u<user id>-<32 hex digits>"
 MAX_FILE_PATH = 512
+READ_METHODS = ["GET", "HEAD"]
 WRITE_METHODS = ["POST", "PUT", "DELETE", "PATCH"]
 
 
@@ -95,12 +96,13 @@ async def _watershed_file(request: Request, table_id: str, path: str, key: str |
     return Response(data, media_type="application/octet-stream", headers={"Content-Encoding": "gzip"})
 
 
-@router.get("/volumes/{table_id}/access/{key}/ws/{path:path}", include_in_schema=False)
+@router.api_route("/volumes/{table_id}/access/{key}/ws/{path:path}", include_in_schema=False, methods=READ_METHODS)
 async def keyed_watershed_file(table_id: VolumeTable, key: VolumeKey, path: FilePath, request: Request) -> Response:
     """A watershed file under the graph's data_dir, the access key standing for the token."""
     return await _watershed_file(request, table_id, path, key)
 
 
+@router.head("/volumes/{table_id}/ws/{path:path}", include_in_schema=False)
 @router.get("/volumes/{table_id}/ws/{path:path}", responses=media_answers("application/json", "application/octet-stream"))
 async def watershed_file(table_id: VolumeTable, path: FilePath, request: Request) -> Response:
     """A watershed file (gzip-encoded chunk or the JSON info); a token, or HTTP Basic with the token as password."""
