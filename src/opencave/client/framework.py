@@ -28,6 +28,7 @@ from .skeleton import SkeletonClient
 from .session import Timeout, normalize_timeout
 
 T = TypeVar("T")
+SERVICES = ("auth", "info", "state", "schema", "chunkedgraph", "annotation", "materialize", "skeleton", "l2cache")
 
 
 class CAVEclient:
@@ -138,7 +139,7 @@ class CAVEclientGlobal:
         self._info_cache = info_cache
         # Validate now so a bad value fails here, not at the first request.
         self._timeout = None if timeout is None else normalize_timeout(timeout)
-        self._services: dict[str, Any] = {}
+        self._reset_services()
         self._auth_config: dict[str, Any] = {}
         self.change_auth(auth_token_file=auth_token_file, auth_token_key=auth_token_key, auth_token=auth_token)
 
@@ -163,13 +164,16 @@ class CAVEclientGlobal:
         self.auth  # reads the token files now, so a missing or broken one fails here
 
     def _reset_services(self) -> None:
-        self._services.clear()
+        # caveclient's attribute names: code that sets e.g. ``client._materialize = None`` to
+        # rebuild a sub-client (caveclient's own tests do) works here too.
+        for name in SERVICES:
+            setattr(self, f"_{name}", None)
 
     def _service(self, name: str, build: Callable[[], T]) -> T:
-        """The cached sub-client ``name``, built on first use."""
-        if name not in self._services:
-            self._services[name] = build()
-        return self._services[name]
+        """The sub-client ``name``, built on first use (and after its attribute is reset)."""
+        if getattr(self, f"_{name}") is None:
+            setattr(self, f"_{name}", build())
+        return getattr(self, f"_{name}")
 
     def _subclient_options(self) -> dict[str, Any]:
         """Keyword arguments every sub-client constructor takes."""
