@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 DIRECT_SQL_ERROR_MSG = textwrap.dedent(
     """\
     Queries need a materialization service of version 5.13.0 or newer, which returns
-    column types exactly (booleans as booleans, strings as strings). This server is older or
+    column types exactly: booleans as booleans, strings as strings. This server is older or
     does not report its version. Ask its administrator to upgrade the materialization service."""
 )
 direct_sql_error_msg = DIRECT_SQL_ERROR_MSG  # caveclient's name
