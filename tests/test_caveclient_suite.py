@@ -34,10 +34,6 @@ DIFFERENCES: dict[str, str] = {
         "registers two different metadata answers for one table and expects the second; opencave "
         "fetches a table's metadata once per version (the sdist also lacks its tests/test_data)"
     ),
-    "tests/test_materialization.py::TestMatclient::test_matclient_v3_tableinterface": (
-        "uses the too-old-server message as a regex; opencave's message says what to do in "
-        "other words, with parentheses"
-    ),
     **{
         f"tests/test_skeletons.py::TestSkeletonsClient::{name}": _SKELETON_LAYERS
         for name in (
