@@ -22,6 +22,7 @@ import requests
 
 import opencave
 import opencave.client.skeleton as our_module
+from opencave.wire import skeletons as wire
 from tests.support.compare import both, outcome, same
 from tests.support.demo import demo_world
 
@@ -367,7 +368,7 @@ def test_bucket_h5_files_parse_alike(pair, server, admin_token, pool):
     parsed = []
     for data in (response.content, gzip.compress(response.content), b"not an hdf5 file"):
         theirs = outcome(genuine_module.SkeletonClient._parse_h5gz_to_dict, data)
-        same(theirs, outcome(our_module._parse_h5_skeleton, data))
+        same(theirs, outcome(wire.decode_h5, data))
         parsed.append(theirs)
     assert set(parsed[0]) == {"vertices", "edges", "mesh_to_skel_map", "lvl2_ids", "radius", "compartment", "meta"}
     assert isinstance(parsed[2], ValueError)

@@ -412,7 +412,7 @@ def test_bad_input_gets_4xx_json(http, server, world):
     _error(http("POST", f"{S1}/bulk/get_cached_skeletons/4/flatdict", json={"root_ids": [root] * 501}), 400, "500")
     _error(http("POST", f"{S1}/bulk/gen_skeletons", json={"root_ids": [root] * 10001, "skeleton_version": 4}), 400, "10000")
     _error(http("POST", f"{S1}/bulk/gen_skeletons", data=b"{not json"), 400, "JSON")
-    _error(http("POST", f"{S1}/bulk/gen_skeletons", json={"skeleton_version": 4}), 400, "root_ids")
+    _error(http("POST", f"{S1}/bulk/gen_skeletons", json={"skeleton_version": 4}), 422, "root_ids", "required")
     _error(http("POST", f"{S1}/precomputed/skeleton/exists", json=[root]), 400, "JSON object")
     _error(http("GET", f"{S1}/precomputed/skeleton/query_cache/4/ab/0"), 400, "prefixes")
     _error(http("GET", f"{S1}/precomputed/skeleton/query_cache/4/1/-1"), 400, "limit")
@@ -442,6 +442,17 @@ def test_codec_roundtrips():
     with pytest.raises(ValueError):
         wire.decode_precomputed(binary + b"x", wire.vertex_attribute_info(3))
     assert gzip.decompress(wire.encode_refusal_list([("ds", 5)])) == b"ds,5\n"
+    flat = {"meta": {"skeleton_version": 4}, "vertices": vertices, "edges": edges, "root": 0, "mesh_to_skel_map": np.arange(4),
+            "radius": np.full(4, 2.0, dtype=np.float32), "compartment": np.array([1, 3, 3, 2], dtype=np.uint8), "lvl2_ids": np.arange(4) + 2**62}
+    h5 = wire.encode_h5(flat)
+    for data in (h5, gzip.compress(h5)):  # the service's answer; CAVE's bucket file
+        ours, theirs = wire.decode_h5(data), SkeletonClient._parse_h5gz_to_dict(data)
+        assert set(ours) == set(theirs) == set(flat) - {"root"}
+        for key, value in flat.items():
+            if key != "root":
+                assert np.array_equal(ours[key], value) and np.array_equal(theirs[key], value), key
+    with pytest.raises(ValueError, match="HDF5"):
+        wire.decode_h5(b"not an hdf5 file")
 
 
 # -- the algorithm, in-process (no storage) --------------------------------------------------------------

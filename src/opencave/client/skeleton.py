@@ -12,8 +12,6 @@ CloudVolume per call. Invalid ids still fail with caveclient's errors.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 import urllib.parse
@@ -46,7 +44,6 @@ BULK_SKELETONS_BATCH_SIZE = 1000
 
 _OUTPUT_FORMATS = ["dict", "swc"]
 _GCS_DOWNLOAD = "https://storage.googleapis.com/download/storage/v1/b/{bucket}/o/{path}?alt=media"
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 class NoL2CacheException(Exception):
@@ -609,7 +606,7 @@ class SkeletonClient(ServiceClient):
                     missing.append(rid)
                     continue
                 response.raise_for_status()
-                skeletons[str(rid)] = _parse_h5_skeleton(response.content)
+                skeletons[str(rid)] = codec.decode_h5(response.content)
             except Exception as error:  # noqa: BLE001 - one bad file must not lose the others
                 logger.error(f"Error downloading skeleton for root_id {rid}: {error}")
         if generate_missing and missing:
@@ -669,25 +666,4 @@ def _flatten_vertex_properties(skeleton: dict[str, Any]) -> dict[str, Any]:
     """Servers before 0.6.0 nest vertex properties; caveclient lifts them to the top level."""
     for key, value in skeleton.pop("vertex_properties", {}).items():
         skeleton[key] = value
-    return skeleton
-
-
-def _parse_h5_skeleton(data: bytes) -> dict[str, Any]:
-    """A skeleton H5 file (optionally gzipped) from a service's bucket as a dict of arrays."""
-    import h5py
-
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    if data[:8] != _HDF5_MAGIC:
-        raise ValueError(f"Content is not a valid HDF5 file. Expected HDF5 magic number, got: {data[:8]}")
-    with h5py.File(io.BytesIO(data), "r") as f:
-        skeleton: dict[str, Any] = {"vertices": np.array(f["vertices"][()]), "edges": np.array(f["edges"][()])}
-        for name in ("mesh_to_skel_map", "lvl2_ids"):
-            if name in f:
-                skeleton[name] = np.array(f[name][()])
-        if "vertex_properties" in f:
-            for name in f["vertex_properties"].keys():
-                skeleton[name] = np.array(json.loads(f["vertex_properties"][name][()]))
-        if "meta" in f:
-            skeleton["meta"] = json.loads(f["meta"][()].tobytes())
     return skeleton

@@ -10,9 +10,11 @@ CAVE's skeleton service speaks several encodings and caveclient decodes them in 
 * SWC rows ``id type x y z radius parent`` separated by single spaces, no header;
 * the Neuroglancer precomputed skeleton binary;
 * bulk answers ``{"<root id>": "<hex>"}`` where a flat dict's hex is its gzip JSON and an SWC's
-  hex is the plain SWC text; a few sentinel strings stand for "not returned".
+  hex is the plain SWC text; a few sentinel strings stand for "not returned";
+* the HDF5 skeleton file of CAVE's skeleton bucket (the service's ``h5`` format).
 
-Only numpy and pandas are imported, so the client can use this module cheaply.
+Only numpy and pandas are imported at load time (h5py only when an HDF5 file is read or
+written), so the client can use this module cheaply.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from opencave.wire import json_encoding
 from opencave.wire.json_encoding import CaveJSONEncoder
 
 # -- versions ------------------------------------------------------------------------------------
@@ -272,6 +275,55 @@ def decode_precomputed(data: bytes, vertex_attributes: Iterable[Mapping[str, Any
     if offset != len(data):
         raise ValueError(f"precomputed skeleton has {len(data) - offset} unexpected trailing bytes")
     return out
+
+
+# -- HDF5 ------------------------------------------------------------------------------------------
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+H5_ARRAY_KEYS = ("mesh_to_skel_map", "lvl2_ids")  # optional top-level datasets besides vertices, edges
+
+
+def encode_h5(flat: Mapping[str, Any], vertex_properties: Iterable[str] = ("radius", "compartment")) -> bytes:
+    """An HDF5 skeleton file laid out as CAVE's cached skeletons, from a flat dict.
+
+    Arrays are gzip-compressed datasets; ``root`` a scalar; each vertex property a JSON text in
+    the ``vertex_properties`` group; ``meta`` a JSON text as opaque bytes.
+    """
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        for key in ("vertices", "edges", *H5_ARRAY_KEYS):
+            if key in flat:
+                f.create_dataset(key, data=np.asarray(flat[key]), compression="gzip")
+        f.create_dataset("root", data=int(flat["root"]))
+        group = f.create_group("vertex_properties")
+        for key in vertex_properties:
+            if key in flat:
+                group.create_dataset(key, data=json.dumps(np.asarray(flat[key]).tolist()))
+        f.create_dataset("meta", data=np.void(json_encoding.dumps(flat.get("meta", {})).encode()))
+    return buffer.getvalue()
+
+
+def decode_h5(data: bytes) -> dict[str, Any]:
+    """A skeleton H5 file (optionally gzipped, as in CAVE's bucket) as a flat dict of arrays,
+    read as caveclient's ``_parse_h5gz_to_dict`` reads it; ``ValueError`` if it is no HDF5 file."""
+    import h5py
+
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if data[:8] != HDF5_MAGIC:
+        raise ValueError(f"Content is not a valid HDF5 file. Expected HDF5 magic number, got: {data[:8]}")
+    with h5py.File(io.BytesIO(data), "r") as f:
+        skeleton: dict[str, Any] = {"vertices": np.array(f["vertices"][()]), "edges": np.array(f["edges"][()])}
+        for name in H5_ARRAY_KEYS:
+            if name in f:
+                skeleton[name] = np.array(f[name][()])
+        if "vertex_properties" in f:
+            for name in f["vertex_properties"].keys():
+                skeleton[name] = np.array(json.loads(f["vertex_properties"][name][()]))
+        if "meta" in f:
+            skeleton["meta"] = json.loads(f["meta"][()].tobytes())
+    return skeleton
 
 
 # -- bulk answers ------------------------------------------------------------------------------------

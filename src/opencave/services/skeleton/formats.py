@@ -6,15 +6,12 @@ v3: ``compartment`` as uint8; v4: v3 + ``lvl2_ids``. Aliases (−1, 0) are resol
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from opencave.errors import BadRequest
-from opencave.wire import json_encoding
 from opencave.wire import skeletons as wire
 
 from .model import Skeleton
@@ -127,21 +124,7 @@ def swc(sk: Skeleton, version: int) -> str:
 
 def h5(sk: Skeleton, version: int) -> bytes:
     """An HDF5 skeleton file laid out as CAVE's cached skeletons (vertex properties as JSON)."""
-    import h5py
-
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
-        f.create_dataset("vertices", data=sk.vertices, compression="gzip")
-        f.create_dataset("edges", data=sk.edges, compression="gzip")
-        f.create_dataset("mesh_to_skel_map", data=sk.mesh_to_skel_map, compression="gzip")
-        f.create_dataset("root", data=int(sk.root))
-        if version >= 4:
-            f.create_dataset("lvl2_ids", data=sk.lvl2_ids, compression="gzip")
-        group = f.create_group("vertex_properties")
-        for key, values in _vertex_properties(sk, version).items():
-            group.create_dataset(key, data=json.dumps(values.tolist()))
-        f.create_dataset("meta", data=np.void(json_encoding.dumps(_meta(sk, version)).encode()))
-    return buffer.getvalue()
+    return wire.encode_h5(flatdict(sk, version))
 
 
 def filename(sk: Skeleton, version: int, fmt: str) -> str:

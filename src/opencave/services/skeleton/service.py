@@ -41,40 +41,6 @@ BACKGROUND_WORKERS = 2  # executor tasks making queued skeletons at once
 MAX_BACKLOG = 10 * MAX_ASYNC_BULK
 
 
-def parse_version(value: Any) -> int:
-    """A skeleton version as sent (path text or JSON), resolved to 1-4; 400 otherwise."""
-    try:
-        number = int(str(value).strip())
-        return wire.resolve_skeleton_version(number)
-    except ValueError:
-        raise BadRequest(
-            f"Unknown skeleton version: {value}. Valid options: {wire.SKELETON_VERSIONS}.", code="bad_skeleton_version"
-        ) from None
-
-
-def parse_root_id(value: Any) -> int:
-    """A root id from path text or JSON (int or decimal string); 400 otherwise."""
-    try:
-        if isinstance(value, bool) or isinstance(value, float):
-            raise ValueError
-        number = int(str(value).strip())
-    except ValueError:
-        raise BadRequest(f"Root ids are positive decimal integers; got {value!r}.", code="bad_root_id") from None
-    if not 0 < number < 2**63:
-        raise BadRequest(f"Root id {value} is out of range.", code="bad_root_id")
-    return number
-
-
-def parse_root_ids(values: Any, limit: int, what: str) -> list[int]:
-    if isinstance(values, (int, str)) and not isinstance(values, bool):
-        values = [values]
-    if not isinstance(values, list) or not values:
-        raise BadRequest("root_ids must be a non-empty list of root ids.", code="bad_root_ids")
-    if len(values) > limit:
-        raise BadRequest(f"Too many root IDs requested: {len(values)}. Maximum allowed is {limit} for {what}.", code="too_many_root_ids")
-    return [parse_root_id(v) for v in values]
-
-
 class _AnswerCache:
     """A byte-bounded LRU of encoded answers."""
 
