@@ -394,3 +394,14 @@ def test_auth_service_errors_are_http_errors(rsps):
 
     with pytest.raises(requests.HTTPError, match="401 Client Error"):
         AuthClient(server_address=SERVER).get_tokens()
+
+
+def test_change_auth_to_a_missing_file_leaves_the_client_as_it_was(secrets, tmp_path):
+    write_json(token_file(secrets, SERVER), {"token": TOKEN})
+    client = CAVEclient(server_address=SERVER)
+    auth = client.auth
+    with pytest.raises(FileNotFoundError, match="typo.json"):
+        client.change_auth(auth_token_file=str(tmp_path / "typo.json"))
+    assert client.auth is auth and client.auth.token == TOKEN
+    client.change_auth(auth_token=OTHER_TOKEN)
+    assert client.auth.token == OTHER_TOKEN

@@ -153,15 +153,25 @@ class CAVEclientGlobal:
 
         A None ``auth_token_file`` or ``auth_token_key`` keeps the current one (caveclient
         means to, but resets them); a None ``auth_token`` looks the token up in the files again.
+        The token files are read now: a missing or broken one raises here and leaves the client
+        as it was.
         """
+        previous = self._auth_config
         self._auth_config = {
-            "token_file": auth_token_file if auth_token_file is not None else self._auth_config.get("token_file"),
-            "token_key": auth_token_key if auth_token_key is not None else self._auth_config.get("token_key"),
+            "token_file": auth_token_file if auth_token_file is not None else previous.get("token_file"),
+            "token_key": auth_token_key if auth_token_key is not None else previous.get("token_key"),
             "token": auth_token,
             "server_address": self._server_address,
         }
+        kept = {name: getattr(self, f"_{name}", None) for name in SERVICES}
         self._reset_services()
-        self.auth  # reads the token files now, so a missing or broken one fails here
+        try:
+            self.auth
+        except Exception:
+            self._auth_config = previous
+            for name, service in kept.items():
+                setattr(self, f"_{name}", service)
+            raise
 
     def _reset_services(self) -> None:
         # caveclient's attribute names: code that sets e.g. ``client._materialize = None`` to
