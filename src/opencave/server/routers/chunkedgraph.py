@@ -54,6 +54,8 @@ TABLE = route_path("{cg_server_address}/segmentation/api/v1/table/{table_id}")
 NAMESPACE = "pychunkedgraph"
 MAX_BINARY_IDS = 20_000_000
 FUTURE_TOLERANCE_S = 60.0
+MAX_EDIT_POINTS = 10_000  # sources or sinks of one split
+MAX_LAYER = 255  # a node id's layer field is 8 bits
 OCTET_STREAM = "application/octet-stream"
 
 
@@ -65,9 +67,6 @@ def _path(key: str) -> str:
 TableId = Annotated[str, Path(min_length=1, max_length=MAX_NAME, description="The graph's table id, e.g. opencave_demo.")]
 RootId = Annotated[NodeId, Path(description="A root id (or any node id where the endpoint says so).")]
 Timestamp = Annotated[UnixTime, Query(description="The moment to answer for (unix seconds); default now.")]
-MAX_LAYER = 255  # a node id's layer field is 8 bits
-
-
 def _layer(value: Any) -> int | None:
     if value is None or value == "" or value == "None":
         return None
@@ -143,7 +142,7 @@ def _points(count: int | None, what: str):
             raise invalid("bad_body", f"{what} takes {size} [node_id, x, y, z] points (coordinates in nm).")
         return value
 
-    return Annotated[list[EditPoint], BeforeValidator(check), Field(max_length=10_000)]
+    return Annotated[list[EditPoint], BeforeValidator(check), Field(min_length=count or 1, max_length=count or MAX_EDIT_POINTS)]
 
 
 class SplitBody(JsonBody):
