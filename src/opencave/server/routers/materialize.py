@@ -1,8 +1,9 @@
 """Materialization engine (``/materialize/api/v2`` and ``/v3``): versions, metadata, queries.
 
 Thin: parse, authenticate, check permissions, call the service, encode the answer. Query answers
-stream as Arrow IPC (``Content-Type: data.arrow``, buffers compressed per ``Accept-Encoding``)
-with the ``dataframe_resolution``, ``column_names`` and ``Warning`` headers caveclient reads.
+stream batch by batch as Arrow IPC (``Content-Type: data.arrow``, buffers compressed per
+``Accept-Encoding``) or JSON records (``return_pyarrow=false``), with the ``dataframe_resolution``,
+``column_names`` and ``Warning`` headers caveclient reads.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from opencave.errors import BadRequest, Forbidden, NotFound, NotImplementedYet
 from opencave.server.params import ARROW_STREAM, CODES, Flag, Moment, Name, invalid, media_answers
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
-from opencave.services.materialize.answers import Answer
+from opencave.services.materialize.answers import Answer, json_records
 from opencave.services.materialize.requests import QueryOptions
 from opencave.wire import arrow_ipc
 from opencave.wire.endpoints import MATERIALIZE, route_path
@@ -241,8 +242,7 @@ def _respond(request: Request, answer: Answer, return_pyarrow: bool, compress: b
     headers.append(("column_names", _header_text(repr(answer.column_names))))
     headers += [("Warning", _header_text(w)) for w in answer.warnings]
     if not return_pyarrow:
-        frame = answer.table().to_pandas()
-        response = Response(frame.to_json(orient="records"), media_type="application/json")
+        response = StreamingResponse(json_records(answer.batches), media_type="application/json")
     else:
         codec = arrow_ipc.compression_for(request.headers.get("accept-encoding"), compress)
         response = StreamingResponse(

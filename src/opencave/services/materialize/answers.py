@@ -1,14 +1,39 @@
-"""A query answer: Arrow batches plus what the response headers must say about them."""
+"""A query answer: Arrow batches plus what the response headers must say about them.
+
+Answers are consumed once, batch by batch, whatever their size: Arrow IPC and JSON bodies are
+both encoded per batch as the batches arrive (``wire.arrow_ipc``, ``json_records``), so a
+server holds one batch of an answer at a time, not the whole of it. The first batch is made
+before an answer is handed back (``primed``): a query that fails, fails before the first byte
+is sent, while a 4xx can still say why.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 
 BATCH_ROWS = 262_144
+# Rows per JSON encoder call (~2 MB of text for a synapse table). Larger calls are no faster and
+# their big transient strings fragment the heap: 32,768 rows raised a process's memory twice as much.
+JSON_ROWS = 4_096
+
+# Integers stay integers in JSON even where a column holds nulls (pandas' default turns the
+# whole column into floats, which would print ids as rounded floats).
+_NULLABLE_INTEGERS = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+}
 
 
 @dataclass
@@ -25,14 +50,27 @@ class Answer:
         return pa.Table.from_batches(list(self.batches), schema=self.schema)
 
 
-def run(cursor: duckdb.DuckDBPyConnection, sql: str, params: list, stream: bool = True) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """Execute on a private cursor and hand back the schema and a batch iterator that closes it."""
-    relation = cursor.sql(sql, params=params)
-    if not stream:
-        table = relation.to_arrow_table()
+def primed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches`` with the first one already made, so that its errors raise here and now."""
+    first = next(batches, None)
+    return batches if first is None else itertools.chain([first], batches)
+
+
+def run(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: list, stream: bool = True, batch_rows: int = BATCH_ROWS
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Execute on a private cursor and hand back the schema and a batch iterator that closes it
+    (its first batch made already)."""
+    try:
+        relation = cursor.sql(sql, params=params)
+        if not stream:
+            table = relation.to_arrow_table()
+            cursor.close()
+            return table.schema, iter(table.to_batches(max_chunksize=batch_rows))
+        reader = relation.to_arrow_reader(batch_rows)
+    except BaseException:
         cursor.close()
-        return table.schema, iter(table.to_batches(max_chunksize=BATCH_ROWS))
-    reader = relation.to_arrow_reader(BATCH_ROWS)
+        raise
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
@@ -40,8 +78,26 @@ def run(cursor: duckdb.DuckDBPyConnection, sql: str, params: list, stream: bool 
         finally:
             cursor.close()
 
-    return reader.schema, batches()
+    return reader.schema, primed(batches())
 
 
 def from_table(table: pa.Table, **headers) -> Answer:
     return Answer(schema=table.schema, batches=iter(table.to_batches(max_chunksize=BATCH_ROWS)), **headers)
+
+
+def json_records(batches: Iterable[pa.RecordBatch]) -> Iterator[bytes]:
+    """The rows as one JSON array of records, encoded ``JSON_ROWS`` rows at a time.
+
+    Values are written by pandas' ``to_json(orient="records")`` (ASCII, timestamps as epoch
+    milliseconds, NaN as null, floats to 10 significant digits), as whole answers always were.
+    """
+    yield b"["
+    first = True
+    for batch in batches:
+        for start in range(0, batch.num_rows, JSON_ROWS):
+            frame = pa.Table.from_batches([batch.slice(start, JSON_ROWS)]).to_pandas(types_mapper=_NULLABLE_INTEGERS.get)
+            text = frame.to_json(orient="records")[1:-1]
+            del frame
+            yield (text if first else "," + text).encode()
+            first = False
+    yield b"]"
