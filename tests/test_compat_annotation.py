@@ -247,6 +247,31 @@ def normalise(value: Any, names: dict[str, str]) -> Any:
     return value
 
 
+# The steps of the scenario meant to fail: the error type and HTTP status (None: raised by
+# the client before any request). Every other step must succeed.
+SCENARIO_ERRORS: dict[str, tuple[str, int | None]] = {
+    "count deleted": ("HTTPError", 404),
+    "create again": ("HTTPError", 409),
+    "create bad permission": ("ValueError", None),
+    "create reference without target": ("HTTPError", 400),
+    "create unknown schema": ("HTTPError", 400),
+    "delete deleted": ("HTTPError", 404),
+    "delete unknown": ("HTTPError", 404),
+    "get unknown table": ("HTTPError", 404),
+    "metadata deleted": ("HTTPError", 404),
+    "post df bad columns": ("ValueError", None),
+    "post invalid": ("HTTPError", 422),
+    "post outside the volume": ("HTTPError", 422),
+    "recreate deleted": ("HTTPError", 409),
+    "reference bad target": ("HTTPError", 422),
+    "stage invalid": ("ValidationError", None),
+    "stage missing field": ("TypeError", None),
+    "stage neither": ("ValueError", None),
+    "update metadata bad permission": ("ValueError", None),
+    "update superseded": ("HTTPError", 409),
+}
+
+
 def test_annotation_sequence(pair):
     tag = uuid.uuid4().hex[:8]
     genuine_table, ours_table = f"compat_g_{tag}", f"compat_o_{tag}"
@@ -262,6 +287,13 @@ def test_annotation_sequence(pair):
             raise AssertionError(f"step {name!r}: caveclient {genuine!r}\n  opencave {ours!r}") from error
         assert normalise(genuine_log, {genuine_table: "<T>"}) == normalise(ours_log, {ours_table: "<T>"}), name
     outcomes = {name: result for name, result, _ in genuine_steps}
+    # the steps meant to fail, and how (never a server error); no other step fails
+    failed = {
+        name: (type(result).__name__, getattr(getattr(result, "response", None), "status_code", None))
+        for name, result in outcomes.items()
+        if isinstance(result, BaseException)
+    }
+    assert failed == SCENARIO_ERRORS, "\n".join(f"{name!r}: {kind}," for name, kind in sorted(failed.items()))
     # the sequence did what it says (so that equal answers are not equal failures)
     assert outcomes["listed before"] is False
     assert outcomes["create"][:2] == (200, genuine_table)
@@ -303,9 +335,10 @@ def test_queries_of_a_table_in_no_version(pair):
         rows = both(pair, lambda c: c.materialize.live_live_query(table, ts))
         assert rows["id"].tolist() == [2] and rows.attrs["table_name"] == table
         both(pair, lambda c: c.materialize.live_live_query(table, ts, split_positions=True, desired_resolution=[4, 4, 40]))
-        both(pair, lambda c: c.materialize.live_query(table, ts))
-        both(pair, lambda c: c.materialize.query_table(table, timestamp=ts))
-        both(pair, lambda c: c.materialize.query_table(table))
-        both(pair, lambda c: c.materialize.get_table_metadata(table))
+        # caveclient's live_query asks the nearest version for the table's metadata: not there
+        both(pair, lambda c: c.materialize.live_query(table, ts), error=requests.HTTPError, status=404)
+        both(pair, lambda c: c.materialize.query_table(table, timestamp=ts), error=requests.HTTPError, status=404)
+        both(pair, lambda c: c.materialize.query_table(table), error=requests.HTTPError, status=404)
+        both(pair, lambda c: c.materialize.get_table_metadata(table), error=requests.HTTPError, status=404)
     finally:
         genuine.annotation.delete_table(table)

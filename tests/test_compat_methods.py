@@ -3,12 +3,15 @@ the same ``opencave serve``, return equal results."""
 
 from __future__ import annotations
 
+import sys
+
 import caveclient
 import numpy as np
 import pytest
 import requests
 
 import opencave
+from tests.support.compare import both
 
 DS = "opencave_demo"
 
@@ -94,16 +97,24 @@ def test_info_errors_match(pair):
             client.info.get_aligned_volume_info(image_mirror="nope")
 
 
-def test_cloudvolume_helpers_need_cloudvolume(pair):
-    pytest.importorskip("pytest")
-    try:
-        import cloudvolume  # noqa: F401
-    except ImportError:
-        for client in pair:
-            with pytest.raises(ImportError, match="cloud-volume"):
-                client.info.segmentation_cloudvolume()
-    else:
-        pytest.skip("cloud-volume is installed; the graphene reader is tested with the chunkedgraph")
+def test_cloudvolume_helpers_without_cloudvolume(pair, monkeypatch):
+    """cloud-volume is optional: without it both clients raise the same ImportError."""
+    monkeypatch.setitem(sys.modules, "cloudvolume", None)  # import cloudvolume fails
+    for method in ("segmentation_cloudvolume", "image_cloudvolume"):
+        both(pair, lambda c: getattr(c.info, method)(), error=ImportError)
+
+
+def test_cloudvolume_helpers_build_the_same_volume(pair, mirrored, monkeypatch, admin_token):
+    """Both clients open cloud-volume with the same path, defaults, options and token (the
+    volume itself is read in test_volume_access)."""
+    import cloudvolume
+
+    monkeypatch.setattr(cloudvolume, "CloudVolume", lambda path, **options: (path, options))
+    path, options = both(pair, lambda c: c.info.segmentation_cloudvolume())
+    assert path.startswith("graphene://") and options["secrets"] == {"token": admin_token}
+    both(pair, lambda c: c.info.segmentation_cloudvolume(use_client_secret=False, mip=1, fill_missing=False))
+    both(pair, lambda c: c.info.image_cloudvolume())
+    both(pair, lambda c: c.info.image_cloudvolume(image_mirror="demo_mirror", bounded=True))
 
 
 SCHEMA_CALLS = [

@@ -90,16 +90,42 @@ def outcome(call: Callable[[Any], Any], client: Any) -> Any:
         return error
 
 
-def both(pair, call: Callable[[Any], Any], **frame_options: Any) -> Any:
-    """Run ``call(client)`` with the genuine client and with opencave's; the results (or the
-    exceptions: same type, same message up to whitespace) must be the same. Returns the
-    genuine result."""
+def both(
+    pair,
+    call: Callable[[Any], Any],
+    *,
+    error: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    status: int | None = None,
+    **frame_options: Any,
+) -> Any:
+    """Run ``call(client)`` with the genuine client and with opencave's; the results must be
+    the same. Returns the genuine result.
+
+    A call must succeed with both clients unless it is declared an error case: ``error`` is the
+    exception type the genuine client must raise (opencave's must raise the same type with the
+    same message up to whitespace) and ``status`` the HTTP status of its response, if any.
+    An HTTP error is never a 5xx: two identical server failures are not agreement.
+    """
     genuine, ours = (outcome(call, client) for client in pair)
+    if error is None:
+        if isinstance(genuine, BaseException):
+            raise AssertionError(f"the genuine client failed: {type(genuine).__name__}: {genuine}") from genuine
+        if isinstance(ours, BaseException):
+            raise AssertionError(f"opencave's client failed where the genuine one succeeded: {ours!r}") from ours
+    else:
+        if not isinstance(genuine, error):
+            raise AssertionError(f"expected {error} from the genuine client, got {genuine!r}") from (
+                genuine if isinstance(genuine, BaseException) else None
+            )
+        response = getattr(genuine, "response", None)
+        if response is not None:
+            assert response.status_code < 500, f"the server failed: {response.status_code} {response.text[:500]}"
+            assert status is None or response.status_code == status, (response.status_code, status, response.text[:500])
+        else:
+            assert status is None, f"{status} expected, but {genuine!r} carries no HTTP response"
     if isinstance(genuine, pd.DataFrame):
         same_frames(genuine, ours, **frame_options)
     else:
-        if isinstance(ours, BaseException) and not isinstance(genuine, BaseException):
-            raise ours
         same(genuine, ours)
     return genuine
 
