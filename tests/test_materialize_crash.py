@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.support.materialize import DS, caveclient_for, create_version
@@ -293,3 +294,45 @@ def test_worker_names_tell_processes_apart():
     assert _builder_gone(f"{host}:1:{start.split('-')[0]}-1:{instance}") is True, "PID 1 runs, but started at another time"
     assert _builder_gone(f"elsewhere:{pid}:{start}:{instance}") is None, "another host: only its heartbeat tells"
     assert _builder_gone(f"{host}:{pid}") is None, "a name in the older form"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_serving_process_discards_a_build_once_its_heartbeat_is_stale(backend, tmp_path, database_for, monkeypatch):
+    """A build on another host may die after this process started: while serving, the process
+    looks again now and then, and discards it once its heartbeat has gone stale."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    import opencave.runtime
+    from opencave.config import resolve_settings
+    from opencave.runtime import Runtime
+    from opencave.storage.tables import mat_versions
+
+    monkeypatch.setattr(opencave.runtime, "ABANDONED_CHECK_S", 0.05)
+    runtime = Runtime.open(resolve_settings(str(tmp_path / "data"), database_for(backend)))
+    registry = runtime.materializer.registry
+    version = registry.begin(DS, datetime.now(timezone.utc), None, str(runtime.settings.version_root))
+    Path(version.location).mkdir(parents=True)
+    (Path(version.location) / "synapses.parquet").write_bytes(b"half written")
+
+    def builder(heartbeat: datetime) -> None:
+        with runtime.engine.begin() as conn:
+            conn.execute(update(mat_versions).where(mat_versions.c.id == version.id).values(worker="elsewhere:1:?:0123456789ab", heartbeat=heartbeat))
+
+    def status() -> str:
+        with runtime.engine.connect() as conn:
+            return conn.execute(select(mat_versions.c.status).where(mat_versions.c.id == version.id)).scalar_one()
+
+    builder(datetime.now(timezone.utc))
+    runtime.start()
+    try:
+        time.sleep(0.5)
+        assert status() == "RUNNING", "a fresh heartbeat: the builder may be working"
+        builder(datetime.now(timezone.utc) - timedelta(hours=1))
+        deadline = time.time() + 20
+        while status() == "RUNNING" and time.time() < deadline:
+            time.sleep(0.05)
+        assert status() == "FAILED" and not Path(version.location).exists()
+    finally:
+        runtime.close()

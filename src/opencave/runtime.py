@@ -43,6 +43,7 @@ WORLD_CACHE_ENV = "OPENCAVE_WORLD_CACHE"  # size and seed of the demo datastack'
 
 
 WRITE_CHECK_BYTES = 64 * 1024
+ABANDONED_CHECK_S = 60.0  # how often a serving process looks for version builds whose builder died
 
 
 def check_writable(directory: Path) -> None:
@@ -106,7 +107,7 @@ class Runtime:
         meshes = MeshService(engine, graphs, background)
         graphs.subscribe(l2cache.after_edit)
         graphs.subscribe(meshes.after_edit)
-        return cls(
+        runtime = cls(
             settings=settings,
             engine=engine,
             accounts=Accounts(engine),
@@ -129,6 +130,13 @@ class Runtime:
             secret_key=secret_key,
             background=background,
         )
+        # A build interrupted on another host is known only by its heartbeat going stale, which
+        # may happen after this start: look again now and then while serving.
+        def discard_abandoned() -> None:
+            runtime.materializer.discard_abandoned()
+
+        background.every("discard abandoned versions", ABANDONED_CHECK_S, discard_abandoned)
+        return runtime
 
     def prepare(self) -> None:
         """What every command needs of a store, and all that administration commands do: the
