@@ -79,7 +79,8 @@ def test_ids_beyond_int64_and_uint64(http, ids):
     for node in (signed_overflow, largest):
         _error(http("GET", f"{T}/node/{node}/root"), 404, "unknown_node", str(node))
         _error(http("GET", f"{T}/node/{node}/leaves"), 404, "unknown_node")
-        _error(http("POST", f"{T}/is_latest_roots", json={"node_ids": [node]}), 404, "unknown_node")
+        latest = http("POST", f"{T}/is_latest_roots", json={"node_ids": [node, 0, ids["root"]]})
+        assert latest.status_code == 200 and latest.json()["is_latest"] == [False, False, True]  # unknown ids are not latest
         _error(http("GET", f"{M}/manifest/{node}:0"), 404, "unknown_node")
         _error(http("POST", f"{M}/remeshing", json={"new_lvl2_ids": [node]}), 400, "not_level2")
         _error(http("POST", f"{T}/merge", json=[[node, 0, 0, 0], [ids["sv"], 0, 0, 0]]), 400, "unknown_node")

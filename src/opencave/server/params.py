@@ -127,12 +127,14 @@ def _split_ids(value: Any, parse, limit: int) -> list[int]:
         raise invalid("invalid_ids", f"Ids must be comma-separated integers, e.g. 1,2,3: {error.message()}") from None
 
 
-def node_id_list(limit: int = MAX_QUERY_IDS):
-    """A list of node ids given as ``1,2,3``, repeated parameters or a JSON array."""
+def node_id_list(limit: int = MAX_QUERY_IDS, allow_zero: bool = False):
+    """A list of node ids given as ``1,2,3``, repeated parameters or a JSON array; with
+    ``allow_zero``, 0 stands for "no segment" (caveclient sends it for unassigned annotations)."""
+    parse = _node_id_or_zero if allow_zero else _node_id
     return Annotated[
         list[int],
-        BeforeValidator(lambda value: _split_ids(value, _node_id, limit)),
-        _schema({"type": "array", "items": {"type": "integer", "format": "uint64", "minimum": 1, "maximum": UINT64_MAX}, "maxItems": limit}),
+        BeforeValidator(lambda value: _split_ids(value, parse, limit)),
+        _schema({"type": "array", "items": {"type": "integer", "format": "uint64", "minimum": 0 if allow_zero else 1, "maximum": UINT64_MAX}, "maxItems": limit}),
     ]
 
 
@@ -147,6 +149,9 @@ def row_id_list(limit: int = MAX_QUERY_IDS):
 
 NodeIdList = node_id_list(MAX_JSON_IDS)
 """Node ids in a JSON body: at most a million."""
+
+NodeIdOrZeroList = node_id_list(MAX_JSON_IDS, allow_zero=True)
+"""Node ids in a JSON body where 0 means "no segment" and answers as such."""
 
 QueryNodeIds = node_id_list()
 RowIdList = row_id_list()

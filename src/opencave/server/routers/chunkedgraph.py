@@ -30,6 +30,7 @@ from opencave.server.params import (
     _int32,
     NodeId,
     NodeIdList,
+    NodeIdOrZeroList,
     RowId,
     RowIdList,
     UnixTime,
@@ -110,11 +111,11 @@ class JsonBody(BaseModel):
 
 
 class NodeIdsBody(JsonBody):
-    node_ids: NodeIdList
+    node_ids: NodeIdOrZeroList  # 0 ("no segment", e.g. an unassigned annotation) answers as such
 
 
 class RootIdsBody(JsonBody):
-    root_ids: NodeIdList
+    root_ids: NodeIdOrZeroList
 
 
 class RemeshBody(JsonBody):

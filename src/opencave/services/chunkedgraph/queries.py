@@ -126,7 +126,15 @@ def minimal_covering_nodes(index: GraphIndex, ids: Any, seq: int) -> np.ndarray:
 
 # -- lineage and time ------------------------------------------------------------------------
 def is_latest(index: GraphIndex, ids: Any, seq: int) -> np.ndarray:
-    return index.is_latest_root(root_indices(index, ids), seq)
+    """Whether each id is a current root at ``seq``. Unknown ids (0 included) are not, as in
+    PyChunkedGraph — caveclient's live queries ask about every root id a filter names; a known
+    node of another layer is a mistake worth a 400."""
+    ids = np.atleast_1d(np.asarray(ids, dtype=np.uint64))
+    idx = index.node_index(ids)
+    known = idx >= 0
+    if known.any():
+        root_indices(index, ids[known])
+    return index.is_latest_root(idx, seq)
 
 
 def root_timestamps(index: GraphIndex, ids: Any, seq: int, latest: bool, now: float) -> list[float]:
