@@ -8,16 +8,16 @@ JSON bodies without a Content-Type (and some with GET), so bodies are read as JS
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -47,6 +47,7 @@ from opencave.services.chunkedgraph.index import GraphIndex, Operation
 from opencave.services.chunkedgraph.lookup import nm_to_voxels, resolve_supervoxel
 from opencave.services.chunkedgraph.service import GraphHandle
 from opencave.wire.endpoints import CHUNKEDGRAPH, route_path
+from opencave.wire.json_chunks import json_chunks
 from opencave.wire.versions import CHUNKEDGRAPH_API_VERSIONS, CHUNKEDGRAPH_SERVER_VERSION
 
 router = APIRouter(tags=["chunkedgraph"], strict_content_type=False)
@@ -173,26 +174,15 @@ def _parse_json(model: type[ModelT], raw: bytes) -> ModelT:
 
 
 # -- encoding ----------------------------------------------------------------------------------
-def _plain(value: Any, as_str: bool) -> Any:
-    """JSON-ready value: numpy ids as ints (or strings with ``int64_as_str``)."""
-    if isinstance(value, np.ndarray):
-        return [str(v) for v in value.ravel().tolist()] if as_str and value.dtype.kind in "ui" else value.tolist()
-    if isinstance(value, np.integer):
-        return str(int(value)) if as_str else int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v, as_str) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, as_str) for v in value]
-    return value
-
-
 def _json(payload: Any, as_str: bool = False, status: int = 200, headers: dict | None = None) -> Response:
-    body = json.dumps(_plain(payload, as_str), separators=(",", ":")) + "\n"
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    """A JSON answer; one holding more than a megabyte of text is streamed as it is encoded,
+    so big id arrays never exist as Python ints or one string (see ``wire.json_chunks``)."""
+    chunks = json_chunks(payload, as_str)
+    first = next(chunks)
+    second = next(chunks, None)
+    if second is None:
+        return Response(first, status_code=status, media_type="application/json", headers=headers)
+    return StreamingResponse(chain((first, second), chunks), status_code=status, media_type="application/json", headers=headers)
 
 
 def _binary(ids: np.ndarray) -> Response:
