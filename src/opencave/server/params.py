@@ -76,6 +76,10 @@ def _row_id(value: Any) -> int:
     return _integer(value, 0, INT64_MAX, "Id", "bad_id")
 
 
+def _serial_id(value: Any) -> int:
+    return _integer(value, 0, INT32_MAX, "Id", "bad_id")
+
+
 def _int32(value: Any) -> int:
     return _integer(value, -INT32_MAX - 1, INT32_MAX, "Number", "bad_number")
 
@@ -100,6 +104,14 @@ RowId = Annotated[
     _schema({"type": "integer", "format": "int64", "minimum": 0, "maximum": INT64_MAX}),
 ]
 """A database row id (user, group, dataset, annotation): a signed 64-bit integer ≥ 0."""
+
+SerialId = Annotated[
+    int,
+    BeforeValidator(_serial_id),
+    _schema({"type": "integer", "format": "int32", "minimum": 0, "maximum": INT32_MAX}),
+]
+"""A row id of the auth and info tables (users, groups, tokens, datasets, aligned volumes, terms
+of service): 32-bit serial numbers on every engine."""
 
 Int32 = Annotated[
     int,
@@ -155,6 +167,11 @@ NodeIdOrZeroList = node_id_list(MAX_JSON_IDS, allow_zero=True)
 
 QueryNodeIds = node_id_list()
 RowIdList = row_id_list()
+SerialIdList = Annotated[
+    list[int],
+    BeforeValidator(lambda value: _split_ids(value, _serial_id, MAX_QUERY_IDS)),
+    _schema({"type": "array", "items": {"type": "integer", "format": "int32", "minimum": 0, "maximum": INT32_MAX}, "maxItems": MAX_QUERY_IDS}),
+]
 
 
 def node_id_array(ids: list[int]) -> np.ndarray:

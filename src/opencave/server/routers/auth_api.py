@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from opencave.errors import BadRequest, NotFound
-from opencave.server.params import Int32, Name, RowId, RowIdList, text
+from opencave.server.params import Int32, Name, SerialId, SerialIdList, text
 from opencave.server.security import current_context, current_identity, require_some_admin, require_superadmin, runtime_of
 from opencave.services.auth import API, AuthContext, Identity
 from opencave.wire.endpoints import AUTH, route_path
@@ -17,7 +17,7 @@ from opencave.wire.versions import AUTH_SERVER_VERSION
 router = APIRouter(tags=["auth"])
 V1 = AUTH.for_version(1)
 
-UserIds = Annotated[RowIdList | None, Query(alias="id", description="user ids: 1,2,3")]
+UserIds = Annotated[SerialIdList | None, Query(alias="id", description="user ids: 1,2,3")]
 
 
 def _path(key: str) -> str:
@@ -111,7 +111,7 @@ def create_token_api(request: Request, body: TokenRequest = Body(default_factory
 
 
 @router.delete(_path("delete_token"))
-def delete_token(token_id: Annotated[RowId, Path()], request: Request, identity: Identity = Depends(current_identity)) -> str:
+def delete_token(token_id: Annotated[SerialId, Path()], request: Request, identity: Identity = Depends(current_identity)) -> str:
     runtime_of(request).tokens.revoke_by_id(identity.id, token_id)
     return "success"
 
@@ -129,7 +129,7 @@ def create_group(request: Request, body: NewGroup, identity: Identity = Depends(
 
 
 @router.get(_path("get_group_users"))
-def group_users(group_id: Annotated[RowId, Path()], request: Request, identity: Identity = Depends(current_identity)) -> list[dict]:
+def group_users(group_id: Annotated[SerialId, Path()], request: Request, identity: Identity = Depends(current_identity)) -> list[dict]:
     require_some_admin(identity)
     return runtime_of(request).accounts.group_members(group_id)  # an unknown group has no members
 
@@ -157,7 +157,7 @@ def service_dataset(
 
 # Registered last: its {user_id} pattern would otherwise shadow /user/token and friends.
 @router.get(_path("get_user"))
-def get_user(user_id: Annotated[RowId, Path()], request: Request, identity: Identity = Depends(current_identity)) -> dict:
+def get_user(user_id: Annotated[SerialId, Path()], request: Request, identity: Identity = Depends(current_identity)) -> dict:
     user = runtime_of(request).accounts.get_user(user_id)
     return user.full_json() if identity.admin or identity.id == user_id else user.public_json()
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from opencave.server.params import Name, RowId
+from opencave.server.params import Name, SerialId
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.wire.endpoints import INFO, route_path
@@ -51,7 +51,7 @@ def aligned_volumes(request: Request, context: AuthContext = Depends(current_con
 
 
 @router.get(_path("aligned_volume_by_id"))
-def aligned_volume_by_id(aligned_volume_id: Annotated[RowId, Path()], request: Request, context: AuthContext = Depends(current_context)) -> dict:
+def aligned_volume_by_id(aligned_volume_id: Annotated[SerialId, Path()], request: Request, context: AuthContext = Depends(current_context)) -> dict:
     runtime = runtime_of(request)
     volume = runtime.info.aligned_volume_by_id(aligned_volume_id, runtime.settings.server_url)
     runtime.identities.require(context, "view", "aligned_volume", volume["name"], ignore_tos=True)

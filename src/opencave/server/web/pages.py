@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from opencave.errors import Forbidden, OpencaveError, Unauthorized
-from opencave.server.params import RowId, text
+from opencave.server.params import SerialId, text
 from opencave.server.security import HEADER, authenticate, presented_credential, presented_token, runtime_of
 from opencave.server.web import csrf, redirects
 from opencave.services.auth import API, LOGIN, Identity
@@ -184,7 +184,7 @@ def create_token_form(request: Request, description: Annotated[text(200), Form()
 
 
 @router.post(TOKENS_PATH + "/{token_id}/revoke", response_class=HTMLResponse)
-def revoke_token_form(token_id: RowId, request: Request, csrf_token: FormToken = "") -> Response:
+def revoke_token_form(token_id: SerialId, request: Request, csrf_token: FormToken = "") -> Response:
     runtime = runtime_of(request)
     csrf.verify(request, runtime.secret_key, csrf_token)
     identity = _browser_identity(request)
@@ -300,7 +300,7 @@ def api_logout(request: Request) -> Response:
 
 # -- terms of service and the login hand-over --------------------------------------------------
 @router.get(TOS_PATH, response_class=HTMLResponse)
-def tos_page(tos_id: RowId, request: Request, redirect: Annotated[UrlText | None, Query()] = None) -> Response:
+def tos_page(tos_id: SerialId, request: Request, redirect: Annotated[UrlText | None, Query()] = None) -> Response:
     identity = _browser_identity(request)
     if identity is None:
         return _to_login(request)
@@ -309,7 +309,7 @@ def tos_page(tos_id: RowId, request: Request, redirect: Annotated[UrlText | None
 
 
 @router.post(TOS_PATH, response_class=HTMLResponse)
-def accept_tos(tos_id: RowId, request: Request, redirect: Annotated[UrlText, Form()] = "", csrf_token: FormToken = "") -> Response:
+def accept_tos(tos_id: SerialId, request: Request, redirect: Annotated[UrlText, Form()] = "", csrf_token: FormToken = "") -> Response:
     runtime = runtime_of(request)
     csrf.verify(request, runtime.secret_key, csrf_token)
     identity = _browser_identity(request)
