@@ -235,8 +235,12 @@ class Runtime:
         any version schedule (a server's lifespan; administration commands do without)."""
         self.background.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop background work, letting queued jobs finish for up to ``timeout`` seconds."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop background work, letting queued jobs finish for up to ``timeout`` seconds.
+
+        Short on purpose: whatever is dropped (L2 attributes, meshes, queued skeletons) is made
+        on demand by the first request that needs it, so a stopping server need not wait for it.
+        """
         self.background.stop(timeout)
 
     def close(self) -> None:
