@@ -4,11 +4,11 @@ beyond the signed 64-bit range SQL stores."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
-import requests
+
+from tests.support.http import error, json_caller, no_unhandled_errors
 
 AV = "opencave_demo"
 BASE = f"/annotation/api/v2/aligned_volume/{AV}/table"
@@ -18,34 +18,13 @@ TOO_BIG = 2**63
 
 @pytest.fixture(scope="module", autouse=True)
 def no_server_errors(server):
-    """No request of this module may hit an unhandled error."""
-    start = server.log_path.stat().st_size
-    yield
-    with open(server.log_path, errors="replace") as log:
-        log.seek(start)
-        text = log.read()
-    assert "Traceback" not in text and "Exception in ASGI" not in text, text[-5000:]
+    with no_unhandled_errors(server):
+        yield
 
 
 @pytest.fixture(scope="module")
 def call(server, admin_token):
-    def send(method: str, path: str, body=None, **kwargs) -> requests.Response:
-        headers = {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"}
-        data = None if body is None else json.dumps(body)  # ensure_ascii: lone surrogates travel as \ud800
-        return requests.request(method, server.url + path, data=data, headers=headers, timeout=60, **kwargs)
-
-    return send
-
-
-def error(response: requests.Response, status: int, *words: str, code: str | None = None) -> dict:
-    assert response.status_code == status, (response.status_code, response.text[:500])
-    body = response.json()
-    assert body["code"] == status and body["message"], body
-    for word in words:
-        assert word.lower() in body["message"].lower(), (word, body["message"])
-    if code is not None:
-        assert body["error"] == code, body
-    return body
+    return json_caller(server, admin_token)
 
 
 def table(call, schema: str = "bound_tag", **metadata) -> str:
