@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,10 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.postgres import free_port  # noqa: E402
+
+# Clients made by a benchmark save datastack lookups and tokens under HOME: keep them out of the
+# user's own files (HOME is read when a file is written, so setting it here is in time).
+os.environ["HOME"] = tempfile.mkdtemp(prefix="opencave-bench-home-")
 
 
 def opencave_cli(*args: str, storage: list[str]) -> str:
