@@ -19,6 +19,8 @@ import numpy as np
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from opencave.wire.materialize_query import parse_timestamp
+
 UINT64_MAX = 2**64 - 1
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
@@ -255,22 +257,20 @@ def _moment(value: Any) -> datetime | None:
     if value is None or value == "" or value == "None":
         return None
     if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return datetime.fromtimestamp(_unix_time(value), tz=UTC)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            return datetime.fromtimestamp(_unix_time(float(text)), tz=UTC)
-        except ValueError:
-            pass
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise invalid("bad_timestamp", f"timestamp must be an ISO 8601 time (e.g. 2024-05-01T12:00:00Z) or unix seconds; got {text[:80]!r}.") from None
-    else:
+    if not isinstance(value, str):
         raise invalid("bad_timestamp", f"timestamp must be an ISO 8601 time or unix seconds; got {value!r}.")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    text = value.strip()
+    try:
+        return datetime.fromtimestamp(_unix_time(float(text)), tz=UTC)
+    except ValueError:
+        pass
+    try:
+        return parse_timestamp(text)  # the ISO reading the query bodies use too
+    except PydanticCustomError:
+        raise invalid("bad_timestamp", f"timestamp must be an ISO 8601 time (e.g. 2024-05-01T12:00:00Z) or unix seconds; got {text[:80]!r}.") from None
 
 
 Moment = Annotated[
