@@ -1,0 +1,507 @@
+"""Mirror: copy a materialized version from any CAVE deployment into a local frozen version.
+
+CAVE caps every query answer (200,000 rows by default), so a table is fetched as ranges of a
+split column (``id``) sized from the remote's own counts (``count=true`` queries): a range is
+cut until it holds at most the rows one answer may carry, each range is fetched with
+``filter_greater_dict``/``filter_less_equal_dict``, and every answer must hold exactly the rows
+its count promised, and every table its total. An answer cut by the cap teaches the cap and is
+split again; a range that cannot be made small enough (one id value with too many rows and no
+further column to split on) is an error naming the table and range.
+
+Ranges are written as they arrive, each as one Parquet part of a version package staged under
+``<data dir>/mirrors/<name>/v<N>/`` (``tables/<t>/part-<lo>-<hi>.parquet``, written to a hidden
+file then renamed). A part's existence means its range is complete, so a re-run after an
+interruption plans only what no part covers. Once every table is verified the manifest is written
+and the package imported as a version (``VersionImporter``), then the staging is removed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from opencave.errors import BadRequest, Conflict, NotFound
+from opencave.services.materialize.layout import FrozenLayout, frozen_layout
+from opencave.services.materialize.versions import as_utc
+from opencave.services.transfer.mirror_remote import INT64_MAX, INT64_MIN, Bound, RemoteVersion, describe
+from opencave.services.transfer.package import PackageTable, VersionPackage, write_manifest
+
+if TYPE_CHECKING:
+    from opencave.runtime import Runtime
+
+MAX_REQUEST_ROWS = 250_000  # rows asked for in one answer at most, whatever the remote allows
+SPLIT_FILL = 0.8  # ranges are cut to this share of the rows an answer may hold, so most fit at once
+SPAN_START, SPAN_STEP = 2**20, 16  # the upper end of a column's values is searched from here
+THREADS = 4
+STATE = "mirror.json"
+PART = re.compile(r"^part-(?P<ranges>all|-?\d+--?\d+(?:~-?\d+--?\d+)*)\.parquet$")
+VIEW_TYPES = {"integer": pa.int64(), "float": pa.float64(), "number": pa.float64(), "boolean": pa.bool_(), "string": pa.string()}
+
+Progress = Callable[[str], None]
+RowsProgress = Callable[[str, int, int], None]  # table, rows staged, rows in total
+
+
+@dataclass(frozen=True)
+class Source:
+    """A table or view of the remote version and how its rows are kept."""
+
+    entry: PackageTable
+    split_columns: tuple[str, ...]  # columns ranges are cut on, outermost first
+    layout: FrozenLayout | None  # tables: the frozen layout their parts are cast to
+    view_types: dict[str, pa.DataType] = field(default_factory=dict)  # views: types of columns that answer null
+    positions: frozenset[str] = frozenset()  # views: split position columns, stored as float64 like a table's
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+def part_name(bounds: tuple[Bound, ...]) -> str:
+    """The file of a range: ``part-<lo>-<hi>.parquet`` (``~``-joined per split level; ``all``)."""
+    text = "~".join(f"{b.lo:020d}-{b.hi:020d}" for b in bounds) or "all"
+    return f"part-{text}.parquet"
+
+
+def parse_part(name: str, columns: tuple[str, ...]) -> tuple[Bound, ...] | None:
+    """The range a part file holds (None: not a part name, or more levels than ``columns``)."""
+    match = PART.match(name)
+    if match is None:
+        return None
+    if match["ranges"] == "all":
+        return ()
+    levels = match["ranges"].split("~")
+    if len(levels) > len(columns):
+        return None
+    bounds = []
+    for column, level in zip(columns, levels):
+        lo, hi = re.fullmatch(r"(-?\d+)-(-?\d+)", level).groups()
+        bounds.append(Bound(column, int(lo), int(hi)))
+    return tuple(bounds)
+
+
+def _gaps(lo: int, hi: int, covered: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``(lo, hi]`` outside the ``covered`` (lo, hi] intervals."""
+    out, at = [], lo
+    for a, b in sorted(covered):
+        if a > at:
+            out.append((at, min(a, hi)))
+        at = max(at, b)
+    if at < hi:
+        out.append((at, hi))
+    return [(a, b) for a, b in out if a < b]
+
+
+class Mirror:
+    """Stages one remote version as a version package, resumably (see the module docstring)."""
+
+    def __init__(
+        self,
+        remote: RemoteVersion,
+        version: int,
+        staging: Path,
+        *,
+        threads: int = THREADS,
+        max_request_rows: int = MAX_REQUEST_ROWS,
+        progress: Progress | None = None,
+        on_rows: RowsProgress | None = None,
+    ) -> None:
+        self.remote = remote
+        self.version = version
+        self.staging = Path(staging)
+        self.threads = threads
+        self.max_request_rows = max_request_rows
+        self.cap: int | None = None  # the remote's row cap, once an answer showed it
+        self.floor = 0  # the cap is at least this (an answer of this many rows was not cut)
+        self.progress = progress or (lambda message: None)
+        self.on_rows = on_rows or (lambda table, done, total: None)
+        self._lock = threading.Lock()
+
+    # -- answers per request ----------------------------------------------------------------
+    @property
+    def per_request(self) -> int:
+        return min(self.cap or self.max_request_rows, self.max_request_rows)
+
+    def _learn_cap(self, rows: int) -> None:
+        with self._lock:
+            if rows > 0 and (self.cap is None or rows < self.cap):
+                self.cap = rows
+
+    # -- the version ------------------------------------------------------------------------
+    def stage(self, tables: list[str] | None = None) -> VersionPackage:
+        """Fetch every table and view (or those named) and write the package's manifest."""
+        record = self.remote.version_metadata(self.version)
+        time_stamp = as_utc(datetime.fromisoformat(str(record["time_stamp"]).replace("Z", "+00:00")))
+        self._claim_staging(time_stamp)
+        sources = self._sources(tables)
+        entries = []
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="mirror") as pool:
+            for source in sources:
+                entries.append(self._stage_source(source, pool))
+        package = VersionPackage(datastack=self.remote.datastack, version=self.version, time_stamp=time_stamp, tables=entries)
+        write_manifest(self.staging, package)
+        return package
+
+    def _claim_staging(self, time_stamp: datetime) -> None:
+        """Mark the staging directory as this version's, refusing one left by another source."""
+        import json
+
+        self.staging.mkdir(parents=True, exist_ok=True)
+        state = {"server": self.remote.server_url, "datastack": self.remote.datastack, "version": self.version, "time_stamp": time_stamp.isoformat()}
+        path = self.staging / STATE
+        if path.exists():
+            try:
+                found = json.loads(path.read_text())
+            except ValueError:
+                found = None
+            if found != state:
+                raise Conflict(
+                    f"{self.staging} holds an unfinished mirror of another source ({found}); delete that directory to start again",
+                    code="mirror_conflict",
+                )
+            return
+        partial = path.with_name(f".{STATE}.partial")
+        partial.write_text(json.dumps(state))
+        partial.replace(path)
+
+    def _sources(self, wanted: list[str] | None) -> list[Source]:
+        tables = self.remote.tables_metadata(self.version) or []
+        views = self.remote.views(self.version) or {}
+        names = [str(m["table_name"]) for m in tables] + list(views)
+        if wanted is not None:
+            unknown = [n for n in wanted if n not in names]
+            if unknown:
+                raise NotFound(
+                    f"version {self.version} of {self.remote.datastack} on {self.remote.server_url} has no table or view {', '.join(unknown)}; it has {', '.join(sorted(names))}",
+                    code="unknown_table",
+                )
+        keep = set(names if wanted is None else wanted)
+        sources = []
+        for metadata in tables:
+            name = str(metadata["table_name"])
+            if name in keep:
+                sources.append(self._table_source(name, metadata))
+        for name, metadata in views.items():
+            if name in keep:
+                sources.append(self._view_source(name, {"table_name": name, **metadata}))
+        return sources
+
+    def _table_source(self, name: str, metadata: dict[str, Any]) -> Source:
+        schema = metadata.get("schema") or metadata.get("schema_type")
+        try:
+            layout = frozen_layout(str(schema))
+        except NotFound:
+            raise BadRequest(
+                f"table {name} has schema {schema!r}, which opencave's schema registry does not hold; leave it out with --tables",
+                code="unknown_schema",
+            ) from None
+        entry = PackageTable(name=name, kind="table", schema=str(schema), row_count=0, path=f"tables/{name}", metadata=metadata)
+        return Source(entry, ("id",), layout)
+
+    def _view_source(self, name: str, metadata: dict[str, Any]) -> Source:
+        columns = self.remote.view_schema(self.version, name)
+        view_types: dict[str, pa.DataType] = {}
+        positions: set[str] = set()
+        for column, spec in columns.items():
+            if spec.get("type") == "SpatialPoint":
+                positions.update(f"{column}_{axis}" for axis in "xyz")
+                view_types.update({f"{column}_{axis}": pa.float64() for axis in "xyz"})
+            elif spec.get("format") == "date-time":
+                view_types[column] = pa.timestamp("us", tz="UTC")
+            elif spec.get("type") in VIEW_TYPES:
+                view_types[column] = VIEW_TYPES[spec["type"]]
+        integers = [c for c, spec in columns.items() if spec.get("type") == "integer"]
+        split = ("id",) if "id" in integers else tuple(integers)
+        entry = PackageTable(name=name, kind="view", schema=None, row_count=0, path=f"views/{name}", metadata=metadata)
+        return Source(entry, split, None, view_types, frozenset(positions))
+
+    # -- one table --------------------------------------------------------------------------
+    def _stage_source(self, source: Source, pool: ThreadPoolExecutor) -> PackageTable:
+        total = self.remote.count(self.version, source.entry.kind, source.name)
+        entry = replace(source.entry, row_count=total)
+        source = replace(source, entry=entry)
+        directory = self.staging / entry.path
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(".*.partial"):
+            stale.unlink()
+        done: dict[tuple[Bound, ...], int] = {}
+        for path in directory.glob("part-*.parquet"):
+            bounds = parse_part(path.name, source.split_columns)
+            if bounds is not None:
+                done[bounds] = pq.read_metadata(path).num_rows
+        staged = sum(done.values())
+        self.progress(f"{entry.kind} {entry.name}: {total:,} rows" + (f" ({staged:,} staged before)" if staged else ""))
+        self.on_rows(entry.name, staged, total)
+        counter = _Counter(staged)
+
+        def keep(bounds: tuple[Bound, ...], rows: pa.Table) -> None:
+            self._write(source, bounds, rows)
+            self.on_rows(entry.name, counter.add(rows.num_rows), total)
+
+        if not source.split_columns or total == 0 or () in done:
+            if () not in done:
+                self._fetch_whole(source, total, keep)
+        else:
+            self._probe_cap(source, total)
+            planned = self._plan(source, (), total, done, pool)
+            for _ in pool.map(lambda job: self._fetch(source, job[0], job[1], keep), planned):
+                pass
+        self._verify(source, directory)
+        return entry
+
+    def _fetch_whole(self, source: Source, total: int, keep: Callable[[tuple[Bound, ...], pa.Table], None]) -> None:
+        answer = self.remote.rows(self.version, source.entry.kind, source.name)
+        if answer.rows.num_rows != total:
+            why = "the server capped the answer" if answer.truncated else "the answer and the count disagree"
+            raise BadRequest(
+                f"{source.entry.kind} {source.name}: fetched {answer.rows.num_rows:,} of its {total:,} rows ({why}), "
+                "and it has no integer column to fetch it in ranges; nothing was imported",
+                code="mirror_incomplete",
+            )
+        keep((), answer.rows)
+
+    def _probe_cap(self, source: Source, total: int) -> None:
+        """Learn the remote's row cap from one answer of split-column values only (cheap)."""
+        if self.cap is not None or total <= max(self.floor, 0) or total <= 1:
+            return
+        limit = min(self.max_request_rows, total)
+        answer = self.remote.rows(self.version, source.entry.kind, source.name, columns=[source.split_columns[0]], limit=limit)
+        rows = answer.rows.num_rows
+        if rows < limit:
+            self._learn_cap(rows)
+            self.progress(f"{self.remote.server_url} answers at most {rows:,} rows per query")
+        else:
+            with self._lock:
+                self.floor = max(self.floor, rows)
+
+    # -- planning ---------------------------------------------------------------------------
+    def _count(self, source: Source, bounds: tuple[Bound, ...]) -> int:
+        return self.remote.count(self.version, source.entry.kind, source.name, bounds)
+
+    def _span(self, source: Source, prefix: tuple[Bound, ...], column: str, rows: int) -> tuple[int, int]:
+        """An interval ``(lo, hi]`` of ``column`` holding every one of the ``rows`` rows within ``prefix``."""
+        lo = 0 if self._count(source, prefix + (Bound(column, INT64_MIN, 0),)) == 0 else INT64_MIN
+        hi = SPAN_START
+        while hi < INT64_MAX and self._count(source, prefix + (Bound(column, hi, INT64_MAX),)) > 0:
+            hi = min(hi * SPAN_STEP, INT64_MAX)
+        inside = self._count(source, prefix + (Bound(column, lo, hi),))
+        if inside != rows:
+            raise BadRequest(
+                f"{source.entry.kind} {source.name}: {rows - inside:,} of the {rows:,} rows {describe(prefix)} have no value of {column} "
+                f"in ({lo}, {hi}] (nulls?), so they cannot be fetched in ranges; nothing was imported",
+                code="mirror_incomplete",
+            )
+        return lo, hi
+
+    def _plan(
+        self,
+        source: Source,
+        prefix: tuple[Bound, ...],
+        rows: int,
+        done: dict[tuple[Bound, ...], int],
+        pool: ThreadPoolExecutor | None,
+    ) -> list[tuple[tuple[Bound, ...], int]]:
+        """The ranges within ``prefix`` (``rows`` rows) that no staged part covers, with their counts."""
+        level = len(prefix)
+        column = source.split_columns[level]
+        lo, hi = self._span(source, prefix, column, rows)
+        covered, deeper = [], set()
+        for bounds in done:
+            if len(bounds) > level and bounds[:level] == prefix:
+                if len(bounds) == level + 1:
+                    covered.append((bounds[level].lo, bounds[level].hi))
+                else:
+                    deeper.add(bounds[level])
+        planned: list[tuple[tuple[Bound, ...], int]] = []
+        for bound in sorted(deeper, key=lambda b: b.lo):
+            inner = prefix + (bound,)
+            planned += self._plan(source, inner, self._count(source, inner), done, pool)
+        gaps = _gaps(lo, hi, covered + [(b.lo, b.hi) for b in deeper])
+        for bound, count in self._split(source, prefix, [Bound(column, a, b) for a, b in gaps], pool):
+            if count <= self.per_request:
+                planned.append((prefix + (bound,), count))
+            elif level + 1 < len(source.split_columns):
+                planned += self._plan(source, prefix + (bound,), count, done, pool)
+            else:
+                raise BadRequest(
+                    f"{source.entry.kind} {source.name}: the {count:,} rows {describe(prefix + (bound,))} are more than the "
+                    f"{self.per_request:,} the server answers at once and cannot be split further; nothing was imported",
+                    code="mirror_incomplete",
+                )
+        return planned
+
+    def _split(
+        self, source: Source, prefix: tuple[Bound, ...], gaps: list[Bound], pool: ThreadPoolExecutor | None
+    ) -> list[tuple[Bound, int]]:
+        """``gaps`` cut (by their counts) into non-empty ranges of at most ``per_request`` rows,
+        except single values holding more (the next split column must cut those)."""
+        result: list[tuple[Bound, int]] = []
+        pending: list[tuple[Bound, int | None]] = [(gap, None) for gap in gaps]
+        while pending:
+            unknown = [bound for bound, count in pending if count is None]
+            counted = iter((pool.map if pool else map)(lambda b: self._count(source, prefix + (b,)), unknown))
+            pending = [(bound, next(counted) if count is None else count) for bound, count in pending]
+            after: list[tuple[Bound, int | None]] = []
+            for bound, count in pending:
+                if count == 0:
+                    continue
+                if count <= self.per_request or bound.hi - bound.lo == 1:
+                    result.append((bound, count))
+                    continue
+                pieces = min(math.ceil(count / (SPLIT_FILL * self.per_request)), bound.hi - bound.lo)
+                edges = [bound.lo + (bound.hi - bound.lo) * i // pieces for i in range(pieces + 1)]
+                children = [Bound(bound.column, a, b) for a, b in zip(edges, edges[1:]) if a < b]
+                counts = list((pool.map if pool else map)(lambda b: self._count(source, prefix + (b,)), children))
+                if sum(counts) != count:
+                    raise BadRequest(
+                        f"{source.entry.kind} {source.name}: the ranges of {describe(prefix + (bound,))} hold {sum(counts):,} rows "
+                        f"but the range {count:,}; the remote version changes while it is read, so it cannot be mirrored",
+                        code="mirror_incomplete",
+                    )
+                after += list(zip(children, counts))
+            pending = after
+        return sorted(result, key=lambda item: item[0].lo)
+
+    # -- fetching ---------------------------------------------------------------------------
+    def _fetch(self, source: Source, bounds: tuple[Bound, ...], count: int, keep: Callable[[tuple[Bound, ...], pa.Table], None]) -> None:
+        """Fetch one planned range; an answer cut short is split by its counts and fetched again."""
+        answer = self.remote.rows(self.version, source.entry.kind, source.name, bounds)
+        got = answer.rows.num_rows
+        if got == count:
+            keep(bounds, answer.rows)
+            return
+        where = f"{source.entry.kind} {source.name}, rows {describe(bounds)}"
+        if got > count:
+            raise BadRequest(f"{where}: the server sent {got:,} rows but counted {count:,}; nothing was imported", code="mirror_incomplete")
+        self._learn_cap(got)
+        del answer
+        prefix, last = bounds[:-1], bounds[-1]
+        if last.hi - last.lo == 1 and len(bounds) == len(source.split_columns):
+            raise BadRequest(f"{where}: only {got:,} of {count:,} rows arrived and the range cannot be split further; nothing was imported", code="mirror_incomplete")
+        if last.hi - last.lo == 1:
+            pieces = self._plan(source, bounds, count, {}, None)
+        else:
+            pieces = []
+            for bound, n in self._split(source, prefix, [last], None):
+                if n <= self.per_request:
+                    pieces.append((prefix + (bound,), n))
+                else:
+                    pieces += self._plan(source, prefix + (bound,), n, {}, None)
+        if len(pieces) == 1 and pieces[0] == (bounds, count):
+            raise BadRequest(f"{where}: only {got:,} of {count:,} rows arrived, and again when asked alone; nothing was imported", code="mirror_incomplete")
+        for inner, n in pieces:
+            self._fetch(source, inner, n, keep)
+
+    def _shape(self, source: Source, rows: pa.Table, bounds: tuple[Bound, ...]) -> pa.Table:
+        """An answer as the stored columns: a table's frozen layout (names, order, types)."""
+        rows = rows.replace_schema_metadata(None)
+        if source.layout is None:
+            fields = [
+                pa.field(f.name, source.view_types.get(f.name, pa.string()))
+                if pa.types.is_null(f.type) or f.name in source.positions
+                else f.remove_metadata()
+                for f in rows.schema
+            ]
+            return rows.cast(pa.schema(fields))
+        missing = [name for name in source.layout.names if name not in rows.column_names]
+        if missing:
+            raise BadRequest(
+                f"table {source.name}: the server's answer lacks the columns {missing} of schema {source.entry.schema}; nothing was imported",
+                code="mirror_columns",
+            )
+        try:
+            return rows.select(source.layout.names).cast(source.layout.arrow_schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise BadRequest(f"table {source.name}, rows {describe(bounds)}: {error}", code="mirror_columns") from None
+
+    def _write(self, source: Source, bounds: tuple[Bound, ...], rows: pa.Table) -> None:
+        """One range as one Parquet part, complete or absent (written aside, then renamed)."""
+        shaped = self._shape(source, rows, bounds)
+        shaped = shaped.replace_schema_metadata(source.entry.parquet_metadata())
+        path = self.staging / source.entry.path / part_name(bounds)
+        partial = path.with_name(f".{path.name}.{threading.get_ident()}.partial")
+        pq.write_table(shaped, partial, compression="zstd", row_group_size=128 * 1024)
+        partial.replace(path)
+
+    def _verify(self, source: Source, directory: Path) -> None:
+        parts = sorted(directory.glob("part-*.parquet"))
+        staged = sum(pq.read_metadata(path).num_rows for path in parts)
+        if staged != source.entry.row_count:
+            raise BadRequest(
+                f"{source.entry.kind} {source.name}: {staged:,} rows were staged in {directory} but the server counts "
+                f"{source.entry.row_count:,}; delete that directory and mirror again",
+                code="mirror_incomplete",
+            )
+
+
+class _Counter:
+    def __init__(self, start: int) -> None:
+        self.value = start
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> int:
+        with self._lock:
+            self.value += n
+            return self.value
+
+
+def staging_directory(data_dir: Path, name: str, version: int) -> Path:
+    return Path(data_dir) / "mirrors" / name / f"v{version}"
+
+
+def mirror(
+    runtime: "Runtime",
+    server_url: str,
+    datastack: str,
+    *,
+    version: int | None = None,
+    tables: list[str] | None = None,
+    name: str | None = None,
+    token: str | None = None,
+    threads: int = THREADS,
+    progress: Progress | None = None,
+    on_rows: RowsProgress | None = None,
+) -> Any:
+    """Copy a version of ``datastack`` on ``server_url`` into this store as version N of ``name``.
+
+    The version is the remote's newest unless given; the local one gets the same number and
+    timestamp. Returns the imported ``Version``.
+    """
+    say = progress or (lambda message: None)
+    remote = RemoteVersion(server_url, datastack, token, pool=max(8, 2 * threads))
+    if version is None:
+        versions = remote.versions()
+        if not versions:
+            raise NotFound(f"{datastack} on {server_url} has no valid version to mirror", code="no_versions")
+        version = versions[-1]
+    local = name or datastack
+    try:
+        runtime.materialize.version(local, version)
+    except NotFound:
+        pass
+    else:
+        raise Conflict(f"version {version} of {local} exists here already; mirror into another datastack with --as NAME", code="version_exists")
+    staging = staging_directory(runtime.settings.data_dir, local, version)
+    say(f"mirroring version {version} of {datastack} from {remote.server_url} into {staging}")
+    package = Mirror(remote, version, staging, threads=threads, progress=say, on_rows=on_rows).stage(tables)
+    say(f"all {len(package.tables)} tables and views complete ({sum(t.row_count for t in package.tables):,} rows); importing")
+    imported = runtime.imports.import_version(local, staging, progress=say)
+    shutil.rmtree(staging, ignore_errors=True)
+    for parent in (staging.parent, staging.parent.parent):
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+    return imported
+
+
