@@ -474,6 +474,36 @@ def cmd_setup_token(args) -> int:
     return 0
 
 
+# -- mirror -------------------------------------------------------------------------------------
+def cmd_mirror(args) -> int:
+    from tqdm import tqdm
+
+    from opencave.services.transfer.mirror import mirror
+
+    runtime = _runtime(args)
+    bars: dict[str, tqdm] = {}
+
+    def rows(table: str, done: int, total: int) -> None:
+        bar = bars.get(table)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[table] = tqdm(total=total, desc=table, unit=" rows", unit_scale=True, file=sys.stderr)
+        bar.update(done - bar.n)
+
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
+    try:
+        version = mirror(
+            runtime, args.server_url, args.datastack, version=args.version, tables=tables, name=args.name,
+            token=args.token, progress=lambda m: tqdm.write(m, file=sys.stderr), on_rows=rows,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"version {version.version} of {args.name or args.datastack} is available (frozen at {version.to_json()['time_stamp']})")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def _command(sub, name: str, func: Callable, help: str, storage: bool = True) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help, description=help)
@@ -625,6 +655,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = _command(skel, name, func, summary)
         p.add_argument("datastack")
         p.add_argument("root_id", type=int)
+
+    p = _command(top, "mirror", cmd_mirror, "copy a version of a datastack from a CAVE server into this store, past its row cap; rerun to resume")
+    p.add_argument("server_url", help="the CAVE server, e.g. https://global.daf-apis.com or http://127.0.0.1:8765")
+    p.add_argument("datastack", help="the datastack on that server")
+    p.add_argument("--version", type=int, help="the version to copy (default: the newest)")
+    p.add_argument("--tables", help="only these tables and views, comma-separated (default: all)")
+    p.add_argument("--as", dest="name", metavar="NAME", help="the datastack here (default: the same name)")
+    p.add_argument("--token", help="the token for that server (default: its token file, as caveclient)")
 
     p = _command(top, "setup-token", cmd_setup_token, "save a token for a server interactively (CAVEclient.setup_token)", storage=False)
     p.add_argument("server", help="server address, e.g. http://127.0.0.1:8765")
