@@ -490,6 +490,8 @@ def cmd_mirror(args) -> int:
                 other.close()
             bar = bars[table] = tqdm(total=total, desc=table, unit=" rows", unit_scale=True, file=sys.stderr)
         bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
     try:
