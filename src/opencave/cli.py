@@ -447,6 +447,40 @@ def cmd_materialize_keep(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from tqdm import tqdm
+
+    from opencave.services.transfer.export import VersionExporter
+
+    runtime = _runtime(args)
+    bars: dict[str, tqdm] = {}
+
+    def progress(entry, rows: int) -> None:
+        bar = bars.get(entry.name)
+        if bar is None:
+            bar = bars[entry.name] = tqdm(total=entry.row_count, desc=entry.name, unit=" rows", unit_scale=True, file=sys.stderr)
+        bar.update(rows - bar.n)
+        if rows >= entry.row_count:
+            bar.close()  # one bar at a time on the terminal
+
+    tables = [n.strip() for n in args.tables.split(",") if n.strip()] if args.tables is not None else None
+    try:
+        summary = VersionExporter(runtime.materialize).export(
+            args.datastack, args.version, args.out, args.format, tables=tables, progress=progress
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for table in summary.tables:
+        print(f"  {table.kind} {table.name}: {table.rows:,} rows, {len(table.files)} file(s), {table.bytes / 1e6:,.1f} MB")
+    rate = summary.rows / summary.seconds if summary.seconds else 0
+    print(
+        f"exported version {summary.version} of {summary.datastack} ({summary.format}) to {summary.out}: "
+        f"{len(summary.tables)} tables and views, {summary.rows:,} rows, {summary.bytes / 1e6:,.1f} MB in {summary.seconds:.1f} s ({rate:,.0f} rows/s)"
+    )
+    return 0
+
+
 # -- skeletons ----------------------------------------------------------------------------------
 def cmd_skeleton_refusals(args) -> int:
     runtime = _runtime(args)
@@ -649,6 +683,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datastack")
     p.add_argument("version", type=int)
     p.add_argument("--until", help="new expiry time (ISO 8601); omit to keep the version forever")
+
+    p = _command(top, "export", cmd_export, "write a version as open files: Parquet datasets or the CAVE static-export CSV layout")
+    p.add_argument("datastack")
+    p.add_argument("--version", type=int, required=True, help="the version to export")
+    p.add_argument("--format", choices=["parquet", "cave-csv"], default="parquet", help="parquet: a version package, one Parquet dataset per table and view (default); cave-csv: {table}_merged.csv.gz and {table}_merged_header.csv per table, as CAVE publishes versions")
+    p.add_argument("out", metavar="OUT", help="directory to write (must not exist or be empty)")
+    p.add_argument("--tables", metavar="A,B", help="export only these tables and views (default: all)")
 
     skel = top.add_parser("skeleton", help="the skeleton service's refusal list").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _command(skel, "refusals", cmd_skeleton_refusals, "list the root ids the skeleton service refuses")
