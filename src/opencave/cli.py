@@ -447,6 +447,43 @@ def cmd_materialize_keep(args) -> int:
     return 0
 
 
+# -- data in and out ------------------------------------------------------------------------------
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    """``NAME=VALUE`` arguments as a dict (SystemExit naming the malformed one)."""
+    out = {}
+    for value in values or []:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise SystemExit(f"error: {option} takes NAME=VALUE, got {value!r}")
+        out[name.strip()] = rest.strip()
+    return out
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def cmd_import_version(args) -> int:
+    runtime = _materializing_runtime(args)
+    version = runtime.imports.import_version(
+        args.datastack,
+        args.source,
+        version=args.version,
+        timestamp=_moment(args.timestamp),
+        schemas=_pairs(args.schema, "--schema"),
+        voxel_resolution=args.voxel_resolution,
+        tables=_names(args.tables),
+        dataset=args.dataset,
+        aligned_volume=args.aligned_volume,
+        image_source=args.image_source,
+        segmentation_source=args.segmentation_source,
+        progress=lambda m: print(m, flush=True),
+    )
+    tables = runtime.materializer.registry.tables(version) + runtime.materializer.registry.tables(version, "view")
+    print(f"imported version {version.version} of {args.datastack}: {len(tables)} tables and views, {sum(t.row_count for t in tables):,} rows")
+    return 0
+
+
 def cmd_export(args) -> int:
     from tqdm import tqdm
 
@@ -683,6 +720,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datastack")
     p.add_argument("version", type=int)
     p.add_argument("--until", help="new expiry time (ISO 8601); omit to keep the version forever")
+
+    imp = top.add_parser("import", help="bring data in: annotation tables, released versions").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(imp, "version", cmd_import_version, "import a released version (static export, version package, Parquet/Feather files) with its root ids as published")
+    p.add_argument("datastack", help="datastack to hold the version (created, with its aligned volume and dataset, when missing)")
+    p.add_argument("source", metavar="DIR_OR_URL", help="a local folder or an fsspec/cloud-files URL")
+    p.add_argument("--version", type=int, help="the version's number (default: the package's; required for a static export)")
+    p.add_argument("--timestamp", help="when the version was frozen, ISO 8601 UTC (default: the package's; required for a static export)")
+    p.add_argument("--schema", action="append", metavar="TABLE=SCHEMA", help="the schema of a table (default: the package's, or the one registry schema its columns fit); repeat per table")
+    p.add_argument("--voxel-resolution", type=float, nargs=3, metavar=("X", "Y", "Z"), help="nm per voxel of the positions in the files (default: the package's metadata)")
+    p.add_argument("--tables", metavar="A,B", help="import only these tables and views")
+    p.add_argument("--dataset", help="dataset of a new datastack (default: the datastack's name)")
+    p.add_argument("--aligned-volume", help="aligned volume of a new datastack (default: the datastack's name)")
+    p.add_argument("--image-source", help="image source of a new aligned volume, e.g. precomputed://gs://…")
+    p.add_argument("--segmentation-source", help="segmentation source of a new datastack (e.g. the deployment it came from)")
 
     p = _command(top, "export", cmd_export, "write a version as open files: Parquet datasets or the CAVE static-export CSV layout")
     p.add_argument("datastack")

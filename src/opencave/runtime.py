@@ -25,6 +25,7 @@ from opencave.services.materialize.views import ViewRegistry
 from opencave.services.meshing.service import MeshService
 from opencave.services.skeleton import SkeletonService, SkeletonStore
 from opencave.services.state import DocumentStore
+from opencave.services.transfer.version_import import VersionImporter
 from opencave.storage.snapshots import SnapshotEngine
 from opencave.storage.sql import create_store_engine, upgrade_schema
 from opencave.errors import Conflict
@@ -79,6 +80,7 @@ class Runtime:
     views: ViewRegistry
     materializer: Materializer
     materialize: MaterializeService
+    imports: VersionImporter
     live: LiveQueries
     skeletons: SkeletonService
     ngl_documents: DocumentStore
@@ -101,6 +103,7 @@ class Runtime:
         snapshots = SnapshotEngine()
         registry = VersionRegistry(engine)
         views = ViewRegistry(engine)
+        access = Access(engine)
         materialize = MaterializeService(registry, views, annotations, info, snapshots, settings.query_row_limit)
         background = BackgroundExecutor()
         l2cache = L2Cache(engine, background)
@@ -112,7 +115,7 @@ class Runtime:
             engine=engine,
             accounts=Accounts(engine),
             tokens=TokenStore(engine),
-            access=Access(engine),
+            access=access,
             identities=IdentityResolver(
                 engine, tos_url=lambda tos_id: f"{base}/sticky_auth/api/v1/tos/{tos_id}/accept"
             ),
@@ -124,6 +127,7 @@ class Runtime:
             views=views,
             materializer=Materializer(registry, annotations, graphs, info, views, settings.version_root, snapshots),
             materialize=materialize,
+            imports=VersionImporter(registry, info, access, settings.version_root, settings.data_dir / "imports"),
             live=LiveQueries(materialize, graphs),
             skeletons=SkeletonService(SkeletonStore(engine), info, graphs, l2cache, annotations, background),
             ngl_documents=DocumentStore(engine),

@@ -318,7 +318,9 @@ async def live_query(
     runtime = runtime_of(request)
 
     def work() -> Answer:
-        for table in {query.table, *(j[0] for j in query.joins), *(j[2] for j in query.joins)}:
+        tables = {query.table, *(j[0] for j in query.joins), *(j[2] for j in query.joins)}
+        runtime.live.require_live_tables(datastack_name, tables)
+        for table in tables:
             _readable(request, context, datastack_name, table)
         return runtime.live.query(datastack_name, query, options)
 

@@ -62,6 +62,20 @@ class LiveQueries:
         future = [v for v in versions if v.time_stamp >= moment]
         return min(future, key=lambda v: v.time_stamp) if future else None
 
+    def require_live_tables(self, datastack: str, tables: Iterable[str]) -> None:
+        """Refuse live queries on tables that exist only in imported versions of a datastack
+        without a segmentation here, saying why (they would otherwise be merely "not found")."""
+        aligned_volume = self.service.info.aligned_volume_of(datastack)
+        live = set(self.service.annotations.table_names(aligned_volume, include_deleted=True))
+        frozen_only = sorted(set(tables) - live)
+        if frozen_only and self._index(aligned_volume) is None and self.service.registry.list(datastack):
+            raise BadRequest(
+                f"Datastack {datastack} holds no segmentation here, and {frozen_only} exist only in its versions, which were "
+                "imported with the root ids they were published with: roots at any other moment need the segmentation. "
+                f"Query a version instead (materialization_version=N; versions: {self.service.versions(datastack)}).",
+                code="no_segmentation",
+            )
+
     def rows_at(
         self,
         datastack: str,
@@ -77,6 +91,7 @@ class LiveQueries:
         as ``RowsAt.batches`` is read, so a whole table is never held at once."""
         warnings = warnings if warnings is not None else []
         aligned_volume = self.service.info.aligned_volume_of(datastack)
+        self.require_live_tables(datastack, [table])
         meta = self.service.annotations.table_metadata(aligned_volume, table)
         layout = frozen_layout(meta["schema_type"])
         resolution = (float(meta["voxel_resolution_x"]), float(meta["voxel_resolution_y"]), float(meta["voxel_resolution_z"]))

@@ -153,13 +153,41 @@ class VersionRegistry:
                 continue
         raise Conflict(f"Could not number a new version of {datastack}: too many versions are being created at once; retry.", code="version_conflict")
 
-    def _begin(self, datastack: str, time_stamp: datetime, expires_on: datetime | None, location_root: str) -> Version:
+    def begin_numbered(self, datastack: str, number: int, time_stamp: datetime, location_root: str) -> Version:
+        """Register a RUNNING version with a given number (an import keeps the number it was
+        published with). A FAILED attempt with that number is replaced; any other is a Conflict."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(mat_versions.c.id, mat_versions.c.status).where(mat_versions.c.datastack == datastack, mat_versions.c.version == number)
+            ).first()
+            if row is not None and row.status == FAILED:
+                conn.execute(delete(mat_version_tables).where(mat_version_tables.c.version_id == row.id))
+                conn.execute(delete(mat_versions).where(mat_versions.c.id == row.id))
+            elif row is not None:
+                raise self._taken(datastack, number, row.status)
+        try:
+            return self._begin(datastack, time_stamp, None, location_root, number)
+        except IntegrityError:
+            raise self._taken(datastack, number, RUNNING) from None
+
+    @staticmethod
+    def _taken(datastack: str, number: int, status: str) -> Conflict:
+        being = " is being built or imported now" if status == RUNNING else " exists already"
+        return Conflict(
+            f"Version {number} of {datastack}{being}; import under another --version number or into another datastack.",
+            code="version_exists",
+        )
+
+    def _begin(
+        self, datastack: str, time_stamp: datetime, expires_on: datetime | None, location_root: str, number: int | None = None
+    ) -> Version:
         now = datetime.now(timezone.utc)
         with self.engine.begin() as conn:
-            current = conn.execute(
-                select(func.max(mat_versions.c.version)).where(mat_versions.c.datastack == datastack)
-            ).scalar()
-            number = (current or 0) + 1
+            if number is None:
+                current = conn.execute(
+                    select(func.max(mat_versions.c.version)).where(mat_versions.c.datastack == datastack)
+                ).scalar()
+                number = (current or 0) + 1
             location = f"{location_root}/{datastack}/v{number}"
             result = conn.execute(
                 mat_versions.insert().values(

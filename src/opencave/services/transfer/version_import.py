@@ -1,0 +1,494 @@
+"""Importing a released version as it was published: every table frozen with its root ids as given.
+
+Sources: an opencave version package (``version.json`` beside Parquet datasets or a static
+export), a CAVE static export (``{table}_merged.csv.gz`` + ``{table}_merged_header.csv``, views as
+``{view}.csv.gz`` + ``{view}_header.csv``), or a folder of Parquet/Feather files, one per table;
+in a local folder or at any fsspec/cloud-files URL (copied to a work directory first).
+
+Everything is checked before the version is registered: every table is staged (read, typed and
+validated) first; only then is the version numbered RUNNING, its files written sorted by id and
+by each root column (as the materializer writes them), and published. A failure at any point
+removes what was written, so a version is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from opencave.errors import BadRequest, Conflict, NotFound
+from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry, format_time
+from opencave.services.schemas import get_schema
+from opencave.services.transfer.inputs import (
+    InputFile,
+    InputProblem,
+    Remote,
+    _quote,
+    format_of,
+    input_file,
+    is_url,
+    local_path,
+    static_export_file,
+    strip_suffix,
+)
+from opencave.services.transfer.package import MANIFEST, PARQUET_KEY, VersionPackage, entry_files, parse_manifest, read_package
+from opencave.services.transfer.staging import Staged, Target, connect, duckdb_type, infer_schema, stage
+from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS, clustered_name
+
+Progress = Callable[[str], None]
+MERGED = "_merged"
+ARROW_OF_DUCKDB = {
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "SMALLINT": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "FLOAT": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    "DATE": pa.date32(),
+    "VARCHAR": pa.string(),
+}
+
+
+@dataclass
+class SourceTable:
+    """One table or view of the source, with what is known about it before reading rows."""
+
+    name: str
+    kind: str  # "table" | "view"
+    inputs: list[InputFile]
+    schema: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Source:
+    tables: list[SourceTable]
+    package: VersionPackage | None
+    where: str
+
+
+def _say(progress: Progress | None) -> Progress:
+    return progress or (lambda message: None)
+
+
+# -- finding the tables of a source -------------------------------------------------------------------
+def _local_copy(source: str, work: Path, say: Progress) -> Path:
+    """A local directory holding the source (remote files are copied into ``work/download``)."""
+    if not is_url(source):
+        path = local_path(source)
+        if not path.is_dir():
+            raise InputProblem(f"{source}: no such directory", code="missing_file")
+        return path
+    remote = Remote(source)
+    target = work / "download"
+    names = remote.names()
+    if MANIFEST in names or (not names and remote.exists(MANIFEST)):
+        package = parse_manifest(remote.copy(MANIFEST, target, say).read_text(), source)
+        for entry in package.tables:
+            if package.files == "parquet":
+                sub = Remote(f"{source.rstrip('/')}/{entry.path}")
+                for name in sub.names():
+                    if format_of(name) == "parquet":
+                        sub.copy(name, target / entry.path, say)
+            else:
+                data = entry.path
+                remote.copy(data, target, say)
+                remote.copy(f"{strip_suffix(data)}_header.csv", target, say)
+        return target
+    if not names:
+        raise InputProblem(f"{source}: cannot list its files and it has no {MANIFEST}; copy it locally first", code="unreadable_source")
+    for name in names:
+        if format_of(name) is not None:
+            remote.copy(name, target, say)
+    return target
+
+
+def find_tables(directory: Path, label: str) -> Source:
+    """The tables and views in ``directory`` (a version package, a static export or a folder of files)."""
+    package = read_package(directory)
+    if package is not None:
+        tables = []
+        for entry in package.tables:
+            if package.files == "parquet":
+                files = entry_files(directory, entry)
+                if not files and entry.row_count:
+                    raise InputProblem(f"{label}/{entry.path}: missing; the manifest lists it with {entry.row_count:,} rows", code="missing_file")
+                inputs = [input_file(f, f"{label}/{f.relative_to(directory)}") for f in files]
+            else:
+                data = directory / entry.path
+                header = f"{strip_suffix(entry.path)}_header.csv"
+                inputs = [static_export_file(data, f"{label}/{entry.path}", directory / header, f"{label}/{header}")]
+            tables.append(SourceTable(entry.name, entry.kind, inputs, entry.schema, dict(entry.metadata)))
+        return Source(tables, package, label)
+    tables = []
+    names = sorted(p.name for p in directory.iterdir() if p.is_file())
+    headers = {n for n in names if n.endswith("_header.csv")}
+    for name in names:
+        if name in headers or format_of(name) is None:
+            continue
+        stem = strip_suffix(name)
+        path = directory / name
+        if format_of(name) == "csv":
+            header = f"{stem}_header.csv"
+            if header not in headers:
+                raise InputProblem(
+                    f"{label}/{header}: missing; the static-export data file {name} has no header file naming its columns",
+                    code="missing_header",
+                )
+            item = static_export_file(path, f"{label}/{name}", directory / header, f"{label}/{header}")
+            if stem.endswith(MERGED):
+                tables.append(SourceTable(stem[: -len(MERGED)], "table", [item]))
+            else:
+                tables.append(SourceTable(stem, "view", [item]))
+        else:
+            item = input_file(path, f"{label}/{name}")
+            tables.append(SourceTable(stem, "table", [item], **_described(path)))
+    for header in sorted(headers):
+        stem = header[: -len("_header.csv")]
+        if not any(strip_suffix(n) == stem for n in names if n not in headers):
+            raise InputProblem(f"{label}/{header}: a header file whose data file {stem}.csv.gz is missing", code="missing_file")
+    if not tables:
+        raise InputProblem(f"{label}: holds no tables (no {MANIFEST}, no *_merged.csv.gz, no .parquet or .feather files)", code="missing_file")
+    return Source(tables, None, label)
+
+
+def _described(path: Path) -> dict[str, Any]:
+    """Schema and metadata a Parquet file of an opencave package carries about itself."""
+    if format_of(path.name) != "parquet":
+        return {}
+    import json
+
+    with suppress(Exception):
+        meta = pq.read_schema(path).metadata or {}
+        if PARQUET_KEY in meta:
+            entry = json.loads(meta[PARQUET_KEY])
+            return {"schema": entry.get("schema"), "metadata": dict(entry.get("metadata") or {})}
+    return {}
+
+
+# -- writing a version ------------------------------------------------------------------------------
+def _copy_sorted(con: duckdb.DuckDBPyConnection, select: str, order: Sequence[str], path: Path) -> None:
+    """Write ``select`` sorted by ``order`` as a frozen Parquet file, atomically."""
+    partial = path.with_name(path.name + f".partial-{os.getpid()}")
+    keys = ", ".join(f'"{c}"' for c in order)
+    con.execute(
+        f"COPY ({select} ORDER BY {keys}) TO {_quote(partial)} "
+        f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+    )
+    with open(partial, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def _copy_view(con: duckdb.DuckDBPyConnection, select: str, path: Path) -> None:
+    partial = path.with_name(path.name + f".partial-{os.getpid()}")
+    con.execute(f"COPY ({select}) TO {_quote(partial)} (FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+    with open(partial, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def _resolution(table: SourceTable, given: Sequence[float] | None) -> tuple[float, float, float]:
+    if given is not None:
+        return tuple(float(v) for v in given)  # type: ignore[return-value]
+    meta = table.metadata
+    try:
+        return (float(meta["voxel_resolution_x"]), float(meta["voxel_resolution_y"]), float(meta["voxel_resolution_z"]))
+    except (KeyError, TypeError, ValueError):
+        raise BadRequest(
+            f"The voxel resolution of {table.name} is unknown; give --voxel-resolution X Y Z "
+            "(the size in nm of one voxel of the positions in the files, e.g. 4 4 40).",
+            code="missing_voxel_resolution",
+        ) from None
+
+
+def table_metadata(
+    table: SourceTable, schema: str | None, aligned_volume: str, resolution: tuple[float, float, float], moment: datetime, datastack: str
+) -> dict[str, Any]:
+    """The metadata the materialize API answers for an imported table (given values kept)."""
+    x, y, z = resolution
+    if table.kind == "view":
+        out: dict[str, Any] = {
+            "table_name": table.name,
+            "description": "",
+            "datastack_name": datastack,
+            "notice_text": None,
+            "live_compatible": False,
+        }
+    else:
+        stamp = format_time(moment)
+        out = {
+            "id": None,
+            "schema_type": schema,
+            "table_name": table.name,
+            "valid": True,
+            "created": stamp,
+            "deleted": None,
+            "user_id": None,
+            "description": "",
+            "notice_text": None,
+            "reference_table": None,
+            "flat_segmentation_source": None,
+            "read_permission": "PUBLIC",
+            "write_permission": "PRIVATE",
+            "last_modified": stamp,
+            "segmentation_source": None,
+            "pcg_table_name": None,
+            "last_updated": stamp,
+            "annotation_table": table.name,
+        }
+    out.update({k: v for k, v in table.metadata.items() if v is not None or k not in out})
+    out.update(voxel_resolution_x=x, voxel_resolution_y=y, voxel_resolution_z=z, table_name=table.name)
+    if table.kind == "table":
+        out.update(aligned_volume=aligned_volume, schema=schema, schema_type=schema, valid=True)
+    return out
+
+
+@dataclass
+class Prepared:
+    table: SourceTable
+    schema: str | None
+    target: Target
+    staged: Staged
+
+
+class VersionImporter:
+    """``import_version``: a released version into the registry, checked completely first."""
+
+    def __init__(self, registry: VersionRegistry, info: Any, access: Any, version_root: Path, work_root: Path) -> None:
+        self.registry = registry
+        self.info = info
+        self.access = access
+        self.version_root = Path(version_root)
+        self.work_root = Path(work_root)
+
+    def import_version(
+        self,
+        datastack: str,
+        source: str | Path,
+        *,
+        version: int | None = None,
+        timestamp: datetime | None = None,
+        schemas: Mapping[str, str] | None = None,
+        voxel_resolution: Sequence[float] | None = None,
+        tables: Sequence[str] | None = None,
+        renames: Mapping[str, Mapping[str, str]] | None = None,
+        dataset: str | None = None,
+        aligned_volume: str | None = None,
+        image_source: str | None = None,
+        segmentation_source: str | None = None,
+        progress: Progress | None = None,
+    ) -> Version:
+        say = _say(progress)
+        source = str(source)
+        work = self.work_root / f"{datastack}-{os.getpid()}-{datetime.now(timezone.utc):%Y%m%d%H%M%S%f}"
+        try:
+            directory = _local_copy(source, work, say)
+            found = find_tables(directory, source)
+            package = found.package
+            number = version if version is not None else (package.version if package else None)
+            moment = timestamp if timestamp is not None else (package.time_stamp if package else None)
+            if number is None or moment is None:
+                raise BadRequest(
+                    f"{source} is a static export without a {MANIFEST}: give --version N and --timestamp T (when it was frozen).",
+                    code="missing_version",
+                )
+            moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+            chosen = self._chosen(found, tables, schemas or {})
+            self._check_free(datastack, number)
+            con = connect(work)
+            try:
+                prepared = self._stage_all(con, chosen, schemas or {}, renames or {}, work, say)
+                volume = self._ensure_datastack(datastack, dataset, aligned_volume, image_source, segmentation_source, voxel_resolution, prepared, say)
+                return self._write(con, datastack, number, moment, volume, prepared, voxel_resolution, say)
+            finally:
+                con.close()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    # -- steps --------------------------------------------------------------------------------------
+    @staticmethod
+    def _chosen(found: Source, tables: Sequence[str] | None, schemas: Mapping[str, str]) -> list[SourceTable]:
+        names = [t.name for t in found.tables]
+        unknown = sorted(set(tables or []) - set(names)) + sorted(set(schemas) - set(names))
+        if unknown:
+            raise NotFound(f"{found.where} has no table(s) {sorted(set(unknown))}; it has {names}.", code="unknown_table")
+        chosen = [t for t in found.tables if not tables or t.name in tables]
+        return chosen
+
+    def _check_free(self, datastack: str, number: int) -> None:
+        with suppress(NotFound):
+            self.registry.version(datastack, number, include_expired=True)
+            raise Conflict(
+                f"Version {number} of {datastack} exists already; import under another --version number or into another datastack.",
+                code="version_exists",
+            )
+
+    def _stage_all(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        chosen: list[SourceTable],
+        schemas: Mapping[str, str],
+        renames: Mapping[str, Mapping[str, str]],
+        work: Path,
+        say: Progress,
+    ) -> list[Prepared]:
+        out = []
+        for number, table in enumerate(chosen, 1):
+            say(f"[{number}/{len(chosen)}] checking {table.kind} {table.name}")
+            if table.kind == "view":
+                target = self._view_target(con, table)
+                schema = None
+            else:
+                schema = schemas.get(table.name) or table.schema or self._infer(con, table)
+                get_schema(schema)  # NotFound naming the registry's schemas
+                target = Target.table(schema)
+            staged = stage(con, table.inputs, target, work / "staged" / table.name, renames=dict(renames.get(table.name, {})), say=say)
+            extra = f", {staged.not_valid:,} not valid left out" if staged.not_valid else ""
+            say(f"  {staged.rows:,} rows{extra}")
+            out.append(Prepared(table, schema, target, staged))
+        return out
+
+    @staticmethod
+    def _infer(con: duckdb.DuckDBPyConnection, table: SourceTable) -> str:
+        first = table.inputs[0]
+        if first.format == "cave-csv":
+            columns = [c.name for c in first.header]
+        elif first.format == "arrow":
+            import pyarrow.dataset as ds
+
+            columns = ds.dataset(first.path, format="feather").schema.names
+        else:
+            columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {first.source_sql()}").fetchall()]
+        return infer_schema(columns, first.label)
+
+    @staticmethod
+    def _view_target(con: duckdb.DuckDBPyConnection, table: SourceTable) -> Target:
+        first = table.inputs[0]
+        if first.format == "cave-csv":
+            types = first.typed_header
+        elif first.format == "arrow":
+            import pyarrow.dataset as ds
+
+            schema = ds.dataset(first.path, format="feather").schema
+            types = {f.name: duckdb_type(f.type) for f in schema}
+        else:
+            types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {first.source_sql()}").fetchall()}
+        columns = tuple((name, ARROW_OF_DUCKDB.get(kind, pa.string())) for name, kind in types.items() if name not in ("deleted",))
+        return Target(columns=columns, schema=None, keep_segmentation=True, id_required=False)
+
+    def _ensure_datastack(
+        self,
+        datastack: str,
+        dataset: str | None,
+        aligned_volume: str | None,
+        image_source: str | None,
+        segmentation_source: str | None,
+        voxel_resolution: Sequence[float] | None,
+        prepared: list[Prepared],
+        say: Progress,
+    ) -> str:
+        """The datastack's aligned volume, creating the dataset, volume and datastack when missing."""
+        if datastack in self.info.datastack_names():
+            return self.info.aligned_volume_of(datastack)
+        dataset = dataset or datastack
+        volume = aligned_volume or datastack
+        with suppress(Conflict):
+            self.access.create_dataset(dataset)
+        if volume not in self.info.aligned_volume_names():
+            self.info.add_aligned_volume(volume, image_source or "", description=f"Aligned volume of the imported datastack {datastack}.")
+            self.access.map_resource("aligned_volume", volume, dataset)
+        fields: dict[str, Any] = {"description": f"Imported versions of {datastack}."}
+        if segmentation_source:
+            fields["segmentation_source"] = segmentation_source
+        resolution = voxel_resolution
+        if resolution is None:
+            with suppress(BadRequest):
+                resolution = next((_resolution(p.table, None) for p in prepared if p.table.kind == "table"), None)
+        if resolution is not None:
+            fields.update(zip(("viewer_resolution_x", "viewer_resolution_y", "viewer_resolution_z"), (float(v) for v in resolution)))
+        self.info.add_datastack(datastack, volume, **fields)
+        self.access.map_resource("datastack", datastack, dataset)
+        say(f"created datastack {datastack} (aligned volume {volume}, dataset {dataset}); grant access with `opencave permission grant GROUP {dataset} view`")
+        return volume
+
+    def _write(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        datastack: str,
+        number: int,
+        moment: datetime,
+        aligned_volume: str,
+        prepared: list[Prepared],
+        voxel_resolution: Sequence[float] | None,
+        say: Progress,
+    ) -> Version:
+        resolutions = {p.table.name: _resolution(p.table, voxel_resolution) for p in prepared}
+        version = self.registry.begin_numbered(datastack, number, moment, str(self.version_root))
+        directory = Path(version.location)
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.registry.keep_alive(version.id):
+                for item in prepared:
+                    self._write_one(con, version, directory, item, aligned_volume, resolutions[item.table.name], moment, datastack, say)
+            self.registry.publish(version.id)
+        except BaseException as error:
+            self.registry.fail(version.id, f"{type(error).__name__}: {error}")
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        say(f"version {number} of {datastack} is available (frozen at {format_time(moment)})")
+        return self.registry.version(datastack, number)
+
+    def _write_one(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        version: Version,
+        directory: Path,
+        item: Prepared,
+        aligned_volume: str,
+        resolution: tuple[float, float, float],
+        moment: datetime,
+        datastack: str,
+        say: Progress,
+    ) -> None:
+        table = item.table
+        names = item.target.names
+        select = item.staged.relation(names)
+        if table.kind == "view":
+            file = f"view.{table.name}.parquet"
+            _copy_view(con, select, directory / file)
+        else:
+            file = f"{table.name}.parquet"
+            _copy_sorted(con, select, ["id"], directory / file)
+            for root in item.target.layout.root_columns:
+                _copy_sorted(con, select, [root, "id"], directory / clustered_name(file, root))
+        self.registry.add_table(
+            version.id,
+            FrozenTable(
+                kind=table.kind,
+                table_name=table.name,
+                schema=item.schema,
+                row_count=item.staged.rows,
+                file=file,
+                created=datetime.now(timezone.utc),
+                metadata=table_metadata(table, item.schema, aligned_volume, resolution, moment, datastack),
+            ),
+        )
+        self.registry.heartbeat(version.id)
+        say(f"  wrote {table.kind} {table.name}: {item.staged.rows:,} rows")
+
+
+__all__ = ["VersionImporter", "find_tables"]
