@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from opencave.runtime import Runtime
 
 MAX_REQUEST_ROWS = 250_000  # rows asked for in one answer at most, whatever the remote allows
-SPLIT_FILL = 0.8  # ranges are cut to this share of the rows an answer may hold, so most fit at once
+SPLIT_FILL = 0.95  # ranges are cut to this share of the rows an answer may hold, so most fit at once
 SPAN_START, SPAN_STEP = 2**20, 16  # the upper end of a column's values is searched from here
 THREADS = 4
 STATE = "mirror.json"
@@ -430,7 +430,7 @@ class Mirror:
         shaped = shaped.replace_schema_metadata(source.entry.parquet_metadata())
         path = self.staging / source.entry.path / part_name(bounds)
         partial = path.with_name(f".{path.name}.{threading.get_ident()}.partial")
-        pq.write_table(shaped, partial, compression="zstd", row_group_size=128 * 1024)
+        pq.write_table(shaped, partial, compression="none")
         partial.replace(path)
 
     def _verify(self, source: Source, directory: Path) -> None:
