@@ -388,19 +388,19 @@ def _check_paths(entries: list[PackageTable], format: Format) -> None:
             )
 
 
-PARTIAL = ".{name}.partial-{pid}-"
+PARTIAL = ".{name}.partial-"  # then the PID of the exporting process and a random suffix
 
 
 def _partial_directory(out: Path) -> Path:
     """A new hidden sibling of ``out`` to write into, named after this process."""
-    partial = out.parent / (PARTIAL.format(name=out.name, pid=os.getpid()) + secrets.token_hex(4))
+    partial = out.parent / f"{PARTIAL.format(name=out.name)}{os.getpid()}-{secrets.token_hex(4)}"
     partial.mkdir()
     return partial
 
 
 def _remove_abandoned(out: Path) -> None:
     """Remove the partial directories of exports to ``out`` whose process is gone (killed)."""
-    prefix = PARTIAL.format(name=out.name, pid="")
+    prefix = PARTIAL.format(name=out.name)
     for candidate in out.parent.glob(f"{glob.escape(prefix)}*"):
         pid = candidate.name[len(prefix) :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
