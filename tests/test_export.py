@@ -33,17 +33,17 @@ DS = "opencave_demo"
 TABLES = ["cell_types", "nucleus_detection", "proofreading_status", "synapses"]
 VIEWS = ["edge_cases", "single_neurons", "synapse_connections"]
 # A view of the values whose text forms matter: NULL and '' strings, quotes, commas and line
-# breaks, timestamps, NULL booleans, NaN and infinities, the extremes of float64, float32.
+# breaks, timestamps, NULL booleans, the extremes of float64, -0.0. (NaN and infinities, which
+# imports refuse as values, and float32, which no frozen table holds, are checked on text alone.)
 EDGE_CASES = """
 SELECT id,
   CASE WHEN id % 4 = 0 THEN NULL WHEN id % 4 = 1 THEN '' WHEN id % 4 = 2 THEN 'say "hi", then
 go' ELSE 'plain' END AS note,
   TIMESTAMP '2024-03-04 05:06:07.123456' + to_microseconds(id * 1000003) AS seen,
   CASE WHEN id % 5 = 0 THEN NULL ELSE id % 2 = 0 END AS even,
-  CASE id WHEN 1 THEN 'NaN'::DOUBLE WHEN 2 THEN 'Infinity'::DOUBLE WHEN 3 THEN '-Infinity'::DOUBLE
+  CASE id WHEN 1 THEN 1e-300 WHEN 2 THEN -2.2250738585072014e-308 WHEN 3 THEN 0.1
     WHEN 4 THEN 1.7976931348623157e308 WHEN 5 THEN 5e-324 WHEN 6 THEN -0.0 WHEN 7 THEN NULL
     ELSE size / 7 END AS ratio,
-  CAST(size / 3 AS REAL) AS ratio32,
   CAST(id AS INTEGER) AS small,
   CASE WHEN id % 6 = 0 THEN NULL ELSE pre_pt_root_id END AS maybe_root
 FROM synapses WHERE id <= 200 ORDER BY id
@@ -88,8 +88,9 @@ def storage_args(runtime) -> list[str]:
 
 
 def identical(a: pa.Table, b: pa.Table) -> bool:
-    """Same schema and values, floats compared bit for bit (so NaN equals NaN, -0.0 is not 0.0)."""
-    if not a.schema.equals(b.schema):
+    """Same column names, types and values, floats compared bit for bit (NaN equals NaN, -0.0 is
+    not 0.0). Whether a Parquet column is declared nullable is not part of its data."""
+    if [(f.name, f.type) for f in a.schema] != [(f.name, f.type) for f in b.schema]:
         return False
     for x, y in zip(a.columns, b.columns):
         x, y = x.combine_chunks(), y.combine_chunks()
@@ -256,25 +257,27 @@ def test_cave_csv_export_writes_postgres_text(store, exports):
                 check_field(text, row[field.name], field.type, f"{entry.path} row {number} column {field.name}")
 
     raw = gzip.decompress((out / "edge_cases.csv.gz").read_bytes()).decode()
-    assert raw.startswith('1,"",2024-03-04 05:06:08.123459,f,NaN,'), raw[:80]  # '' quoted, NULL not
+    assert raw.startswith('1,"",2024-03-04 05:06:08.123459,f,1e-300,'), raw[:80]  # '' quoted, NULL not
     assert '\n4,,2024-03-04 05:06:11.123468,t,1.7976931348623157e+308,' in raw
     assert '\n2,"say ""hi"", then\ngo",' in raw
 
 
 def test_csv_text_of_every_type():
-    """The text forms outside the demo's types: time zones in UTC, float32 and NaN, one column."""
+    """The text forms outside the demo's types: time zones in UTC, dates, float32, NaN and
+infinities as PostgreSQL spells them, one column."""
     batch = pa.record_batch(
         {
             "at": pa.array([0, 1_500_000_000, None], pa.timestamp("ns", tz="Europe/Paris")),
             "day": pa.array([0, 19_000, None], pa.date32()),
             "x": pa.array([0.1, float("nan"), None], pa.float32()),
+            "y": pa.array([float("inf"), -float("inf"), 2.5]),
             "word": pa.array(["\\.", "a\rb", "t"]),
         }
     )
     text = bytes(export_module.csv_lines(batch)).decode()
-    assert text == '1970-01-01 00:00:00.000000+00,1970-01-01,0.1,"\\."\n1970-01-01 00:00:01.500000+00,2022-01-08,NaN,"a\rb"\n,,,t\n'
+    assert text == '1970-01-01 00:00:00.000000+00,1970-01-01,0.1,Infinity,"\\."\n1970-01-01 00:00:01.500000+00,2022-01-08,NaN,-Infinity,"a\rb"\n,,,2.5,t\n'
     assert export_module.header_lines(batch.schema, "t") == (
-        "at,timestamp with time zone\nday,date\nx,real\nword,character varying\n"
+        "at,timestamp with time zone\nday,date\nx,real\ny,double precision\nword,character varying\n"
     )
     assert bytes(export_module.csv_lines(pa.record_batch({"s": pa.array([None, ""])}))) == b'\n""\n'
     with pytest.raises(BadRequest, match="column 'l'.*--format parquet"):
@@ -380,3 +383,33 @@ def test_command(store, exports, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (exports / "a").exists()
+
+
+# -- round trip ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("format", ["parquet", "cave-csv"])
+def test_export_import_round_trip(store, exports, format):
+    """An export imported as a new datastack gives back the version: its number and moment,
+    every table's and view's rows, columns and types (floats bit for bit), schema and metadata."""
+    runtime, version = store
+    out = exports / format
+    VersionExporter(runtime.materialize).export(DS, version.version, out, format)
+    copy = f"copy_{format.replace('-', '_')}"
+    imported = runtime.imports.import_version(copy, str(out))
+    assert (imported.datastack, imported.version, imported.time_stamp) == (copy, version.version, version.time_stamp)
+    registry = runtime.materializer.registry
+    assert [t.table_name for t in registry.tables(imported)] == TABLES
+    assert [t.table_name for t in registry.tables(imported, "view")] == VIEWS
+    for name in TABLES + VIEWS:
+        source, source_rows = frozen(runtime, version, name)
+        copied, copied_rows = frozen(runtime, imported, name)
+        assert (copied.kind, copied.schema, copied.row_count) == (source.kind, source.schema, source.row_count)
+        # every value the version gave comes back (the aligned volume is the copy's own; what the
+        # version left empty, e.g. last_updated, an import may fill in)
+        given = {k: v for k, v in source.metadata.items() if v is not None and k != "aligned_volume"}
+        assert {k: copied.metadata.get(k) for k in given} == given, name
+        if copied.kind == "table":
+            assert copied.metadata["aligned_volume"] == runtime.info.aligned_volume_of(copy)
+        source_rows, copied_rows = source_rows.replace_schema_metadata(None), copied_rows.replace_schema_metadata(None)
+        if "id" in source_rows.column_names:
+            source_rows, copied_rows = source_rows.sort_by("id"), copied_rows.sort_by("id")
+        assert identical(copied_rows, source_rows), (name, copied_rows.schema, source_rows.schema)
