@@ -15,6 +15,7 @@ from pathlib import Path
 import caveclient.materializationengine
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather
 import pyarrow.parquet as pq
 import pytest
 from caveclient import CAVEclient
@@ -247,3 +248,61 @@ def test_version_that_exists(server, imported, static_export):
     assert result.returncode != 0 and "Version 7 of imported_demo exists already" in result.stderr
     _, copy = imported
     assert copy.materialize.get_versions() == [7]
+
+
+# -- other sources: Parquet/Feather folders, version packages over HTTP ---------------------------------
+@pytest.fixture(scope="module")
+def file_release(source_files, tmp_path_factory) -> Path:
+    """A release as a folder of files, one per table (as FlyWire publishes): synapses as Feather,
+    nucleus detections as Parquet with each position as one [x, y, z] column."""
+    out = tmp_path_factory.mktemp("file-release")
+    synapses = pq.read_table(source_files / "synapses.parquet")
+    pa.feather.write_feather(synapses, out / "synapses.feather")
+    nuclei = pq.read_table(source_files / "nucleus_detection.parquet")
+    for point in ("pt_position", "bb_start_position", "bb_end_position"):
+        xyz = [nuclei.column(f"{point}_{a}").to_pylist() for a in "xyz"]
+        nuclei = nuclei.drop_columns([f"{point}_{a}" for a in "xyz"]).append_column(point, pa.array([list(v) if None not in v else None for v in zip(*xyz)], pa.list_(pa.float64())))
+    pq.write_table(nuclei, out / "nucleus_detection.parquet")
+    return out
+
+
+def test_folder_of_parquet_and_feather_files(server, admin_token, file_release, imported):
+    source, _ = imported
+    result = server.cli(
+        "import", "version", "file_release", str(file_release), "--version", "1", "--timestamp", "2025-01-01T00:00:00",
+        "--voxel-resolution", *[str(v) for v in source.materialize.get_table_metadata("synapses", version=SOURCE)["voxel_resolution"]],
+        "--schema", "synapses=synapse",
+    )
+    assert "imported version 1 of file_release" in result.stdout
+    forget_caveclient_caches()
+    copy = CAVEclient("file_release", server_address=server.url, auth_token=admin_token)
+    assert copy.materialize.get_table_metadata("nucleus_detection", version=1)["schema"] == "nucleus_detection"  # inferred
+    for table in ("synapses", "nucleus_detection"):
+        want = by_id(source.materialize.query_table(table, materialization_version=SOURCE, split_positions=True))
+        got = by_id(copy.materialize.query_table(table, materialization_version=1, split_positions=True))
+        pd.testing.assert_frame_equal(got, want)
+
+
+def test_version_package_over_http(server, admin_token, imported, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    source, _ = imported
+    package = tmp_path / "package"
+    server.cli("export", DS, "--version", str(SOURCE), "--format", "cave-csv", "--tables", "synapses,cell_types", str(package))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(package))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        result = server.cli("import", "version", "http_release", url, "--version", "3")
+    finally:
+        httpd.shutdown()
+    assert "imported version 3 of http_release" in result.stdout
+    forget_caveclient_caches()
+    copy = CAVEclient("http_release", server_address=server.url, auth_token=admin_token)
+    assert copy.materialize.get_version_metadata(3)["time_stamp"] == source.materialize.get_version_metadata(SOURCE)["time_stamp"]
+    want = by_id(source.materialize.query_table("synapses", materialization_version=SOURCE))
+    pd.testing.assert_frame_equal(by_id(copy.materialize.query_table("synapses", materialization_version=3)), want)
+    assert not list((server.data_dir / "imports").glob("*")), "the download is removed after the import"
