@@ -484,6 +484,53 @@ def cmd_import_version(args) -> int:
     return 0
 
 
+def cmd_import_table(args) -> int:
+    from tqdm import tqdm
+
+    from opencave.services.transfer.table_import import TableImporter, parse_renames
+
+    runtime = _runtime(args)
+    user = runtime.accounts.get_user_by_email(args.user or runtime.first_admin_email())
+    importer = TableImporter(runtime.annotations, runtime.info, runtime.settings.data_dir / "imports")
+    bars: dict[str, tqdm] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        bar = bars.get(phase)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[phase] = tqdm(total=total, desc=phase, unit=" rows", unit_scale=True, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    try:
+        result = importer.import_into_datastack(
+            args.datastack,
+            args.table,
+            args.files,
+            schema=args.schema,
+            user_id=str(user.id),
+            description=args.description,
+            voxel_resolution=args.voxel_resolution,
+            reference_table=args.reference_table,
+            renames=parse_renames(args.columns),
+            on_error=args.on_error,
+            say=lambda m: print(m, file=sys.stderr, flush=True),
+            progress=progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for problem in result.problems if result.skipped else []:
+        print(f"  skipped: {problem}", file=sys.stderr)
+    extra = f", {result.skipped:,} bad rows skipped" if result.skipped else ""
+    extra += f", {result.not_valid:,} rows marked not valid left out" if result.not_valid else ""
+    ids = f" (ids {result.first_id}..{result.last_id})" if result.rows else ""
+    print(f"imported {result.rows:,} rows into {'new ' if result.created else ''}table {result.table_name} of {args.datastack}{ids}{extra} in {result.seconds:.1f} s")
+    return 0
+
+
 def cmd_export(args) -> int:
     from tqdm import tqdm
 
@@ -734,6 +781,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aligned-volume", help="aligned volume of a new datastack (default: the datastack's name)")
     p.add_argument("--image-source", help="image source of a new aligned volume, e.g. precomputed://gs://…")
     p.add_argument("--segmentation-source", help="segmentation source of a new datastack (e.g. the deployment it came from)")
+
+    p = _command(imp, "table", cmd_import_table, "import rows into a live annotation table (created when missing) from CSV, CSV.gz, Parquet, Feather or a static export")
+    p.add_argument("datastack", help="the datastack whose aligned volume holds the table")
+    p.add_argument("table", help="the annotation table (created when it does not exist; rows are added to an existing one)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="local paths, directories of Parquet/Feather parts, or fsspec/cloud-files URLs")
+    p.add_argument("--schema", required=True, help="the table's schema, e.g. synapse (must be the existing table's)")
+    p.add_argument("--description", help="what the table holds (required when the import creates it)")
+    p.add_argument("--voxel-resolution", type=float, nargs=3, metavar=("X", "Y", "Z"), help="nm per voxel of the positions in the files (required when the import creates the table)")
+    p.add_argument("--reference-table", help="the table a reference schema's target_id points into (when the import creates the table)")
+    p.add_argument("--columns", metavar="NEW=OLD,…", help="rename columns of the files to the schema's names")
+    p.add_argument("--on-error", choices=["reject", "skip"], default="reject", help="reject: import nothing when any row is bad (default); skip: leave bad rows out")
+    p.add_argument("--user", metavar="EMAIL", help="the user who owns a new table (default: the first superadmin)")
 
     p = _command(top, "export", cmd_export, "write a version as open files: Parquet datasets or the CAVE static-export CSV layout")
     p.add_argument("datastack")

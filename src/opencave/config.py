@@ -9,6 +9,7 @@ from pathlib import Path
 DEFAULT_PORT = 8765
 DEFAULT_DATA_DIR = "~/.opencave"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_IMPORT_BYTES = 16 * 1024**3  # a file uploaded to import into an annotation table
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Settings:
     public_url: str = ""
     auth_enabled: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES
     viewer_site: str = "https://neuroglancer-demo.appspot.com"
     versions_dir: Path | None = None  # frozen version files; default <data_dir>/versions
     query_row_limit: int | None = None  # an operator's cap on query answers; None: complete answers
@@ -68,6 +70,7 @@ def resolve_settings(
         if os.environ.get("OPENCAVE_VERSIONS_DIR")
         else None,
         query_row_limit=int(os.environ["OPENCAVE_QUERY_ROW_LIMIT"]) if os.environ.get("OPENCAVE_QUERY_ROW_LIMIT") else None,
+        max_import_bytes=int(os.environ.get("OPENCAVE_MAX_IMPORT_BYTES") or DEFAULT_MAX_IMPORT_BYTES),
         cors_origins=cors_origins(os.environ.get("OPENCAVE_CORS_ORIGINS", "*")),
         redirect_origins=cors_origins(os.environ.get("OPENCAVE_REDIRECT_ORIGINS", "")),
     )

@@ -51,7 +51,10 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app.add_middleware(FaultMiddleware)  # innermost: its answers pass the body limit and CORS layers
     app.add_middleware(
-        BodyLimitMiddleware, default_limit=runtime.settings.max_body_bytes, prefix_limits={**SMALL_BODY_PREFIXES, nglstate.BODY_LIMIT_PREFIX: nglstate.MAX_BODY_BYTES}
+        BodyLimitMiddleware,
+        default_limit=runtime.settings.max_body_bytes,
+        prefix_limits={**SMALL_BODY_PREFIXES, nglstate.BODY_LIMIT_PREFIX: nglstate.MAX_BODY_BYTES},
+        path_limits=[(annotation.IMPORT_PATH, runtime.settings.max_import_bytes)],
     )
     if runtime.settings.cors_origins:
         # Outermost, so every answer (413s too) carries the headers. Bearer tokens, not

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 
 from starlette.exceptions import HTTPException
 
@@ -23,12 +25,16 @@ class BodyTooLarge(HTTPException):
 class BodyLimitMiddleware:
     """Pure ASGI middleware: a limit per URL prefix, checked on Content-Length and while streaming."""
 
-    def __init__(self, app, default_limit: int, prefix_limits: dict[str, int]):
+    def __init__(self, app, default_limit: int, prefix_limits: dict[str, int], path_limits: Sequence[tuple[re.Pattern, int]] = ()):
         self.app = app
         self.default_limit = default_limit
         self.prefix_limits = sorted(prefix_limits.items(), key=lambda kv: -len(kv[0]))
+        self.path_limits = list(path_limits)  # single routes (e.g. file uploads), before prefixes
 
     def limit_for(self, path: str) -> int:
+        for pattern, limit in self.path_limits:
+            if pattern.fullmatch(path):
+                return limit
         for prefix, limit in self.prefix_limits:
             if path.startswith(prefix):
                 return limit

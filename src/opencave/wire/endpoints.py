@@ -180,6 +180,7 @@ ANNOTATION = ServiceEndpoints(
             "table_info": _ANNO_V2 + "/table/{table_name}",
             "annotations": _ANNO_V2 + "/table/{table_name}/annotations",
             "table_count": _ANNO_V2 + "/table/{table_name}/count",
+            "table_import": _ANNO_V2 + "/table/{table_name}/import",  # opencave's own: rows from a file
         },
     },
 )

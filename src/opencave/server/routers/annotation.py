@@ -6,19 +6,24 @@ volume), let the service check the table's own permissions and do the work off t
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+import re
+import shutil
+from pathlib import Path as FilePath
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from opencave.runtime import Runtime
-from opencave.server.params import Coordinate, Flag, Moment, Name, Text, clean_json_text, invalid, row_id_list, text
+from opencave.server.params import Coordinate, Flag, Moment, Name, Text, binary_body, clean_json_text, invalid, row_id_list, text
 from opencave.server.security import current_context, runtime_of
 from opencave.services.annotation import AnnotationService
 from opencave.services.annotation.service import MAX_IDS, MAX_INSERT
 from opencave.services.auth import AuthContext
+from opencave.services.transfer.inputs import header_name, input_file
+from opencave.services.transfer.table_import import TableImporter, parse_renames
 from opencave.wire.endpoints import ANNOTATION, route_path
 
 # Bodies are JSON whatever the Content-Type says (CAVE's servers read them so).
@@ -258,3 +263,105 @@ async def delete_annotations(
 ) -> list[int]:
     service = await _writer(request, context, aligned_volume_name, table_name)
     return await run_in_threadpool(service.delete, aligned_volume_name, table_name, body.annotation_ids)
+
+
+# -- importing a file into a table ---------------------------------------------------------------
+IMPORT_PATH = re.compile("".join("[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]+\})", _path("table_import"))))
+UPLOAD_WRITE = 1 << 20  # bytes gathered before each write of the streamed body to disk
+
+
+def _resolution(value: Any) -> list[float] | None:
+    if value is None or value == "":
+        return None
+    parts = value if isinstance(value, list) and len(value) == 3 else str(value).strip("[]").split(",")
+    if len(parts) != 3:
+        raise invalid("bad_number", f"voxel_resolution must be three numbers in nm, e.g. 4,4,40; got {str(value)[:80]!r}.")
+    try:
+        numbers = [float(v) for v in parts]
+    except (TypeError, ValueError):
+        raise invalid("bad_number", f"voxel_resolution must be three numbers in nm, e.g. 4,4,40; got {str(value)[:80]!r}.") from None
+    if not all(0 < v <= 1e9 for v in numbers):
+        raise invalid("bad_number", f"voxel_resolution must be three positive numbers in nm; got {str(value)[:80]!r}.")
+    return numbers
+
+
+def _file_name(value: str) -> str:
+    name = FilePath(value).name
+    if name in ("", ".", "..") or name != value.strip():
+        raise invalid("bad_text", f"file_name must be a plain file name such as synapses.csv.gz; got {value[:80]!r}.")
+    return name
+
+
+Resolution = Annotated[
+    list[float] | None,
+    BeforeValidator(_resolution),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9.e+]+,[0-9.e+]+,[0-9.e+]+$", "maxLength": 100, "example": "4,4,40"}),
+]
+FileName = Annotated[Name, AfterValidator(_file_name)]
+IMPORT_BODY = binary_body(
+    "The file to import, streamed: CSV with a header row (optionally gzip-compressed), Parquet, or Feather/Arrow IPC "
+    "(its format is told by file_name); with header, a CAVE static-export data file (no header row)."
+)
+
+
+async def _save_body(request: Request, path: FilePath) -> None:
+    """The request body, streamed to ``path`` (memory holds one write's worth)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as sink:
+        pending = bytearray()
+        async for chunk in request.stream():
+            pending += chunk
+            if len(pending) >= UPLOAD_WRITE:
+                await run_in_threadpool(sink.write, bytes(pending))
+                pending.clear()
+        if pending:
+            await run_in_threadpool(sink.write, bytes(pending))
+
+
+@router.post(_path("table_import"), openapi_extra=IMPORT_BODY)
+async def import_table(
+    aligned_volume_name: AlignedVolume,
+    table_name: TableName,
+    request: Request,
+    schema: Annotated[ShortText, Query(description="the table's schema (the existing table's, or the new table's)")],
+    file_name: Annotated[FileName, Query(description="the file's name; its ending tells the format: .csv, .csv.gz, .parquet, .feather, .arrow")],
+    description: Annotated[Text | None, Query(description="what the table holds (required when the import creates it)")] = None,
+    voxel_resolution: Annotated[Resolution, Query(description="nm per voxel of the positions, x,y,z (required when the import creates the table)")] = None,
+    reference_table: Annotated[ShortText | None, Query(description="the table target_id points into (a new table of a reference schema)")] = None,
+    columns: Annotated[text(10_000) | None, Query(description="renames NEW=OLD,… of the file's columns to the schema's")] = None,
+    on_error: Annotated[Literal["reject", "skip"], Query(description="reject: import nothing when any row is bad; skip: leave bad rows out")] = "reject",
+    header: Annotated[text(65_536) | None, Query(description="the static-export header file's text (column,postgres_type lines) when the body is a static-export data file")] = None,
+    context: AuthContext = Depends(current_context),
+) -> JSONResponse:
+    """Rows of an uploaded file into a live annotation table, created when missing: the owner of an
+    existing table or an admin of its dataset; anyone with edit permission creates a new one."""
+    runtime: Runtime = runtime_of(request)
+    dataset = await run_in_threadpool(runtime.identities.require, context, "edit", NAMESPACE, aligned_volume_name)
+    importer = TableImporter(runtime.annotations, runtime.info, runtime.settings.data_dir / "imports")
+    await run_in_threadpool(importer.authorize, aligned_volume_name, table_name, context.identity, dataset)
+    renames = parse_renames(columns)
+    work = await run_in_threadpool(importer.new_workspace, table_name)
+    try:
+        path = work / "upload" / file_name
+        await _save_body(request, path)
+        if header is not None:
+            (path.parent / header_name(file_name)).write_text(header, encoding="utf-8")
+        item = await run_in_threadpool(input_file, path, file_name)
+        result = await run_in_threadpool(
+            lambda: importer.import_table(
+                aligned_volume_name,
+                table_name,
+                [item],
+                schema=schema,
+                user_id=_user(context),
+                description=description,
+                voxel_resolution=voxel_resolution,
+                reference_table=reference_table,
+                renames=renames,
+                on_error=on_error,
+                work=work,
+            )
+        )
+    finally:
+        await run_in_threadpool(shutil.rmtree, work, True)
+    return JSONResponse(result.to_json())

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Engine, Table
+from sqlalchemy import Connection, Engine, Table
 
 from opencave.errors import BadRequest
 from opencave.services.annotation.layout import RowLayout
@@ -152,18 +152,24 @@ def times(created: Any, deleted: Any, n: int) -> tuple[Values, Values]:
     return Values(created), Values(deleted, _float_mask(deleted))
 
 
+def find_supervoxels(lookup: PointLookup, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(supervoxel ids, null mask, outside-the-volume mask) of (n, 3) positions (NaN rows: no point)."""
+    n = xyz.shape[0]
+    null = np.isnan(xyz[:, 0])
+    ids = np.zeros(n, dtype=np.int64)
+    outside = np.zeros(n, dtype=bool)
+    for a in range(0, n, BULK_CHUNK):
+        b = min(a + BULK_CHUNK, n)
+        keep = np.flatnonzero(~null[a:b]) + a
+        found, off = lookup.supervoxels(xyz[keep])
+        ids[keep], outside[keep] = found, off
+    return ids, null, outside
+
+
 def add_supervoxels(layout: RowLayout, lookup: PointLookup, out: dict[str, Values], n: int) -> None:
     """Look up every bound point (all rows, before anything is written)."""
     for point in layout.bound_points:
-        xyz = np.stack([out[a].data for a in point.axes], axis=1)
-        null = np.isnan(xyz[:, 0])
-        ids = np.zeros(n, dtype=np.int64)
-        outside = np.zeros(n, dtype=bool)
-        for a in range(0, n, BULK_CHUNK):
-            b = min(a + BULK_CHUNK, n)
-            keep = np.flatnonzero(~null[a:b]) + a
-            found, off = lookup.supervoxels(xyz[keep])
-            ids[keep], outside[keep] = found, off
+        ids, null, outside = find_supervoxels(lookup, np.stack([out[a].data for a in point.axes], axis=1))
         if outside.any():
             raise BadRequest(
                 f"{point_path(point.name)} is outside the volume ({lookup.describe_bounds()} in table voxels) "
@@ -197,6 +203,13 @@ def write_chunks(
         if empty:
             with engine.begin() as conn:
                 create_indexes(conn, table)
+
+
+def insert_batch(conn: Connection, table: Table, batch: pa.RecordBatch) -> None:
+    """Insert an Arrow batch whose columns are named as the table's, in the caller's transaction
+    (a load of many batches in one transaction is all or nothing)."""
+    columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+    bulk_insert(conn, table, batch.schema.names, zip(*columns))
 
 
 def read_table(engine: Engine, table: Table, layout: RowLayout, where: Any) -> pa.Table:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +36,9 @@ from opencave.storage.annotation_rows import (
     alive_at as alive_filter,
     changed_between as changed_filter,
     count_rows,
+    create_indexes,
     create_row_table,
+    drop_indexes,
     existing_ids,
     id_batches,
     new_row_table_name,
@@ -102,11 +104,14 @@ class AnnotationService:
                 return match.group(1)
         return None
 
-    def _lookup(self, record: Any) -> PointLookup:
-        table_id = self.segmentation_of(record.aligned_volume)
+    def point_lookup(self, aligned_volume: str, resolution: Any) -> PointLookup:
+        """Supervoxel lookups for positions in ``resolution`` (nm per voxel) on this volume's segmentation."""
+        table_id = self.segmentation_of(aligned_volume)
         volume = self.graphs.graph(table_id).volume if table_id else None
-        resolution = (record.voxel_resolution_x, record.voxel_resolution_y, record.voxel_resolution_z)
         return PointLookup(volume, resolution)
+
+    def _lookup(self, record: Any) -> PointLookup:
+        return self.point_lookup(record.aligned_volume, (record.voxel_resolution_x, record.voxel_resolution_y, record.voxel_resolution_z))
 
     @staticmethod
     def _rows(record: Any):
@@ -582,6 +587,61 @@ class AnnotationService:
         values["id"] = bulk.Values(ids)
         bulk.write_chunks(self.engine, rows, layout, values, n, progress)
         return ids
+
+    def next_free_id(self, aligned_volume: str, table_name: str) -> int:
+        """The id the table's next new row gets (explicit ids must be at least this)."""
+        return int(self._record(aligned_volume, table_name).next_id)
+
+    def row_ids(self, aligned_volume: str, table_name: str) -> np.ndarray:
+        """Every id of a table's rows, deleted ones included (the targets a reference may name)."""
+        return bulk.column_ids(self.engine, self._rows(self._record(aligned_volume, table_name, include_deleted=True)))
+
+    def load_batches(
+        self,
+        aligned_volume: str,
+        table_name: str,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        rows: int,
+        explicit_ids: tuple[int, int] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Rows checked and looked up already (Arrow batches named as the table's physical columns,
+        without ``id`` unless ``explicit_ids`` = (min, max) says they carry their own, and without
+        ``created``/``deleted``/``superceded_id``) in one transaction; (first id, last id).
+
+        All or nothing: a load that fails or is killed leaves no rows, so running it again adds
+        each row once. The table's write lock is held throughout (on SQLite the database's);
+        loading into an empty table, its indexes are rebuilt once at the end, in the transaction.
+        """
+        record = self._record(aligned_volume, table_name)
+        table = self._rows(record)
+        with self.engine.begin() as conn:
+            next_id, now = self._lock(conn, record, None)
+            if explicit_ids is not None and explicit_ids[0] < next_id:
+                raise Conflict(
+                    f"Explicit ids must be at least {next_id} (the next free id of table '{table_name}'); the smallest given is {explicit_ids[0]}.",
+                    code="annotation_id_exists",
+                )
+            empty = rows > bulk.BULK_CHUNK and count_rows(conn, table) == 0
+            if empty:
+                drop_indexes(conn, table)
+            done = 0
+            for batch in batches:
+                n = batch.num_rows
+                batch = batch.append_column("created", pa.array(np.full(n, now)))
+                if explicit_ids is None:
+                    batch = batch.append_column("id", pa.array(np.arange(next_id + done, next_id + done + n, dtype=np.int64)))
+                bulk.insert_batch(conn, table, batch)
+                done += n
+                if progress is not None:
+                    progress(done)
+            if empty:
+                create_indexes(conn, table)
+            first, last = (next_id, next_id + done - 1) if explicit_ids is None else explicit_ids
+            if done:
+                conn.execute(update(meta_table).where(meta_table.c.id == record.id).values(next_id=max(next_id, last + 1)))
+        return first, last
 
     @staticmethod
     def _superseding(raw: Any, n: int) -> bulk.Values:
