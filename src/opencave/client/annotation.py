@@ -9,10 +9,12 @@ says (``{"pt": {"position": [x, y, z]}, "cell_type": "BC"}``); DataFrames with f
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -40,6 +42,14 @@ def _check_permission(kind: str, value: str | None) -> None:
 def _notice(notice_text: str) -> str:
     """ "none" in any case means "no notice", sent as an empty string."""
     return "" if notice_text.lower() == "none" else notice_text
+
+
+def _static_header(name: str) -> str:
+    """``X.csv.gz`` -> ``X_header.csv``: the header file a CAVE static export keeps beside its data."""
+    for suffix in (".csv.gz", ".csv"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + "_header.csv"
+    return name
 
 
 def _as_list(value: Any) -> Any:
@@ -296,6 +306,56 @@ class AnnotationClient(ServiceClient):
         url = self._table_url("annotations", aligned_volume_name, table_name)
         body = dumps({"annotation_ids": _as_list(annotation_ids)})
         return handle_response(self.session.delete(url, data=body, headers=JSON_HEADERS))
+
+    def import_table(
+        self,
+        table_name: str,
+        path_or_file: str | os.PathLike | BinaryIO,
+        *,
+        schema: str,
+        description: str | None = None,
+        voxel_resolution: Sequence[float] | None = None,
+        columns: Mapping[str, str] | str | None = None,
+        on_error: str = "reject",
+        reference_table: str | None = None,
+        file_name: str | None = None,
+        aligned_volume_name: str | None = None,
+        timeout: Timeout = (60.0, None),
+    ) -> dict[str, Any]:
+        """Import every row of a file into a table, streamed from disk (opencave servers only).
+
+        The file is CSV with a header row (``.csv``, ``.csv.gz``), Parquet or Feather (told by
+        its name, or ``file_name`` for an open file), or a static-export ``X.csv.gz`` whose
+        ``X_header.csv`` lies next to it. Positions come split (``pt_position_x``, …) or as one
+        ``[x, y, z]`` column; ``columns`` renames the file's columns (``{new: old}``). The table
+        is created (``schema``, ``description``, ``voxel_resolution``) when it does not exist.
+        Every row is checked; with ``on_error="reject"`` nothing is imported when any row is bad
+        (the error names the file, row and column), with ``"skip"`` bad rows are left out.
+        Returns ``{"rows", "skipped", "problems", "first_id", "last_id", …}``. Importing into an
+        existing table takes its owner or an admin of its dataset.
+        """
+        if isinstance(columns, Mapping):
+            columns = ",".join(f"{new}={old}" for new, old in columns.items())
+        params: dict[str, Any] = {"schema": schema, "on_error": on_error}
+        for key, value in (("description", description), ("columns", columns), ("reference_table", reference_table)):
+            if value is not None:
+                params[key] = value
+        if voxel_resolution is not None:
+            params["voxel_resolution"] = ",".join(repr(float(v)) for v in voxel_resolution)
+        url = self._table_url("table_import", aligned_volume_name, table_name)
+        headers = {"Content-Type": "application/octet-stream"}
+        if hasattr(path_or_file, "read"):
+            if not file_name:
+                raise ValueError("give file_name (e.g. synapses.parquet) with an open file: its ending tells the format")
+            params["file_name"] = file_name
+            return handle_response(self.session.post(url, params=params, data=path_or_file, headers=headers, timeout=timeout))
+        path = Path(os.fspath(path_or_file))
+        params["file_name"] = file_name or path.name
+        header = path.with_name(_static_header(path.name))
+        if header != path and header.is_file():
+            params["header"] = header.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            return handle_response(self.session.post(url, params=params, data=handle, headers=headers, timeout=timeout))
 
     # -- staging -----------------------------------------------------------------------
 

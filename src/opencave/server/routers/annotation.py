@@ -271,9 +271,11 @@ UPLOAD_WRITE = 1 << 20  # bytes gathered before each write of the streamed body 
 
 
 def _resolution(value: Any) -> list[float] | None:
+    if isinstance(value, list) and len(value) == 1:  # one query parameter: x,y,z
+        value = value[0]
     if value is None or value == "":
         return None
-    parts = value if isinstance(value, list) and len(value) == 3 else str(value).strip("[]").split(",")
+    parts = value if isinstance(value, list) else str(value).strip("[]").split(",")
     if len(parts) != 3:
         raise invalid("bad_number", f"voxel_resolution must be three numbers in nm, e.g. 4,4,40; got {str(value)[:80]!r}.")
     try:

@@ -43,7 +43,7 @@ from opencave.services.annotation.payloads import MAX_EXPLICIT_ID
 from opencave.services.auth import Identity
 from opencave.services.info import InfoRegistry
 from opencave.services.schemas import FieldKind, get_schema
-from opencave.services.transfer.inputs import resolve_files
+from opencave.services.transfer.inputs import InputFile, resolve_files
 from opencave.services.transfer.staging import SHOWN_PROBLEMS, OnError, RowsRejected, Staged, Target, connect, stage
 
 BATCH_ROWS = 100_000
@@ -171,7 +171,7 @@ class TableImporter:
         )
 
     # -- importing -------------------------------------------------------------------------------
-    def import_into_datastack(self, datastack: str, table_name: str, files: Sequence[str | Path], **options: Any) -> TableImport:
+    def import_into_datastack(self, datastack: str, table_name: str, files: Sequence[str | Path | InputFile], **options: Any) -> TableImport:
         """``import_table`` into the aligned volume of ``datastack``."""
         return self.import_table(self.info.aligned_volume_of(datastack), table_name, files, **options)
 
@@ -179,7 +179,7 @@ class TableImporter:
         self,
         aligned_volume: str,
         table_name: str,
-        files: Sequence[str | Path],
+        files: Sequence[str | Path | InputFile],
         *,
         schema: str,
         user_id: str,
@@ -212,7 +212,7 @@ class TableImporter:
     def _run(
         self,
         into: _Into,
-        files: Sequence[str | Path],
+        files: Sequence[str | Path | InputFile],
         work: Path,
         user_id: str,
         description: str | None,
@@ -226,7 +226,7 @@ class TableImporter:
     ) -> TableImport:
         say = say or (lambda message: None)
         progress = progress or (lambda phase, done, total: None)
-        inputs = resolve_files([str(f) for f in files], work / "download", say)
+        inputs = [item for f in files for item in ([f] if isinstance(f, InputFile) else resolve_files([str(f)], work / "download", say))]
         con = connect(work)
         try:
             target = Target.table(into.schema, keep_segmentation=False, id_required=False)
