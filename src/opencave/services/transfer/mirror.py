@@ -22,7 +22,7 @@ import re
 import shutil
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +50,7 @@ VIEW_TYPES = {"integer": pa.int64(), "float": pa.float64(), "number": pa.float64
 
 Progress = Callable[[str], None]
 RowsProgress = Callable[[str, int, int], None]  # table, rows staged, rows in total
+Emit = Callable[[tuple["Bound", ...], int], None]  # a range ready to fetch, with its count
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,13 @@ class Mirror:
         time_stamp = as_utc(datetime.fromisoformat(str(record["time_stamp"]).replace("Z", "+00:00")))
         self._claim_staging(time_stamp)
         sources = self._sources(tables)
-        entries = []
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="mirror") as pool:
-            for source in sources:
-                entries.append(self._stage_source(source, pool))
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="mirror-fetch")
+        counts = ThreadPoolExecutor(max(1, self.threads // 2), thread_name_prefix="mirror-count")
+        try:
+            entries = [self._stage_source(source, pool, counts) for source in sources]
+        finally:  # on an error or an interruption, requests not yet started are dropped
+            counts.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
         package = VersionPackage(datastack=self.remote.datastack, version=self.version, time_stamp=time_stamp, tables=entries)
         write_manifest(self.staging, package)
         return package
@@ -226,7 +230,8 @@ class Mirror:
         return Source(entry, split, None, view_types, frozenset(positions))
 
     # -- one table --------------------------------------------------------------------------
-    def _stage_source(self, source: Source, pool: ThreadPoolExecutor) -> PackageTable:
+    def _stage_source(self, source: Source, pool: ThreadPoolExecutor, counts: ThreadPoolExecutor) -> PackageTable:
+        """Stage one table or view: ranges are counted on ``counts`` and fetched on ``pool`` at once."""
         total = self.remote.count(self.version, source.entry.kind, source.name)
         entry = replace(source.entry, row_count=total)
         source = replace(source, entry=entry)
@@ -253,9 +258,10 @@ class Mirror:
                 self._fetch_whole(source, total, keep)
         else:
             self._probe_cap(source, total)
-            planned = self._plan(source, (), total, done, pool)
-            for _ in pool.map(lambda job: self._fetch(source, job[0], job[1], keep), planned):
-                pass
+            fetches: list[Future] = []
+            self._plan(source, (), total, done, counts, lambda bounds, n: fetches.append(pool.submit(self._fetch, source, bounds, n, keep)))
+            for fetch in fetches:
+                fetch.result()
         self._verify(source, directory)
         return entry
 
@@ -309,9 +315,11 @@ class Mirror:
         prefix: tuple[Bound, ...],
         rows: int,
         done: dict[tuple[Bound, ...], int],
-        pool: ThreadPoolExecutor | None,
-    ) -> list[tuple[tuple[Bound, ...], int]]:
-        """The ranges within ``prefix`` (``rows`` rows) that no staged part covers, with their counts."""
+        counts: ThreadPoolExecutor | None,
+        emit: Emit,
+    ) -> None:
+        """Emit the ranges within ``prefix`` (``rows`` rows) that no staged part covers, with
+        their counts, each as soon as it is known."""
         level = len(prefix)
         column = source.split_columns[level]
         lo, hi = self._span(source, prefix, column, rows)
@@ -322,55 +330,60 @@ class Mirror:
                     covered.append((bounds[level].lo, bounds[level].hi))
                 else:
                     deeper.add(bounds[level])
-        planned: list[tuple[tuple[Bound, ...], int]] = []
         for bound in sorted(deeper, key=lambda b: b.lo):
             inner = prefix + (bound,)
-            planned += self._plan(source, inner, self._count(source, inner), done, pool)
-        gaps = _gaps(lo, hi, covered + [(b.lo, b.hi) for b in deeper])
-        for bound, count in self._split(source, prefix, [Bound(column, a, b) for a, b in gaps], pool):
+            self._plan(source, inner, self._count(source, inner), done, counts, emit)
+
+        def piece(bound: Bound, count: int) -> None:
+            bounds = prefix + (bound,)
             if count <= self.per_request:
-                planned.append((prefix + (bound,), count))
+                emit(bounds, count)
             elif level + 1 < len(source.split_columns):
-                planned += self._plan(source, prefix + (bound,), count, done, pool)
+                self._plan(source, bounds, count, done, counts, emit)
             else:
                 raise BadRequest(
-                    f"{source.entry.kind} {source.name}: the {count:,} rows {describe(prefix + (bound,))} are more than the "
+                    f"{source.entry.kind} {source.name}: the {count:,} rows {describe(bounds)} are more than the "
                     f"{self.per_request:,} the server answers at once and cannot be split further; nothing was imported",
                     code="mirror_incomplete",
                 )
-        return planned
+
+        gaps = _gaps(lo, hi, covered + [(b.lo, b.hi) for b in deeper])
+        self._split(source, prefix, [Bound(column, a, b) for a, b in gaps], counts, piece)
 
     def _split(
-        self, source: Source, prefix: tuple[Bound, ...], gaps: list[Bound], pool: ThreadPoolExecutor | None
-    ) -> list[tuple[Bound, int]]:
-        """``gaps`` cut (by their counts) into non-empty ranges of at most ``per_request`` rows,
-        except single values holding more (the next split column must cut those)."""
-        result: list[tuple[Bound, int]] = []
-        pending: list[tuple[Bound, int | None]] = [(gap, None) for gap in gaps]
+        self,
+        source: Source,
+        prefix: tuple[Bound, ...],
+        gaps: list[Bound],
+        counts: ThreadPoolExecutor | None,
+        piece: Callable[[Bound, int], None],
+    ) -> None:
+        """Cut ``gaps`` by their counts into non-empty ranges of at most ``per_request`` rows and
+        hand each to ``piece`` as its count arrives; a single value holding more is handed on too
+        (the next split column must cut it). Counts of sibling ranges need not add up here: the
+        staged total is checked against the table's count at the end."""
+
+        def count(bound: Bound) -> int:
+            return self._count(source, prefix + (bound,))
+
+        pending = list(gaps)
         while pending:
-            unknown = [bound for bound, count in pending if count is None]
-            counted = iter((pool.map if pool else map)(lambda b: self._count(source, prefix + (b,)), unknown))
-            pending = [(bound, next(counted) if count is None else count) for bound, count in pending]
-            after: list[tuple[Bound, int | None]] = []
-            for bound, count in pending:
-                if count == 0:
+            if counts is None:
+                results: Iterable[tuple[Bound, int]] = ((bound, count(bound)) for bound in pending)
+            else:
+                futures = {counts.submit(count, bound): bound for bound in pending}
+                results = ((futures[future], future.result()) for future in as_completed(futures))
+            after: list[Bound] = []
+            for bound, n in results:
+                if n == 0:
                     continue
-                if count <= self.per_request or bound.hi - bound.lo == 1:
-                    result.append((bound, count))
+                if n <= self.per_request or bound.hi - bound.lo == 1:
+                    piece(bound, n)
                     continue
-                pieces = min(math.ceil(count / (SPLIT_FILL * self.per_request)), bound.hi - bound.lo)
+                pieces = min(math.ceil(n / (SPLIT_FILL * self.per_request)), bound.hi - bound.lo)
                 edges = [bound.lo + (bound.hi - bound.lo) * i // pieces for i in range(pieces + 1)]
-                children = [Bound(bound.column, a, b) for a, b in zip(edges, edges[1:]) if a < b]
-                counts = list((pool.map if pool else map)(lambda b: self._count(source, prefix + (b,)), children))
-                if sum(counts) != count:
-                    raise BadRequest(
-                        f"{source.entry.kind} {source.name}: the ranges of {describe(prefix + (bound,))} hold {sum(counts):,} rows "
-                        f"but the range {count:,}; the remote version changes while it is read, so it cannot be mirrored",
-                        code="mirror_incomplete",
-                    )
-                after += list(zip(children, counts))
+                after += [Bound(bound.column, a, b) for a, b in zip(edges, edges[1:]) if a < b]
             pending = after
-        return sorted(result, key=lambda item: item[0].lo)
 
     # -- fetching ---------------------------------------------------------------------------
     def _fetch(self, source: Source, bounds: tuple[Bound, ...], count: int, keep: Callable[[tuple[Bound, ...], pa.Table], None]) -> None:
@@ -388,15 +401,15 @@ class Mirror:
         prefix, last = bounds[:-1], bounds[-1]
         if last.hi - last.lo == 1 and len(bounds) == len(source.split_columns):
             raise BadRequest(f"{where}: only {got:,} of {count:,} rows arrived and the range cannot be split further; nothing was imported", code="mirror_incomplete")
+        pieces: list[tuple[tuple[Bound, ...], int]] = []
+        emit = lambda inner, n: pieces.append((inner, n))  # noqa: E731
         if last.hi - last.lo == 1:
-            pieces = self._plan(source, bounds, count, {}, None)
+            self._plan(source, bounds, count, {}, None, emit)
         else:
-            pieces = []
-            for bound, n in self._split(source, prefix, [last], None):
-                if n <= self.per_request:
-                    pieces.append((prefix + (bound,), n))
-                else:
-                    pieces += self._plan(source, prefix + (bound,), n, {}, None)
+            self._split(
+                source, prefix, [last], None,
+                lambda bound, n: emit(prefix + (bound,), n) if n <= self.per_request else self._plan(source, prefix + (bound,), n, {}, None, emit),
+            )
         if len(pieces) == 1 and pieces[0] == (bounds, count):
             raise BadRequest(f"{where}: only {got:,} of {count:,} rows arrived, and again when asked alone; nothing was imported", code="mirror_incomplete")
         for inner, n in pieces:
@@ -430,7 +443,7 @@ class Mirror:
         shaped = shaped.replace_schema_metadata(source.entry.parquet_metadata())
         path = self.staging / source.entry.path / part_name(bounds)
         partial = path.with_name(f".{path.name}.{threading.get_ident()}.partial")
-        pq.write_table(shaped, partial, compression="none")
+        pq.write_table(shaped, partial, compression="none", use_dictionary=False)
         partial.replace(path)
 
     def _verify(self, source: Source, directory: Path) -> None:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import requests
 
-from opencave.client.errors import AuthException
+from opencave.client.errors import AuthException, ServerIncompatibilityError
 from opencave.client.base import handle_response
 from opencave.client.query_frames import _TRUNCATION, ANSWER_READ_BYTES, _Pieces, answer_encoding, response_warnings
 from opencave.errors import BadRequest, Forbidden, NotFound, OpencaveError, Unauthorized
@@ -108,7 +108,7 @@ class RemoteVersion:
             return work()
         except OpencaveError:
             raise
-        except (requests.RequestException, AuthException, ValueError, KeyError) as error:
+        except (requests.RequestException, AuthException, ServerIncompatibilityError, ValueError, KeyError) as error:
             raise self._problem(error, doing) from None
 
     @property
@@ -169,7 +169,7 @@ class RemoteVersion:
 
     def _read(self, response: requests.Response) -> pa.Table:
         handle_response(response, as_json=False, log_warning=False)
-        media = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+        media = _media(response)
         if media != "data.arrow":
             raise BadRequest(f"{self.server_url} answered a query with {media or 'no content type'}, not an Arrow stream; it is not a CAVE materialization service of version 5.13 or newer", code="remote_error")
         reader = io.BufferedReader(_Pieces(response.iter_content(chunk_size=ANSWER_READ_BYTES)), buffer_size=1 << 16)
@@ -181,10 +181,16 @@ class RemoteVersion:
 
         def work() -> int:
             with self._post(version, kind, name, bounds, None, count=True) as response:
-                table = self._read(response)
-            if table.num_rows != 1 or "count" not in table.column_names:
-                raise BadRequest(f"{self.server_url} answered a count query on {name} with columns {table.column_names}, not one count", code="remote_error")
-            return int(table.column("count")[0].as_py())
+                if _media(response) == "application/json":  # a count some servers send as JSON records
+                    handle_response(response, as_json=False, log_warning=False)
+                    body = response.json()
+                    values = [body] if isinstance(body, int) else [row.get("count") for row in body if isinstance(row, dict)]
+                else:
+                    table = self._read(response)
+                    values = table.column("count").to_pylist() if "count" in table.column_names else []
+            if len(values) != 1 or not isinstance(values[0], int):
+                raise BadRequest(f"{self.server_url} answered a count query on {name} without one count", code="remote_error")
+            return values[0]
 
         return self._call(doing, work)
 
@@ -206,6 +212,10 @@ def describe(bounds: tuple[Bound, ...]) -> str:
     if not bounds:
         return "(all rows)"
     return " and ".join(f"{b.column} in ({b.lo}, {b.hi}]" for b in bounds)
+
+
+def _media(response: requests.Response) -> str:
+    return (response.headers.get("Content-Type") or "").split(";")[0].strip()
 
 
 def _server_message(response: requests.Response) -> str:
