@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from opencave.errors import BadRequest, Conflict, NotFound
 from opencave.services.materialize.layout import FrozenLayout, frozen_layout
-from opencave.services.materialize.versions import as_utc
+from opencave.services.materialize.versions import Version, as_utc
 from opencave.services.transfer.mirror_remote import INT64_MAX, INT64_MIN, Bound, RemoteVersion, describe
 from opencave.services.transfer.package import PackageTable, VersionPackage, write_manifest
 
@@ -179,8 +179,8 @@ class Mirror:
         partial.replace(path)
 
     def _sources(self, wanted: list[str] | None) -> list[Source]:
-        tables = self.remote.tables_metadata(self.version) or []
-        views = self.remote.views(self.version) or {}
+        tables = self.remote.tables_metadata(self.version)
+        views = self.remote.views(self.version)
         names = [str(m["table_name"]) for m in tables] + list(views)
         if wanted is not None:
             unknown = [n for n in wanted if n not in names]
@@ -484,7 +484,7 @@ def mirror(
     threads: int = THREADS,
     progress: Progress | None = None,
     on_rows: RowsProgress | None = None,
-) -> Any:
+) -> Version:
     """Copy a version of ``datastack`` on ``server_url`` into this store as version N of ``name``.
 
     The version is the remote's newest unless given; the local one gets the same number and

@@ -132,11 +132,19 @@ class RemoteVersion:
         return self._get("version_metadata", f"reading version {version} of {self.datastack}", version=version)
 
     def tables_metadata(self, version: int) -> list[dict[str, Any]]:
-        """Every table's metadata at the version, as the server sends it (``voxel_resolution_x/y/z``)."""
-        return self._get("all_tables_metadata", f"reading the tables of version {version}", version=version)
+        """Every table's metadata at the version, as the server sends it (``voxel_resolution_x/y/z``).
+        CAVE answers 404 for a version without tables, so that (after the version was found) is none."""
+        try:
+            return self._get("all_tables_metadata", f"reading the tables of version {version}", version=version) or []
+        except NotFound:
+            return []
 
     def views(self, version: int) -> dict[str, dict[str, Any]]:
-        return self._get("get_views", f"reading the views of version {version}", version=version)
+        """``{view: metadata}`` of the version (none when the server answers 404, as CAVE may)."""
+        try:
+            return self._get("get_views", f"reading the views of version {version}", version=version) or {}
+        except NotFound:
+            return {}
 
     def view_schema(self, version: int, view: str) -> dict[str, dict[str, str]]:
         return self._get("view_schema", f"reading the columns of view {view}", version=version, view_name=view)
