@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,6 +26,8 @@ from opencave.errors import BadRequest, Forbidden, NotFound, OpencaveError, Unau
 
 T = TypeVar("T")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+QUERY_RETRIES = 4
+RETRY_STATUSES = {429, 502, 503, 504}
 
 
 @dataclass(frozen=True)
@@ -103,13 +106,24 @@ class RemoteVersion:
             return BadRequest(f"{where} answered {status} while {doing}: {message}", code="remote_error")
         return BadRequest(f"{where} while {doing}: {error}", code="remote_error")
 
-    def _call(self, doing: str, work: Callable[[], T]) -> T:
-        try:
-            return work()
-        except OpencaveError:
-            raise
-        except (requests.RequestException, AuthException, ServerIncompatibilityError, ValueError, KeyError) as error:
-            raise self._problem(error, doing) from None
+    def _call(self, doing: str, work: Callable[[], T], retries: int = 0) -> T:
+        """``work()``, its failure as an ``OpencaveError``. Queries are tried ``retries`` more
+        times after a dropped connection or a busy server (429, 502-504), waiting as it asks
+        or 1, 2, 4… s: a mirror of hours should not stop at one hiccup of a cloud service."""
+        for attempt in range(retries + 1):
+            try:
+                return work()
+            except OpencaveError:
+                raise
+            except (requests.RequestException, AuthException, ServerIncompatibilityError, ValueError, KeyError) as error:
+                response = getattr(error, "response", None)
+                status = getattr(response, "status_code", None)
+                transient = isinstance(error, (requests.ConnectionError, requests.Timeout)) or status in RETRY_STATUSES
+                if not transient or attempt == retries:
+                    raise self._problem(error, doing) from None
+                wait = (response.headers.get("Retry-After") if response is not None else None) or ""
+                time.sleep(min(float(wait) if wait.isdigit() else 2.0**attempt, 60.0))
+        raise AssertionError("unreachable")
 
     @property
     def materialize(self) -> Any:
@@ -200,7 +214,7 @@ class RemoteVersion:
                 raise BadRequest(f"{self.server_url} answered a count query on {name} without one count", code="remote_error")
             return values[0]
 
-        return self._call(doing, work)
+        return self._call(doing, work, QUERY_RETRIES)
 
     def rows(
         self, version: int, kind: str, name: str, bounds: tuple[Bound, ...] = (), columns: list[str] | None = None, limit: int | None = None
@@ -212,7 +226,7 @@ class RemoteVersion:
                 truncated = any(_TRUNCATION.search(line) for line in response_warnings(response))
                 return Answer(self._read(response), truncated)
 
-        return self._call(f"reading rows of {name} {describe(bounds)}", work)
+        return self._call(f"reading rows of {name} {describe(bounds)}", work, QUERY_RETRIES)
 
 
 def describe(bounds: tuple[Bound, ...]) -> str:
