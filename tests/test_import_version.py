@@ -306,3 +306,49 @@ def test_version_package_over_http(server, admin_token, imported, tmp_path):
     want = by_id(source.materialize.query_table("synapses", materialization_version=SOURCE))
     pd.testing.assert_frame_equal(by_id(copy.materialize.query_table("synapses", materialization_version=3)), want)
     assert not list((server.data_dir / "imports").glob("*")), "the download is removed after the import"
+
+
+def test_killed_import_leaves_nothing_and_runs_again(server, admin_token, tmp_path):
+    """An import killed while it writes the version's files leaves no version; run again, it
+    finishes with every row once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import duckdb
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    rows = 400_000
+    columns = ["id", "valid", "pre_pt_supervoxel_id", "pre_pt_root_id", "post_pt_supervoxel_id", "post_pt_root_id", "size"]
+    positions = [f"{p}_position_{a}" for p in ("pre_pt", "post_pt", "ctr_pt") for a in "xyz"]
+    select = (
+        "SELECT i AS id, 't' AS valid, i * 7 AS pre_pt_supervoxel_id, 1000 + i % 500 AS pre_pt_root_id, i * 11 AS post_pt_supervoxel_id, "
+        "2000 + i % 700 AS post_pt_root_id, i % 97 AS size, " + ", ".join(f"(i * {k + 3}) % 9000 AS {name}" for k, name in enumerate(positions))
+        + f" FROM range(1, {rows + 1}) t(i)"
+    )
+    duckdb.sql(f"COPY ({select}) TO '{folder / 'synapses_merged.csv.gz'}' (HEADER false, COMPRESSION gzip)")
+    types = {"valid": "boolean", "size": "integer"}
+    (folder / "synapses_merged_header.csv").write_text("".join(f"{c},{types.get(c, 'bigint')}\n" for c in columns + positions))
+    command = [sys.executable, "-m", "opencave", "import", "version", "killed_import", str(folder), "--version", "4",
+               "--timestamp", "2024-05-01T00:00:00", "--voxel-resolution", "4", "4", "40", *server.storage_args()]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    version_dir = server.data_dir / "versions" / "killed_import" / "v4"
+    deadline = time.time() + 120
+    while not version_dir.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, f"the import ended before it was killed: {process.stdout.read()}"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    forget_caveclient_caches()
+    copy = CAVEclient("killed_import", server_address=server.url, auth_token=admin_token)
+    assert copy.materialize.get_versions() == []
+    server.cli("import", "version", "killed_import", str(folder), "--version", "4", "--timestamp", "2024-05-01T00:00:00", "--voxel-resolution", "4", "4", "40")
+    forget_caveclient_caches()
+    copy = CAVEclient("killed_import", server_address=server.url, auth_token=admin_token)
+    assert copy.materialize.get_versions() == [4]
+    frame = copy.materialize.query_table("synapses", materialization_version=4, select_columns=["id"])
+    assert len(frame) == rows and frame["id"].is_unique
+    assert [p.name for p in (server.data_dir / "imports").iterdir()] == [], "the killed import's work folder is gone"

@@ -256,6 +256,16 @@ def table_metadata(
     return out
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class Prepared:
     table: SourceTable
@@ -293,7 +303,8 @@ class VersionImporter:
     ) -> Version:
         say = _say(progress)
         source = str(source)
-        work = self.work_root / f"{datastack}-{os.getpid()}-{datetime.now(timezone.utc):%Y%m%d%H%M%S%f}"
+        self._remove_abandoned_work()
+        work = self.work_root / f"{os.getpid()}-{datastack}-{datetime.now(timezone.utc):%Y%m%d%H%M%S%f}"
         try:
             directory = _local_copy(source, work, say)
             found = find_tables(directory, source)
@@ -317,6 +328,15 @@ class VersionImporter:
                 con.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _remove_abandoned_work(self) -> None:
+        """Work folders of imports whose process has stopped (killed midway) are removed."""
+        if not self.work_root.is_dir():
+            return
+        for folder in self.work_root.iterdir():
+            pid = folder.name.split("-", 1)[0]
+            if pid.isdigit() and not _running(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
     # -- steps --------------------------------------------------------------------------------------
     @staticmethod
