@@ -230,7 +230,8 @@ class TableImporter:
         con = connect(work)
         try:
             target = Target.table(into.schema, keep_segmentation=False, id_required=False)
-            staged = stage(con, inputs, target, work / "staged", renames=dict(renames or {}), on_error=on_error, say=say)
+            # bad rows are counted here and refused after the next step, so that one answer names them all
+            staged = stage(con, inputs, target, work / "staged", renames=dict(renames or {}), on_error="skip", say=say)
         finally:
             con.close()
         checked = self._check(into, staged, work / "rows.parquet", on_error, progress)
@@ -242,7 +243,7 @@ class TableImporter:
             rows=0,
             skipped=staged.skipped + checked.bad,
             not_valid=staged.not_valid,
-            problems=(staged.problems + checked.problems)[:SHOWN_PROBLEMS],
+            problems=checked.problems,
         )
         if not into.exists:
             self.annotations.create_table(
@@ -330,7 +331,7 @@ class TableImporter:
 
     # -- step 2: ids, supervoxels, references, validity ------------------------------------------
     def _check(self, into: _Into, staged: Staged, out: Path, on_error: OnError, progress: RowProgress) -> _Checked:
-        checked = _Checked(out)
+        checked = _Checked(out, problems=list(staged.problems))
         explicit = _explicit_ids(staged)
         targets = np.sort(self.annotations.row_ids(into.aligned_volume, into.reference_table)) if into.reference_table else None
         written = [c for c in into.layout.arrow_schema if c.name not in CRUD_WRITTEN or (c.name == "id" and explicit)]
@@ -338,7 +339,7 @@ class TableImporter:
         decide_valid = _valid_rule(into.schema)
         low, high = None, None
         done = 0
-        bad_total = 0
+        bad_total = staged.skipped
         with pq.ParquetWriter(out, schema, compression="lz4") as writer:
             for file, label in zip(staged.files, staged.labels):
                 for batch in pq.ParquetFile(file).iter_batches(BATCH_ROWS):
@@ -392,7 +393,7 @@ class TableImporter:
                             high = max(bounds["max"].as_py(), high if high is not None else 0)
                     done += n
                     progress("checking", done, staged.rows)
-        checked.bad = bad_total
+        checked.bad = bad_total - staged.skipped
         if bad_total and on_error == "reject":
             raise RowsRejected(
                 f"{bad_total:,} row(s) cannot go into table {into.table_name}; nothing was imported. "
