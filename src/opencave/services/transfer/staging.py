@@ -348,7 +348,7 @@ def stage(
         total, bad, not_valid = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE _bad <> 0), "
             f"count(*) FILTER (WHERE _bad = 0 AND {'NOT valid' if 'valid' in target.names else 'false'}) FROM read_parquet({_quote(file)})"
-        ).fetchone()
+        ).fetchall()[0]  # fetched to the end: an unfinished result blocks registering the next Arrow file
         staged.rows += total - bad - not_valid
         staged.not_valid += not_valid
         bad_total += bad
