@@ -246,8 +246,14 @@ def test_unknown_schema_and_table(server, static_export):
 def test_version_that_exists(server, imported, static_export):
     result = server.cli("import", "version", "imported_demo", str(static_export), "--version", "7", "--timestamp", "2024-05-01T00:00:00", "--voxel-resolution", "4", "4", "40", check=False)
     assert result.returncode != 0 and "Version 7 of imported_demo exists already" in result.stderr
-    _, copy = imported
+    source, copy = imported
     assert copy.materialize.get_versions() == [7]
+    # another version of the same datastack imports beside it
+    server.cli("import", "version", "imported_demo", str(static_export), "--version", "8", "--timestamp", "2025-06-01T00:00:00", "--voxel-resolution", "8", "8", "40", "--tables", "synapses")
+    forget_caveclient_caches()
+    assert copy.materialize.get_versions() == [7, 8]
+    assert copy.materialize.get_tables(version=8) == ["synapses"]
+    assert len(copy.materialize.query_table("synapses", materialization_version=8)) == len(copy.materialize.query_table("synapses", materialization_version=7))
 
 
 # -- other sources: Parquet/Feather folders, version packages over HTTP ---------------------------------
