@@ -292,6 +292,17 @@ def test_float_text_reads_back_identically():
     assert [struct.pack("<d", float(line)) for line in text.splitlines()] == [struct.pack("<d", v) for v in values]
 
 
+def test_whole_doubles_print_as_postgres_does():
+    """Whole numbers below 10^15 print as their digits; -0.0 and larger ones keep a float's text."""
+    def text(values: list) -> list[str]:
+        return bytes(export_module.csv_lines(pa.record_batch({"x": pa.array(values, pa.float64())}))).decode().splitlines()
+
+    assert text([205041.0, -3.0, 0.0, None, 5e14]) == ["205041", "-3", "0", "", "500000000000000"]
+    assert text([1.0, -0.0]) == ["1", "-0"]
+    assert text([2.0, 1e15]) == ["2", "1e+15"]
+    assert text([2.0, 0.5]) == ["2", "0.5"]
+
+
 def test_selected_tables_only(store, exports):
     runtime, version = store
     out = exports / "two"

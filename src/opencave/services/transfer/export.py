@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 Format = Literal["parquet", "cave-csv"]
 FORMATS: tuple[Format, ...] = ("parquet", "cave-csv")
-Progress = Callable[[PackageTable, int], None]  # (entry, rows written so far), after every batch
+Progress = Callable[[PackageTable, int], None]  # (entry, rows written so far), after each CSV batch or Parquet part
 
 BATCH_ROWS = 65_536  # one row group of the frozen files; one batch of CSV text is ~10 MB
 PART_ROWS = 1_048_576  # rows per Parquet part file: datasets that readers can split
@@ -109,8 +109,22 @@ def postgres_type(dtype: pa.DataType, where: str) -> str:
     raise BadRequest(f"{where} is of type {dtype}, which a CAVE static export cannot hold; export it as --format parquet.", code="unexportable_column")
 
 
+def _whole(column: pa.Array) -> bool:
+    """Whether every value is a whole number below 10^15 in magnitude and none is -0.0: then
+    a double's text is its integer's digits (as PostgreSQL prints it), which are made three
+    times faster than a float's (positions in voxels usually are whole)."""
+    if column.null_count == len(column) or not pc.all(pc.equal(pc.trunc(column), column)).as_py():
+        return False
+    if pc.max(pc.abs(column)).as_py() >= 1e15:
+        return False
+    zero = pc.equal(column, 0)
+    return not pc.any(pc.and_(zero, pc.less(pc.divide(1.0, column), 0))).as_py()
+
+
 def _float_text(column: pa.Array) -> pa.Array:
     """Shortest text that reads back as the same float; PostgreSQL's names for NaN and infinities."""
+    if column.type == pa.float64() and _whole(column):
+        return pc.cast(pc.cast(column, pa.int64()), pa.string())
     text = pc.cast(column, pa.string())
     if pc.all(pc.is_finite(column)).as_py() is not False:
         return text
@@ -289,6 +303,12 @@ class VersionExporter:
         )
 
 
+def _reader(source: Path) -> pq.ParquetFile:
+    """A reader that streams: with pre-buffering (pyarrow's default) every row group read stays
+    cached until the reader closes, about 100 MB per million synapse rows."""
+    return pq.ParquetFile(source, pre_buffer=False)
+
+
 def _part_plan(source: Path) -> list[list[int]]:
     """The source's row groups, grouped into parts of at most ``PART_ROWS`` rows (at least one
     part, empty for an empty table, so that every dataset carries its columns)."""
@@ -312,7 +332,7 @@ def _write_part(source: Path, groups: list[int], path: Path, schema: pa.Schema) 
     # Dictionary pages only for text: on ids and positions they cost time and space.
     with pq.ParquetWriter(path, schema, compression=PARQUET_COMPRESSION, use_dictionary=strings or False) as writer:
         if groups:
-            for batch in pq.ParquetFile(source).iter_batches(batch_size=BATCH_ROWS, row_groups=groups):
+            for batch in _reader(source).iter_batches(batch_size=BATCH_ROWS, row_groups=groups):
                 writer.write_batch(batch)  # one row group per batch, as in the frozen file
                 rows += batch.num_rows
     return rows
@@ -355,7 +375,7 @@ def _write_csv_gz(source: Path, path: Path, entry: PackageTable, say: Progress) 
             say(entry, rows)
 
         try:
-            for batch in pq.ParquetFile(source).iter_batches(batch_size=BATCH_ROWS):
+            for batch in _reader(source).iter_batches(batch_size=BATCH_ROWS):
                 pending.append((batch.num_rows, pool.submit(csv_lines, batch)))
                 if len(pending) > FORMAT_THREADS:
                     write_oldest()
