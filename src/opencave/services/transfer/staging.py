@@ -21,10 +21,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from opencave.errors import BadRequest
-from opencave.services.annotation.layout import RowLayout, row_layout
+from opencave.services.annotation.layout import row_layout
 from opencave.services.annotation.payloads import POSITION_LIMIT
 from opencave.services.materialize.layout import AXES, FrozenLayout, frozen_layout
-from opencave.services.schemas import FieldKind
 from opencave.services.transfer.inputs import InputFile, InputProblem, _quote
 
 OnError = Literal["reject", "skip"]
@@ -238,22 +237,62 @@ def _literal(value: object) -> str:
     return repr(value)
 
 
+@dataclass(frozen=True)
+class Part:
+    """The checked rows of one input file: ``rows`` selects the target columns and ``_bad`` (the
+    failed checks' bit mask); ``numbered`` adds ``_row``, the row's number in its file. A staged
+    part is a Parquet file holding all of them; a direct part reads and checks its file anew
+    each time (Parquet and Arrow inputs, where a second read costs less than a staged copy)."""
+
+    label: str
+    rows: str
+    numbered: str
+    file: Path | None = None
+
+
 @dataclass
 class Staged:
-    """The staged rows of one table: Parquet files with the target columns, ``_row`` and ``_bad``."""
+    """The checked rows of one table, file by file."""
 
-    files: list[Path]
-    labels: list[str]
+    parts: list[Part] = field(default_factory=list)
     rows: int = 0  # rows kept
     skipped: int = 0  # bad rows left out (on_error="skip")
     not_valid: int = 0  # rows marked not valid, left out of a version
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def files(self) -> list[Path]:
+        """The staged Parquet files (typed target columns, ``_row``, ``_bad``), one per input."""
+        return [part.file for part in self.parts if part.file is not None]
+
+    @property
+    def labels(self) -> list[str]:
+        return [part.label for part in self.parts]
+
     def relation(self, columns: Sequence[str]) -> str:
-        """SQL selecting the kept rows' ``columns`` (in input order)."""
-        files = "[" + ", ".join(_quote(f) for f in self.files) + "]"
+        """SQL selecting the kept rows' ``columns`` (file by file, each in its rows' order)."""
         keep = "_bad = 0" + (" AND valid" if "valid" in columns else "")
-        return f"SELECT {', '.join(_ident(c) for c in columns)} FROM read_parquet({files}) WHERE {keep}"
+        selected = ", ".join(_ident(c) for c in columns)
+        return " UNION ALL ".join(f"SELECT {selected} FROM ({part.rows}) WHERE {keep}" for part in self.parts)
+
+    def ids_ascending(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Whether the rows' ids already ascend strictly in file order (one file), so a copy
+        sorted by id is the rows as they are."""
+        if len(self.parts) != 1:
+            return False
+        reader = con.sql(f"SELECT id FROM ({self.parts[0].rows})").to_arrow_reader(1 << 20)
+        last = None
+        for batch in reader:
+            ids = batch.column(0)
+            if ids.null_count:
+                return False
+            values = ids.to_numpy()
+            if values.size == 0:
+                continue
+            if (last is not None and values[0] <= last) or (values.size > 1 and not (values[1:] > values[:-1]).all()):
+                return False
+            last = values[-1]
+        return True
 
 
 def connect(work: Path, memory_limit: str = "1GB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -317,13 +356,17 @@ def stage(
     renames: dict[str, str] | None = None,
     on_error: OnError = "reject",
     check_unique_ids: bool = True,
+    direct: bool = False,
     say: Callable[[str], None] | None = None,
 ) -> Staged:
     """Read, check and type every row of ``inputs`` into ``out_dir`` (``RowsRejected`` naming the
-    first bad rows when ``on_error`` is reject and any row is bad; nothing is kept then)."""
+    first bad rows when ``on_error`` is reject and any row is bad; nothing is kept then).
+
+    With ``direct``, Parquet and Arrow inputs are checked in one read and not copied: later
+    steps read them through the same typed, checked expressions (``Part.rows``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     planner = Planner(target, renames or {})
-    staged = Staged([], [])
+    staged = Staged()
     bad_total = 0
     for number, item in enumerate(inputs):
         source = _source(con, item, f"input_{number}")
@@ -333,27 +376,35 @@ def stage(
             raise InputProblem(f"{item.label}: too many columns to check at once ({len(plan.checks)} checks)")
         mask = " | ".join(f"(CASE WHEN coalesce({c.condition}, false) THEN {1 << k} ELSE 0 END)" for k, c in enumerate(plan.checks)) or "0"
         select = ", ".join(f"{expr} AS {_ident(name)}" for name, expr in plan.expressions)
-        file = out_dir / f"part-{number:05d}.parquet"
-        query = f"SELECT row_number() OVER () AS _row, {select}, ({mask})::BIGINT AS _bad FROM {source}"
+        rows = f"SELECT {select}, ({mask})::BIGINT AS _bad FROM {source}"
+        numbered = f"SELECT row_number() OVER () AS _row, {select}, ({mask})::BIGINT AS _bad FROM {source}"
         if say:
             say(f"  reading {item.label}")
+        if direct and item.format in ("parquet", "arrow"):
+            part = Part(item.label, rows, numbered)
+        else:
+            file = out_dir / f"part-{number:05d}.parquet"
+            try:
+                con.execute(f"COPY ({numbered}) TO {_quote(file)} (FORMAT parquet, COMPRESSION lz4_raw, ROW_GROUP_SIZE {STAGE_ROW_GROUP})")
+            except duckdb.InvalidInputException as error:
+                raise _csv_problem(item, error) from None
+            except duckdb.ConversionException as error:
+                raise InputProblem(f"{item.label}: {_first_line(error)}") from None
+            staged_file = f"read_parquet({_quote(file)})"
+            part = Part(item.label, f"SELECT * FROM {staged_file}", f"SELECT * FROM {staged_file}", file)
+        staged.parts.append(part)
         try:
-            con.execute(f"COPY ({query}) TO {_quote(file)} (FORMAT parquet, COMPRESSION lz4_raw, ROW_GROUP_SIZE {STAGE_ROW_GROUP})")
-        except duckdb.InvalidInputException as error:
-            raise _csv_problem(item, error) from None
+            total, bad, not_valid = con.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE _bad <> 0), "
+                f"count(*) FILTER (WHERE _bad = 0 AND {'NOT valid' if 'valid' in target.names else 'false'}) FROM ({part.rows})"
+            ).fetchall()[0]  # fetched to the end: an unfinished result blocks registering the next Arrow file
         except duckdb.ConversionException as error:
             raise InputProblem(f"{item.label}: {_first_line(error)}") from None
-        staged.files.append(file)
-        staged.labels.append(item.label)
-        total, bad, not_valid = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE _bad <> 0), "
-            f"count(*) FILTER (WHERE _bad = 0 AND {'NOT valid' if 'valid' in target.names else 'false'}) FROM read_parquet({_quote(file)})"
-        ).fetchall()[0]  # fetched to the end: an unfinished result blocks registering the next Arrow file
         staged.rows += total - bad - not_valid
         staged.not_valid += not_valid
         bad_total += bad
         if bad:
-            staged.problems.extend(_describe(con, item, source, file, plan, SHOWN_PROBLEMS - len(staged.problems)))
+            staged.problems.extend(_describe(con, item, source, part, plan, SHOWN_PROBLEMS - len(staged.problems)))
             if on_error == "skip":
                 staged.skipped += bad
     if bad_total and on_error == "reject":
@@ -368,11 +419,11 @@ def stage(
     return staged
 
 
-def _describe(con: duckdb.DuckDBPyConnection, item: InputFile, source: str, file: Path, plan: Plan, limit: int) -> list[str]:
-    """``file F, row R, column C: <value> <problem>`` for the first bad rows of one staged file."""
+def _describe(con: duckdb.DuckDBPyConnection, item: InputFile, source: str, part: Part, plan: Plan, limit: int) -> list[str]:
+    """``file F, row R, column C: <value> <problem>`` for the first bad rows of one input file."""
     if limit <= 0:
         return []
-    bad = con.execute(f"SELECT _row, _bad FROM read_parquet({_quote(file)}) WHERE _bad <> 0 ORDER BY _row LIMIT {limit}").fetchall()
+    bad = con.execute(f"SELECT _row, _bad FROM ({part.numbered}) WHERE _bad <> 0 ORDER BY _row LIMIT {limit}").fetchall()
     numbers = [row for row, _ in bad]
     shown = sorted({c.source for c in plan.checks if c.source})
     values: dict[int, dict[str, object]] = {}
@@ -401,20 +452,18 @@ def _show(value: object) -> str:
 
 
 def _check_unique(con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
-    if not staged.files or staged.rows == 0:
+    if not staged.parts or staged.rows == 0:
         return
-    files = "[" + ", ".join(_quote(f) for f in staged.files) + "]"
-    repeated = con.execute(
-        f"SELECT id, count(*) FROM read_parquet({files}) WHERE _bad = 0 AND id IS NOT NULL GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 5"
-    ).fetchall()
+    every = " UNION ALL ".join(f"SELECT id FROM ({part.rows}) WHERE _bad = 0" for part in staged.parts)
+    repeated = con.execute(f"SELECT id, count(*) FROM ({every}) WHERE id IS NOT NULL GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 5").fetchall()
     if not repeated:
         return
     ids = ", ".join(str(i) for i, _ in repeated)
-    where = con.execute(
-        f"SELECT filename, _row, id FROM read_parquet({files}, filename=true) WHERE id IN ({ids}) ORDER BY id, filename, _row LIMIT 10"
-    ).fetchall()
-    label = {str(f): l for f, l in zip(staged.files, staged.labels)}
-    shown = "; ".join(f"id {i} in {label.get(f, f)}, row {r}" for f, r, i in where)
+    places = []
+    for part in staged.parts:
+        rows = con.execute(f"SELECT _row, id FROM ({part.numbered}) WHERE _bad = 0 AND id IN ({ids}) ORDER BY id, _row LIMIT 10").fetchall()
+        places.extend((i, part.label, r) for r, i in rows)
+    shown = "; ".join(f"id {i} in {label}, row {r}" for i, label, r in sorted(places)[:10])
     raise RowsRejected(f"ids must be unique, but {len(repeated)}{'+' if len(repeated) == 5 else ''} are repeated: {shown}; nothing was imported.")
 
 
@@ -444,19 +493,3 @@ def infer_schema(source_columns: Sequence[str], label: str) -> str:
     if len(closest) > 1:
         raise BadRequest(f"{label}: its columns fit several schemas {closest}; name one with --schema TABLE=SCHEMA", code="ambiguous_schema")
     return closest[0]
-
-
-def scalar_kinds(schema: str) -> dict[str, FieldKind]:
-    return {s.name: s.kind for s in row_layout(schema).scalars}
-
-
-__all__ = [
-    "CRUD_COLUMNS",
-    "RowLayout",
-    "RowsRejected",
-    "Staged",
-    "Target",
-    "connect",
-    "infer_schema",
-    "stage",
-]

@@ -180,11 +180,11 @@ def _described(path: Path) -> dict[str, Any]:
 
 # -- writing a version ------------------------------------------------------------------------------
 def _copy_sorted(con: duckdb.DuckDBPyConnection, select: str, order: Sequence[str], path: Path) -> None:
-    """Write ``select`` sorted by ``order`` as a frozen Parquet file, atomically."""
+    """Write ``select`` sorted by ``order`` (empty: in order already) as a frozen Parquet file, atomically."""
     partial = path.with_name(path.name + f".partial-{os.getpid()}")
     keys = ", ".join(f'"{c}"' for c in order)
     con.execute(
-        f"COPY ({select} ORDER BY {keys}) TO {_quote(partial)} "
+        f"COPY ({select}{f' ORDER BY {keys}' if order else ''}) TO {_quote(partial)} "
         f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
     )
     with open(partial, "rb+") as handle:
@@ -375,7 +375,7 @@ class VersionImporter:
                 schema = schemas.get(table.name) or table.schema or self._infer(con, table)
                 get_schema(schema)  # NotFound naming the registry's schemas
                 target = Target.table(schema)
-            staged = stage(con, table.inputs, target, work / "staged" / table.name, renames=dict(renames.get(table.name, {})), say=say)
+            staged = stage(con, table.inputs, target, work / "staged" / table.name, renames=dict(renames.get(table.name, {})), direct=True, say=say)
             extra = f", {staged.not_valid:,} not valid left out" if staged.not_valid else ""
             say(f"  {staged.rows:,} rows{extra}")
             out.append(Prepared(table, schema, target, staged))
@@ -492,7 +492,7 @@ class VersionImporter:
             _copy_view(con, select, directory / file)
         else:
             file = f"{table.name}.parquet"
-            _copy_sorted(con, select, ["id"], directory / file)
+            _copy_sorted(con, select, [] if item.staged.ids_ascending(con) else ["id"], directory / file)
             for root in item.target.layout.root_columns:
                 _copy_sorted(con, select, [root, "id"], directory / clustered_name(file, root))
         self.registry.add_table(
