@@ -15,6 +15,7 @@ import os
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -248,7 +249,9 @@ def test_cave_csv_export_writes_postgres_text(store, exports):
         assert (entry.schema, entry.row_count, entry.metadata) == (registered.schema, rows.num_rows, registered.metadata)
         header = (out / (f"{entry.name}_merged_header.csv" if entry.kind == "table" else f"{entry.name}_header.csv")).read_text()
         assert header == "".join(f"{f.name},{POSTGRES_TYPES[f.type]}\n" for f in rows.schema), entry.name
-        raw = gzip.decompress((out / entry.path).read_bytes()).decode()
+        stream = zlib.decompressobj(31)  # one gzip member, whole: what any gzip reader takes
+        raw = stream.decompress((out / entry.path).read_bytes()).decode()
+        assert stream.eof and not stream.unused_data
         records = csv_records(raw)
         assert len(records) == rows.num_rows, entry.name
         for number, (record, row) in enumerate(zip(records, rows.to_pylist()), 1):
@@ -260,6 +263,21 @@ def test_cave_csv_export_writes_postgres_text(store, exports):
     assert raw.startswith('1,"",2024-03-04 05:06:08.123459,f,1e-300,'), raw[:80]  # '' quoted, NULL not
     assert '\n4,,2024-03-04 05:06:11.123468,t,1.7976931348623157e+308,' in raw
     assert '\n2,"say ""hi"", then\ngo",' in raw
+
+
+def test_batches_deflated_apart_make_one_stream(store, exports, monkeypatch):
+    """Batches are deflated on several threads; their blocks join into one gzip stream whose
+    text is the same however the rows were cut into batches."""
+    runtime, version = store
+    exporter = VersionExporter(runtime.materialize)
+    exporter.export(DS, version.version, exports / "whole", "cave-csv", tables=["synapses"])
+    monkeypatch.setattr(export_module, "BATCH_ROWS", 999)
+    exporter.export(DS, version.version, exports / "cut", "cave-csv", tables=["synapses"])
+    whole, cut = ((exports / d / "synapses_merged.csv.gz").read_bytes() for d in ("whole", "cut"))
+    stream = zlib.decompressobj(31)
+    text = stream.decompress(cut)
+    assert stream.eof and not stream.unused_data
+    assert text == gzip.decompress(whole) and text.count(b"\n") == frozen(runtime, version, "synapses")[1].num_rows
 
 
 def test_csv_text_of_every_type():

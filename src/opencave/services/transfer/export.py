@@ -20,6 +20,7 @@ import io
 import os
 import secrets
 import shutil
+import struct
 import time
 import zlib
 from collections import deque
@@ -359,24 +360,41 @@ def _write_parquet(source: Path, directory: Path, entry: PackageTable, say: Prog
     return parts
 
 
+GZIP_HEADER = bytes([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF])  # deflate; no name, no time, any OS
+FINAL_BLOCK = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15).flush()  # an empty last deflate block
+
+
+def _deflated_lines(batch: pa.RecordBatch) -> tuple[bytes, pa.Buffer]:
+    """A batch's CSV text, and that text as deflate blocks that end on a byte boundary (a sync
+    flush) with no reference to earlier text, so that the blocks of batches deflated apart, on
+    several threads, join into one deflate stream (as pigz does)."""
+    text = csv_lines(batch)
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 9, GZIP_STRATEGY)
+    return compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH), text
+
+
 def _write_csv_gz(source: Path, path: Path, entry: PackageTable, say: Progress) -> Path:
-    """The frozen file's rows as one gzip stream of CSV lines. Batches are turned into text on
-    ``FORMAT_THREADS`` threads while this one compresses the text of earlier ones, in order."""
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31, 9, GZIP_STRATEGY)  # wbits 31: gzip
-    pending: deque[tuple[int, Future[pa.Buffer]]] = deque()
-    rows = 0
+    """The frozen file's rows as one gzip stream (one member) of CSV lines. Batches are turned
+    into text and deflated on ``FORMAT_THREADS`` threads; this one writes them in order and
+    keeps the checksum the gzip trailer ends with."""
+    pending: deque[tuple[int, Future[tuple[bytes, pa.Buffer]]]] = deque()
+    rows = crc = length = 0
     with open(path, "wb") as handle, ThreadPoolExecutor(FORMAT_THREADS, thread_name_prefix="csv-text") as pool:
 
         def write_oldest() -> None:
-            nonlocal rows
-            count, text = pending.popleft()
-            handle.write(compressor.compress(text.result()))
+            nonlocal rows, crc, length
+            count, done = pending.popleft()
+            deflated, text = done.result()
+            handle.write(deflated)
+            crc = zlib.crc32(text, crc)
+            length += text.size
             rows += count
             say(entry, rows)
 
+        handle.write(GZIP_HEADER)
         try:
             for batch in _reader(source).iter_batches(batch_size=BATCH_ROWS):
-                pending.append((batch.num_rows, pool.submit(csv_lines, batch)))
+                pending.append((batch.num_rows, pool.submit(_deflated_lines, batch)))
                 if len(pending) > FORMAT_THREADS:
                     write_oldest()
             while pending:
@@ -384,7 +402,7 @@ def _write_csv_gz(source: Path, path: Path, entry: PackageTable, say: Progress) 
         finally:
             for _, future in pending:
                 future.cancel()
-        handle.write(compressor.flush())
+        handle.write(FINAL_BLOCK + struct.pack("<II", crc, length & 0xFFFFFFFF))
     return path
 
 
