@@ -80,8 +80,9 @@ def make_version(runtime: Runtime, rows: int) -> tuple[int, Path]:
     return version.version, path
 
 
-def run_measured(command: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS in MiB and stdout of a command run as a process of its own."""
+def run_measured(command: list[str]) -> tuple[float, float, int, str]:
+    """Wall seconds, CPU seconds, peak RSS in MiB and stdout of a command run as a process of
+    its own (CPU seconds tell what the machine's other load took from the wall time)."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     output = process.stdout.read()
@@ -90,7 +91,7 @@ def run_measured(command: list[str]) -> tuple[float, int, str]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}")
-    return seconds, usage.ru_maxrss // 1024, output
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, output
 
 
 FLOORS = {
@@ -113,19 +114,24 @@ def main() -> None:
         version, source = make_version(runtime, args.rows)
         runtime.close()
         print(f"{args.rows:,}-row synapse version written in {time.perf_counter() - start:.1f} s ({source.stat().st_size / 1e6:,.0f} MB)")
-        print("| format | rows/s (command) | rows/s (export itself) | peak RSS | output | floor rows/s | ratio to floor |")
-        print("|---|---|---|---|---|---|---|")
+        print("| format | rows/s (command) | rows/s (export itself) | CPU s (command) | peak RSS | output | floor rows/s | ratio to floor |")
+        print("|---|---|---|---|---|---|---|---|")
         for format in ("parquet", "cave-csv"):
             out = work / f"out-{format}"
             command = [sys.executable, "-m", "opencave", "export", DS, "--version", str(version), "--format", format, str(out), "--data-dir", str(data)]
-            seconds, rss, output = run_measured(command)
+            load = os.getloadavg()[0]
+            seconds, cpu, rss, output = run_measured(command)
             inner = float(re.search(r" in ([0-9.]+) s ", output).group(1))
             size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
             floor_rate = ratio = "—"
             if not args.no_floor:
-                floor_seconds, _, _ = run_measured([sys.executable, "-c", FLOORS[format], str(source), str(work / "floor")])
+                floor_seconds, _, _, _ = run_measured([sys.executable, "-c", FLOORS[format], str(source), str(work / "floor")])
                 floor_rate, ratio = f"{args.rows / floor_seconds:,.0f}", f"{floor_seconds / seconds:.2f}"
-            print(f"| {format} | {args.rows / seconds:,.0f} | {args.rows / inner:,.0f} | {rss:,} MiB | {size / 1e6:,.0f} MB | {floor_rate} | {ratio} |", flush=True)
+            print(
+                f"| {format} | {args.rows / seconds:,.0f} | {args.rows / inner:,.0f} | {cpu:.1f} | {rss:,} MiB | {size / 1e6:,.0f} MB "
+                f"| {floor_rate} | {ratio} |  (load average {load:.1f} before)",
+                flush=True,
+            )
             shutil.rmtree(out)
     finally:
         if not args.work:
