@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from opencave.config import resolve_settings
@@ -162,13 +162,15 @@ def test_ranges_are_verified_and_a_cut_answer_is_split_again(source, token, tmp_
         assert parse_part(part_name(bounds), ("id",)) == bounds
 
 
-def test_views_without_an_id_split_on_their_integer_columns_and_resume(source, token, tmp_path):
+def test_views_without_an_id_split_on_their_integer_columns_and_resume(source, token, tmp_path, monkeypatch):
     """A view of (pre, post) root pairs is cut on ``pre_pt_root_id``, and a root with more rows
-    than one answer holds on ``post_pt_root_id`` within it; half the parts lost, a re-run
-    fetches exactly those again."""
+    than one answer holds on ``post_pt_root_id`` within it. With half the parts lost before they
+    were merged, a re-run fetches what is missing, then merges the parts into one file."""
     remote = RemoteVersion(source.url, DS, token)
     stage = tmp_path / "stage"
-    package = Mirror(remote, VERSION, stage, max_request_rows=3).stage(["synapse_connections", "cell_types"])
+    with monkeypatch.context() as patch:
+        patch.setattr(Mirror, "_merge", lambda self, source, directory: None)  # stop before the parts are joined
+        package = Mirror(remote, VERSION, stage, max_request_rows=3).stage(["synapse_connections", "cell_types"])
     assert [t.name for t in package.tables] == ["cell_types", "synapse_connections"]
     view = package.tables[1]
     parts = sorted((stage / view.path).glob("part-*.parquet"))
@@ -177,13 +179,36 @@ def test_views_without_an_id_split_on_their_integer_columns_and_resume(source, t
         lost.unlink()
     (stage / "version.json").unlink()
     again = Mirror(remote, VERSION, stage, max_request_rows=3).stage(["synapse_connections"])
-    assert set(parts[1::2]) <= set((stage / view.path).glob("part-*.parquet"))  # kept parts are not fetched again
-    rows = pads.dataset(stage / view.path, format="parquet").to_table()
+    merged = list((stage / view.path).glob("part-*.parquet"))
+    assert len(merged) == 1 and "~" not in merged[0].name
+    rows = pq.read_table(merged[0])
     assert rows.num_rows == view.row_count == again.tables[0].row_count
     pairs = list(zip(rows.column("pre_pt_root_id").to_pylist(), rows.column("post_pt_root_id").to_pylist()))
-    assert len(set(pairs)) == len(pairs)
+    assert len(set(pairs)) == len(pairs) and pairs == sorted(pairs)  # in range order
     manifest = json.loads((stage / "version.json").read_text())
     assert manifest["version"] == VERSION and [t["name"] for t in manifest["tables"]] == ["synapse_connections"]
+
+
+def test_parts_a_merged_part_covers_are_dropped_on_a_rerun(source, token, tmp_path, monkeypatch):
+    """A run that stopped after writing a merged part but before deleting the parts it replaces
+    leaves both; the next run keeps only the merged part, so no row is there twice."""
+    remote = RemoteVersion(source.url, DS, token)
+    stage = tmp_path / "stage"
+    with monkeypatch.context() as patch:
+        patch.setattr(Mirror, "_merge", lambda self, source, directory: None)
+        Mirror(remote, VERSION, stage, max_request_rows=2_000).stage(["synapses"])
+    directory = stage / "tables" / "synapses"
+    parts = {p.name: p.read_bytes() for p in directory.glob("part-*.parquet")}
+    assert len(parts) > 5
+    Mirror(remote, VERSION, stage, max_request_rows=2_000).stage(["synapses"])
+    assert len(list(directory.glob("part-*.parquet"))) == 1
+    for name, data in list(parts.items())[:3]:  # as if the deletes had not happened
+        (directory / name).write_bytes(data)
+    package = Mirror(remote, VERSION, stage, max_request_rows=2_000).stage(["synapses"])
+    files = list(directory.glob("part-*.parquet"))
+    assert len(files) == 1
+    ids = pq.read_table(files[0], columns=["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == package.tables[0].row_count and ids == sorted(ids)
 
 
 def test_errors_name_the_server_and_what_to_fix(source, token, tmp_path, destination):

@@ -44,6 +44,7 @@ MAX_REQUEST_ROWS = 250_000  # rows asked for in one answer at most, whatever the
 SPLIT_FILL = 0.95  # ranges are cut to this share of the rows an answer may hold, so most fit at once
 SPAN_START, SPAN_STEP = 2**20, 16  # the upper end of a column's values is searched from here
 THREADS = 4
+MERGED_ROWS, MERGED_GROUP = 10_000_000, 131_072  # rows per merged part file, per row group
 STATE = "mirror.json"
 PART = re.compile(r"^part-(?P<ranges>all|-?\d+--?\d+(?:~-?\d+--?\d+)*)\.parquet$")
 VIEW_TYPES = {"integer": pa.int64(), "float": pa.float64(), "number": pa.float64(), "boolean": pa.bool_(), "string": pa.string()}
@@ -239,11 +240,7 @@ class Mirror:
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob(".*.partial"):
             stale.unlink()
-        done: dict[tuple[Bound, ...], int] = {}
-        for path in directory.glob("part-*.parquet"):
-            bounds = parse_part(path.name, source.split_columns)
-            if bounds is not None:
-                done[bounds] = pq.read_metadata(path).num_rows
+        done = {bounds: pq.read_metadata(path).num_rows for bounds, path in self._parts(source, directory)}
         staged = sum(done.values())
         self.progress(f"{entry.kind} {entry.name}: {total:,} rows" + (f" ({staged:,} staged before)" if staged else ""))
         self.on_rows(entry.name, staged, total)
@@ -263,6 +260,7 @@ class Mirror:
             for fetch in fetches:
                 fetch.result()
         self._verify(source, directory)
+        self._merge(source, directory)
         return entry
 
     def _fetch_whole(self, source: Source, total: int, keep: Callable[[tuple[Bound, ...], pa.Table], None]) -> None:
@@ -445,6 +443,73 @@ class Mirror:
         partial = path.with_name(f".{path.name}.{threading.get_ident()}.partial")
         pq.write_table(shaped, partial, compression="none", use_dictionary=False)
         partial.replace(path)
+
+    def _parts(self, source: Source, directory: Path) -> list[tuple[tuple[Bound, ...], Path]]:
+        """The staged parts in range order, after deleting those a merged part covers (left
+        when a run stopped between writing the merged part and deleting what it replaces)."""
+        parts = []
+        for path in directory.glob("part-*.parquet"):
+            bounds = parse_part(path.name, source.split_columns)
+            if bounds is not None:
+                parts.append((bounds, path))
+        parts.sort(key=lambda item: [(b.lo, -b.hi) for b in item[0]] + [(INT64_MAX, 0)])
+        kept: list[tuple[tuple[Bound, ...], Path]] = []
+        outer: Bound | None = None  # the widest single-level part so far; parts nest or are disjoint
+        for bounds, path in parts:
+            if outer is not None and bounds and bounds[0] != outer and bounds[0].hi <= outer.hi:
+                path.unlink()
+                continue
+            if len(bounds) == 1:
+                outer = bounds[0]
+            kept.append((bounds, path))
+        return kept
+
+    def _merge(self, source: Source, directory: Path) -> None:
+        """Join a verified table's parts into files of up to ``MERGED_ROWS`` rows (each named by
+        the range it covers), so the package holds a few large files in id order rather than one
+        per request. One part is read at a time; row groups are ``MERGED_GROUP`` rows."""
+        groups: list[list[tuple[tuple[Bound, ...], Path, int]]] = [[]]
+        for bounds, path in self._parts(source, directory):
+            if not bounds:
+                return
+            rows = pq.read_metadata(path).num_rows
+            group = groups[-1]
+            same_value = bool(group) and group[-1][0][0] == bounds[0]  # one outer value stays in one file
+            if group and not same_value and sum(n for _, _, n in group) + rows > MERGED_ROWS:
+                groups.append([])
+            groups[-1].append((bounds, path, rows))
+        for group in groups:
+            if len(group) < 2:
+                continue
+            covered = (Bound(group[0][0][0].column, group[0][0][0].lo, group[-1][0][0].hi),)
+            target = directory / part_name(covered)
+            partial = target.with_name(f".{target.name}.partial")
+            writer: pq.ParquetWriter | None = None
+            pending: list[pa.Table] = []
+            try:
+                for _, path, _ in group:
+                    pending.append(pq.read_table(path))
+                    if sum(t.num_rows for t in pending) >= MERGED_GROUP:
+                        writer = self._append(writer, partial, pending)
+                        pending = []
+                writer = self._append(writer, partial, pending)
+            finally:
+                if writer is not None:
+                    writer.close()
+            partial.replace(target)
+            for bounds, path, _ in group:
+                if path != target:
+                    path.unlink()
+
+    @staticmethod
+    def _append(writer: pq.ParquetWriter | None, path: Path, tables: list[pa.Table]) -> pq.ParquetWriter | None:
+        if not tables:
+            return writer
+        rows = pa.concat_tables(tables)
+        if writer is None:
+            writer = pq.ParquetWriter(path, rows.schema, compression="none", use_dictionary=False)
+        writer.write_table(rows, row_group_size=MERGED_GROUP)
+        return writer
 
     def _verify(self, source: Source, directory: Path) -> None:
         parts = sorted(directory.glob("part-*.parquet"))
