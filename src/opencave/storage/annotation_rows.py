@@ -11,11 +11,14 @@ server-side cursor on PostgreSQL) instead of building SQLAlchemy row objects.
 
 from __future__ import annotations
 
+import io
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -155,6 +158,25 @@ def bulk_insert(conn: Connection, table: Table, names: Sequence[str], rows: Iter
         else:
             marks = ", ".join(_placeholder(conn) for _ in names)
             cursor.executemany(f"INSERT INTO {target} ({columns}) VALUES ({marks})", rows)
+    finally:
+        cursor.close()
+
+
+def insert_arrow(conn: Connection, table: Table, batch: pa.RecordBatch) -> None:
+    """Insert an Arrow batch whose columns are named as the table's, in the caller's transaction:
+    as CSV text through ``COPY`` on PostgreSQL (no Python object per value), ``executemany``
+    elsewhere. Arrow writes NULL as an empty unquoted field and every string quoted, as COPY's CSV
+    format reads them, and doubles in their shortest exact form."""
+    if conn.dialect.name != "postgresql":
+        bulk_insert(conn, table, batch.schema.names, zip(*(column.to_pylist() for column in batch.columns)))
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    text = io.BytesIO()
+    pa_csv.write_csv(batch, text, pa_csv.WriteOptions(include_header=False))
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {quote(table.name)} ({', '.join(quote(n) for n in batch.schema.names)}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(text.getbuffer())
     finally:
         cursor.close()
 

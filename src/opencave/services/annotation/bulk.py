@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, Engine, Table
+from sqlalchemy import Engine, Table
 
 from opencave.errors import BadRequest
 from opencave.services.annotation.layout import RowLayout
@@ -203,13 +203,6 @@ def write_chunks(
         if empty:
             with engine.begin() as conn:
                 create_indexes(conn, table)
-
-
-def insert_batch(conn: Connection, table: Table, batch: pa.RecordBatch) -> None:
-    """Insert an Arrow batch whose columns are named as the table's, in the caller's transaction
-    (a load of many batches in one transaction is all or nothing)."""
-    columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-    bulk_insert(conn, table, batch.schema.names, zip(*columns))
 
 
 def read_table(engine: Engine, table: Table, layout: RowLayout, where: Any) -> pa.Table:

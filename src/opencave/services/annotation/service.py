@@ -41,6 +41,7 @@ from opencave.storage.annotation_rows import (
     drop_indexes,
     existing_ids,
     id_batches,
+    insert_arrow,
     new_row_table_name,
     row_table,
     rows_by_id,
@@ -632,7 +633,7 @@ class AnnotationService:
                 batch = batch.append_column("created", pa.array(np.full(n, now)))
                 if explicit_ids is None:
                     batch = batch.append_column("id", pa.array(np.arange(next_id + done, next_id + done + n, dtype=np.int64)))
-                bulk.insert_batch(conn, table, batch)
+                insert_arrow(conn, table, batch)
                 done += n
                 if progress is not None:
                     progress(done)
