@@ -239,9 +239,12 @@ def test_killed_import_leaves_no_rows(server, admin, rows, existing, tmp_path):
         process.wait()
     assert process.returncode == -signal.SIGKILL
     assert count(admin, existing) == before
+    abandoned = [d for d in (server.data_dir / "imports").iterdir() if d.name.startswith(f"{process.pid}-")]
+    assert abandoned  # its staged files, removed by the next import
     result = import_table(server, existing, path)
     assert f"imported {len(big):,} rows" in result.stdout
     assert count(admin, existing) == before + len(big)
+    assert not any(d.exists() for d in abandoned)
 
 
 # -- the upload endpoint ---------------------------------------------------------------------------

@@ -132,11 +132,23 @@ class TableImporter:
         self.work_root = Path(work_root)
 
     def new_workspace(self, table_name: str) -> Path:
-        """A fresh work directory for one import (uploads, staged files); the caller removes it."""
+        """A fresh work directory for one import (uploads, staged files); the caller removes it.
+
+        Named after the process, so the directories of imports whose process was killed are
+        found and removed by the next import (as version imports name and remove theirs)."""
+        self._remove_abandoned()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")
-        work = self.work_root / f"table-{table_name[:60]}-{os.getpid()}-{stamp}"
+        work = self.work_root / f"{os.getpid()}-table-{table_name[:60]}-{stamp}"
         work.mkdir(parents=True, exist_ok=False)
         return work
+
+    def _remove_abandoned(self) -> None:
+        if not self.work_root.is_dir():
+            return
+        for folder in self.work_root.iterdir():
+            pid = folder.name.split("-", 1)[0]
+            if pid.isdigit() and not _running(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
     @contextmanager
     def workspace(self, table_name: str) -> Iterator[Path]:
@@ -404,6 +416,16 @@ class TableImporter:
         if explicit and low is not None:
             checked.explicit_ids = (int(low), int(high))  # type: ignore[arg-type]
         return checked
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def _explicit_ids(staged: Staged) -> bool:
