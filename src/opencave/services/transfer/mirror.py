@@ -44,6 +44,7 @@ MAX_REQUEST_ROWS = 250_000  # rows asked for in one answer at most, whatever the
 SPLIT_FILL = 0.95  # ranges are cut to this share of the rows an answer may hold, so most fit at once
 SPAN_START, SPAN_STEP = 2**20, 16  # the upper end of a column's values is searched from here
 THREADS = 4
+GROUP_REQUESTS = 8  # a counted range spans up to this many requests' rows; its parts are checked against its count together
 MERGED_ROWS, MERGED_GROUP = 10_000_000, 131_072  # rows per merged part file, per row group
 STATE = "mirror.json"
 PART = re.compile(r"^part-(?P<ranges>all|-?\d+--?\d+(?:~-?\d+--?\d+)*)\.parquet$")
@@ -256,7 +257,17 @@ class Mirror:
         else:
             self._probe_cap(source, total)
             fetches: list[Future] = []
-            self._plan(source, (), total, done, counts, lambda bounds, n: fetches.append(pool.submit(self._fetch, source, bounds, n, keep)))
+
+            def emit(bounds: tuple[Bound, ...], n: int) -> None:
+                if n <= self.per_request:
+                    fetches.append(pool.submit(self._fetch, source, bounds, n, keep))
+                    return
+                group = _Group(source, bounds, n)
+                for piece in self._even(bounds[-1], n):
+                    group.pending += 1
+                    fetches.append(pool.submit(self._fetch_in_group, source, bounds[:-1] + (piece,), group, keep))
+
+            self._plan(source, (), total, done, counts, emit, GROUP_REQUESTS)
             for fetch in fetches:
                 fetch.result()
         self._verify(source, directory)
@@ -315,9 +326,11 @@ class Mirror:
         done: dict[tuple[Bound, ...], int],
         counts: ThreadPoolExecutor | None,
         emit: Emit,
+        group: int = 1,
     ) -> None:
         """Emit the ranges within ``prefix`` (``rows`` rows) that no staged part covers, with
-        their counts, each as soon as it is known."""
+        their counts, each as soon as it is known: ranges of up to ``group`` requests' rows
+        (cut further by ``emit``), or of one value of the split column and at most one request."""
         level = len(prefix)
         column = source.split_columns[level]
         lo, hi = self._span(source, prefix, column, rows)
@@ -330,14 +343,14 @@ class Mirror:
                     deeper.add(bounds[level])
         for bound in sorted(deeper, key=lambda b: b.lo):
             inner = prefix + (bound,)
-            self._plan(source, inner, self._count(source, inner), done, counts, emit)
+            self._plan(source, inner, self._count(source, inner), done, counts, emit, group)
 
         def piece(bound: Bound, count: int) -> None:
             bounds = prefix + (bound,)
-            if count <= self.per_request:
+            if count <= self.per_request or (count <= group * self.per_request and bound.hi - bound.lo > 1):
                 emit(bounds, count)
             elif level + 1 < len(source.split_columns):
-                self._plan(source, bounds, count, done, counts, emit)
+                self._plan(source, bounds, count, done, counts, emit, group)
             else:
                 raise BadRequest(
                     f"{source.entry.kind} {source.name}: the {count:,} rows {describe(bounds)} are more than the "
@@ -346,7 +359,7 @@ class Mirror:
                 )
 
         gaps = _gaps(lo, hi, covered + [(b.lo, b.hi) for b in deeper])
-        self._split(source, prefix, [Bound(column, a, b) for a, b in gaps], counts, piece)
+        self._split(source, prefix, [Bound(column, a, b) for a, b in gaps], counts, piece, group * self.per_request)
 
     def _split(
         self,
@@ -355,8 +368,10 @@ class Mirror:
         gaps: list[Bound],
         counts: ThreadPoolExecutor | None,
         piece: Callable[[Bound, int], None],
+        limit: int | None = None,
     ) -> None:
-        """Cut ``gaps`` by their counts into non-empty ranges of at most ``per_request`` rows and
+        """Cut ``gaps`` by their counts into non-empty ranges of at most ``limit`` rows (default
+        ``per_request``) and
         hand each to ``piece`` as its count arrives; a single value holding more is handed on too
         (the next split column must cut it). Counts of sibling ranges need not add up here: the
         staged total is checked against the table's count at the end."""
@@ -364,6 +379,7 @@ class Mirror:
         def count(bound: Bound) -> int:
             return self._count(source, prefix + (bound,))
 
+        limit = limit or self.per_request
         pending = list(gaps)
         while pending:
             if counts is None:
@@ -375,13 +391,18 @@ class Mirror:
             for bound, n in results:
                 if n == 0:
                     continue
-                if n <= self.per_request or bound.hi - bound.lo == 1:
+                if n <= limit or bound.hi - bound.lo == 1:
                     piece(bound, n)
                     continue
-                pieces = min(math.ceil(n / (SPLIT_FILL * self.per_request)), bound.hi - bound.lo)
-                edges = [bound.lo + (bound.hi - bound.lo) * i // pieces for i in range(pieces + 1)]
-                after += [Bound(bound.column, a, b) for a, b in zip(edges, edges[1:]) if a < b]
+                after += self._even(bound, n, limit)
             pending = after
+
+    def _even(self, bound: Bound, rows: int, limit: int | None = None) -> list[Bound]:
+        """``bound`` cut into equal widths, enough for ``rows`` evenly spread to fill each to
+        ``SPLIT_FILL`` of ``limit`` (default ``per_request``)."""
+        pieces = min(math.ceil(rows / (SPLIT_FILL * (limit or self.per_request))), bound.hi - bound.lo)
+        edges = [bound.lo + (bound.hi - bound.lo) * i // pieces for i in range(pieces + 1)]
+        return [Bound(bound.column, a, b) for a, b in zip(edges, edges[1:]) if a < b]
 
     # -- fetching ---------------------------------------------------------------------------
     def _fetch(self, source: Source, bounds: tuple[Bound, ...], count: int, keep: Callable[[tuple[Bound, ...], pa.Table], None]) -> None:
@@ -412,6 +433,22 @@ class Mirror:
             raise BadRequest(f"{where}: only {got:,} of {count:,} rows arrived, and again when asked alone; nothing was imported", code="mirror_incomplete")
         for inner, n in pieces:
             self._fetch(source, inner, n, keep)
+
+    def _fetch_in_group(self, source: Source, bounds: tuple[Bound, ...], group: "_Group", keep: Callable[[tuple[Bound, ...], pa.Table], None]) -> None:
+        """Fetch one uncounted range of a counted group. An answer the server may have cut (it
+        said so, or it holds a full request) is counted and fetched as ``_fetch`` does; the
+        group's rows must add up to its count."""
+        answer = self.remote.rows(self.version, source.entry.kind, source.name, bounds)
+        got = answer.rows.num_rows
+        if answer.truncated or got >= self.per_request:
+            del answer
+            count = self._count(source, bounds)
+            kept: list[int] = []
+            self._fetch(source, bounds, count, lambda inner, rows: (kept.append(rows.num_rows), keep(inner, rows)))
+            group.finished(sum(kept))
+        else:
+            keep(bounds, answer.rows)
+            group.finished(got)
 
     def _shape(self, source: Source, rows: pa.Table, bounds: tuple[Bound, ...]) -> pa.Table:
         """An answer as the stored columns: a table's frozen layout (names, order, types)."""
@@ -520,6 +557,29 @@ class Mirror:
                 f"{source.entry.row_count:,}; delete that directory and mirror again",
                 code="mirror_incomplete",
             )
+
+
+class _Group:
+    """A counted range fetched as several uncounted ones: when the last is in, their rows must
+    add up to the count."""
+
+    def __init__(self, source: Source, bounds: tuple[Bound, ...], count: int) -> None:
+        self.source, self.bounds, self.count = source, bounds, count
+        self.pending = 0
+        self.rows = 0
+        self._lock = threading.Lock()
+
+    def finished(self, rows: int) -> None:
+        with self._lock:
+            self.rows += rows
+            self.pending -= 1
+            if self.pending or self.rows == self.count:
+                return
+        raise BadRequest(
+            f"{self.source.entry.kind} {self.source.name}, rows {describe(self.bounds)}: {self.rows:,} rows arrived "
+            f"but the server counts {self.count:,}; delete the staging directory and mirror again",
+            code="mirror_incomplete",
+        )
 
 
 class _Counter:
