@@ -1,18 +1,20 @@
 """Mirror: copy a materialized version from any CAVE deployment into a local frozen version.
 
 CAVE caps every query answer (200,000 rows by default), so a table is fetched as ranges of a
-split column (``id``) sized from the remote's own counts (``count=true`` queries): a range is
-cut until it holds at most the rows one answer may carry, each range is fetched with
-``filter_greater_dict``/``filter_less_equal_dict``, and every answer must hold exactly the rows
-its count promised, and every table its total. An answer cut by the cap teaches the cap and is
-split again; a range that cannot be made small enough (one id value with too many rows and no
-further column to split on) is an error naming the table and range.
+split column (``id``) sized from the remote's own counts (``count=true`` queries): the column's
+span is found by counts, then cut until each counted range holds at most a few requests' rows;
+a counted range is fetched as even slices with ``filter_greater_dict``/``filter_less_equal_dict``,
+and the rows of its slices must add up to its count, and the table's to its total. A slice the
+server may have cut (it said so, or it is full) is counted and split on its own, which also
+teaches the cap. A range that cannot be made small enough (one value with too many rows and no
+further column to split on), or counts that disagree, is an error naming the table and range.
 
 Ranges are written as they arrive, each as one Parquet part of a version package staged under
 ``<data dir>/mirrors/<name>/v<N>/`` (``tables/<t>/part-<lo>-<hi>.parquet``, written to a hidden
 file then renamed). A part's existence means its range is complete, so a re-run after an
-interruption plans only what no part covers. Once every table is verified the manifest is written
-and the package imported as a version (``VersionImporter``), then the staging is removed.
+interruption plans only what no part covers. A verified table's parts are joined into a few
+large files (each again named by the range it covers); then the manifest is written and the
+package imported as a version (``runtime.imports``), and the staging removed.
 """
 
 from __future__ import annotations
