@@ -132,14 +132,22 @@ def test_positions_as_one_column_and_renamed_columns(server, admin, rows, posted
     pd.testing.assert_frame_equal(live(admin, "imported_list_text"), posted)
 
 
-def test_static_export_layout(server, admin, rows, posted, tmp_path):
-    data, header = tmp_path / "synapses_merged.csv.gz", tmp_path / "synapses_merged_header.csv"
+def static_export(rows: pd.DataFrame, folder: Path) -> Path:
+    """``rows`` as a static export: a headerless ``X.csv.gz`` beside ``X_header.csv``."""
+    data, header = folder / "synapses_merged.csv.gz", folder / "synapses_merged_header.csv"
     header.write_text("".join(f"{c},double precision\n" for c in rows.columns))
     with gzip.open(data, "wt") as sink:
         for values in rows.itertuples(index=False):
             sink.write(",".join(repr(float(v)) for v in values) + "\n")
-    import_table(server, "imported_static", data)
+    return data
+
+
+def test_static_export_layout(server, admin, rows, posted, tmp_path):
+    import_table(server, "imported_static", static_export(rows, tmp_path))
     pd.testing.assert_frame_equal(live(admin, "imported_static"), posted)
+    answer = admin.annotation.import_table("uploaded_static", static_export(rows, tmp_path), schema="synapse", description="d", voxel_resolution=RESOLUTION)
+    assert answer["rows"] == ROWS  # the client sent the header file with it
+    pd.testing.assert_frame_equal(live(admin, "uploaded_static"), posted)
 
 
 def test_ids_given_by_the_file(server, admin, rows, tmp_path):
@@ -294,11 +302,14 @@ def test_upload_endpoint_bad_requests(server, admin_token, users, rows, tmp_path
         ({"schema": "synapse", "file_name": "five.parquet", "description": "d", "voxel_resolution": "4,4,40"}, good, "five.parquet"),
         ({"schema": "nope", "file_name": "five.csv", "description": "d", "voxel_resolution": "4,4,40"}, good, "nope"),
         ({"schema": "synapse", "file_name": "five.csv", "description": "d", "voxel_resolution": "4,4,40", "columns": "size"}, good, "NEW=OLD"),
+        ({"schema": "synapse", "file_name": "five.csv.gz", "description": "d", "voxel_resolution": "4,4,40", "header": "a,b,c"}, good, "five_header.csv, line 1"),
+        ({"schema": "synapse", "file_name": "five.parquet", "description": "d", "voxel_resolution": "4,4,40", "header": "a,integer"}, good, "static-export"),
     ]
     for params, body, words in cases:
         answer = requests.post(url, params=params, data=body, headers=headers, timeout=60)
         assert answer.status_code == 400, (params, answer.status_code, answer.text)
         assert words.lower() in answer.json()["message"].lower(), (params, answer.json())
+        assert "imports/" not in answer.json()["message"], answer.json()  # no path of the server's
     answer = requests.post(url, params={"schema": "synapse", "file_name": "five.csv"}, data=good, timeout=60)
     assert answer.status_code == 401
     listed = requests.get(f"{server.url}/annotation/api/v2/aligned_volume/{DS}/table", headers=headers, timeout=60).json()

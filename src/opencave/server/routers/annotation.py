@@ -22,7 +22,6 @@ from opencave.server.security import current_context, runtime_of
 from opencave.services.annotation import AnnotationService
 from opencave.services.annotation.service import MAX_IDS, MAX_INSERT
 from opencave.services.auth import AuthContext
-from opencave.services.transfer.inputs import header_name, input_file
 from opencave.services.transfer.table_import import TableImporter, parse_renames
 from opencave.wire.endpoints import ANNOTATION, route_path
 
@@ -344,11 +343,8 @@ async def import_table(
     renames = parse_renames(columns)
     work = await run_in_threadpool(importer.new_workspace, table_name)
     try:
-        path = work / "upload" / file_name
-        await _save_body(request, path)
-        if header is not None:
-            (path.parent / header_name(file_name)).write_text(header, encoding="utf-8")
-        item = await run_in_threadpool(input_file, path, file_name)
+        await _save_body(request, importer.upload_path(work, file_name))
+        item = await run_in_threadpool(importer.uploaded, work, file_name, header)
         result = await run_in_threadpool(
             lambda: importer.import_table(
                 aligned_volume_name,

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from opencave.errors import BadRequest, Conflict, Forbidden, NotFound
+from opencave.errors import BadRequest, Conflict, Forbidden, NotFound, OpencaveError
 from opencave.services.annotation import AnnotationService, bulk, metadata
 from opencave.services.annotation.layout import RowLayout, row_layout
 from opencave.services.annotation.lookup import PointLookup
@@ -43,11 +43,12 @@ from opencave.services.annotation.payloads import MAX_EXPLICIT_ID
 from opencave.services.auth import Identity
 from opencave.services.info import InfoRegistry
 from opencave.services.schemas import FieldKind, get_schema
-from opencave.services.transfer.inputs import InputFile, resolve_files
+from opencave.services.transfer.inputs import InputFile, format_of, header_name, input_file, resolve_files, static_export_file
 from opencave.services.transfer.staging import SHOWN_PROBLEMS, OnError, RowsRejected, Staged, Target, connect, stage
 
 BATCH_ROWS = 100_000
 ON_ERROR = ("reject", "skip")
+UPLOADS = "upload"  # the work directory's folder for uploaded files
 Say = Callable[[str], None]
 RowProgress = Callable[[str, int, int], None]  # (phase: "checking" | "writing", rows done, rows in all)
 CRUD_WRITTEN = ("id", "created", "deleted", "superceded_id")  # set by the load, not by the files
@@ -142,6 +143,24 @@ class TableImporter:
         work.mkdir(parents=True, exist_ok=False)
         return work
 
+    @staticmethod
+    def upload_path(work: Path, file_name: str) -> Path:
+        """Where an uploaded file is put in a work directory (``file_name`` is a plain name)."""
+        return work / UPLOADS / file_name
+
+    @staticmethod
+    def uploaded(work: Path, file_name: str, header: str | None = None) -> InputFile:
+        """The uploaded file (at ``upload_path``) as an input named as the uploader named it; with
+        ``header`` (a static-export header file's text) it is read as a static-export data file."""
+        path = TableImporter.upload_path(work, file_name)
+        if header is None:
+            return input_file(path, file_name)
+        if format_of(file_name) != "csv":
+            raise BadRequest(f"header goes with a static-export data file (X.csv.gz); {file_name} is not a CSV file.", code="invalid_header")
+        label = header_name(file_name)
+        (path.parent / label).write_text(header, encoding="utf-8")
+        return static_export_file(path, file_name, path.parent / label, label)
+
     def _remove_abandoned(self) -> None:
         if not self.work_root.is_dir():
             return
@@ -219,7 +238,12 @@ class TableImporter:
         if work is None:
             with self.workspace(table_name) as own:
                 return self._run(into, files, own, user_id, description, voxel_resolution, reference_table, renames, on_error, say, progress, started)
-        return self._run(into, files, work, user_id, description, voxel_resolution, reference_table, renames, on_error, say, progress, started)
+        try:
+            return self._run(into, files, work, user_id, description, voxel_resolution, reference_table, renames, on_error, say, progress, started)
+        except OpencaveError as error:  # files put in the work directory (uploads) are named as given
+            error.message = error.message.replace(f"{work / UPLOADS}{os.sep}", "").replace(f"{work}{os.sep}", "")
+            error.args = (error.message,)
+            raise
 
     def _run(
         self,
