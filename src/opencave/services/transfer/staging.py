@@ -390,6 +390,8 @@ def stage(
                 raise _csv_problem(item, error) from None
             except duckdb.ConversionException as error:
                 raise InputProblem(f"{item.label}: {_first_line(error)}") from None
+            except duckdb.Error as error:  # damaged files (e.g. a Parquet page that does not decode)
+                raise InputProblem(f"{item.label}: cannot be read as {item.format} ({_first_line(error)})") from None
             staged_file = f"read_parquet({_quote(file)})"
             part = Part(item.label, f"SELECT * FROM {staged_file}", f"SELECT * FROM {staged_file}", file)
         staged.parts.append(part)
@@ -400,6 +402,8 @@ def stage(
             ).fetchall()[0]  # fetched to the end: an unfinished result blocks registering the next Arrow file
         except duckdb.ConversionException as error:
             raise InputProblem(f"{item.label}: {_first_line(error)}") from None
+        except duckdb.Error as error:
+            raise InputProblem(f"{item.label}: cannot be read as {item.format} ({_first_line(error)})") from None
         if part.file is None and not bad:  # every row passed: later reads need not check again
             staged.parts[-1] = Part(item.label, f"SELECT {select}, 0::BIGINT AS _bad FROM {source}", numbered)
         staged.rows += total - bad - not_valid
