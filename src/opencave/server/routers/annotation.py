@@ -15,7 +15,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
+from opencave.errors import BadRequest
 from opencave.runtime import Runtime
 from opencave.server.params import Coordinate, Flag, Moment, Name, Text, binary_body, clean_json_text, invalid, row_id_list, text
 from opencave.server.security import current_context, runtime_of
@@ -310,11 +312,14 @@ async def _save_body(request: Request, path: FilePath) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as sink:
         pending = bytearray()
-        async for chunk in request.stream():
-            pending += chunk
-            if len(pending) >= UPLOAD_WRITE:
-                await run_in_threadpool(sink.write, bytes(pending))
-                pending.clear()
+        try:
+            async for chunk in request.stream():
+                pending += chunk
+                if len(pending) >= UPLOAD_WRITE:
+                    await run_in_threadpool(sink.write, bytes(pending))
+                    pending.clear()
+        except ClientDisconnect:
+            raise BadRequest("The upload ended before the whole file arrived; nothing was imported.", code="incomplete_upload") from None
         if pending:
             await run_in_threadpool(sink.write, bytes(pending))
 
