@@ -147,8 +147,8 @@ class Mirror:
         """Fetch every table and view (or those named) and write the package's manifest."""
         record = self.remote.version_metadata(self.version)
         time_stamp = as_utc(datetime.fromisoformat(str(record["time_stamp"]).replace("Z", "+00:00")))
-        self._claim_staging(time_stamp)
         sources = self._sources(tables)
+        self._claim_staging(time_stamp)
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="mirror-fetch")
         counts = ThreadPoolExecutor(max(1, self.threads // 2), thread_name_prefix="mirror-count")
         try:
