@@ -216,6 +216,7 @@ def test_parts_a_merged_part_covers_are_dropped_on_a_rerun(source, token, tmp_pa
 def test_errors_name_the_server_and_what_to_fix(source, token, tmp_path, destination):
     with pytest.raises(NotFound, match="no table or view nope"):
         Mirror(RemoteVersion(source.url, DS, token), VERSION, tmp_path / "s").stage(["nope"])
+    assert not (tmp_path / "s").exists()
     cases = [
         ([source.url, DS, "--token", "0" * 32], "did not accept the token given with --token"),
         ([source.url, DS], "without a token"),

@@ -463,6 +463,8 @@ class Mirror:
                 for f in rows.schema
             ]
             return rows.cast(pa.schema(fields))
+        if "valid" not in rows.column_names:  # every row of a version is valid; some servers leave the column out
+            rows = rows.append_column("valid", pa.repeat(pa.scalar(True), rows.num_rows))
         missing = [name for name in source.layout.names if name not in rows.column_names]
         if missing:
             raise BadRequest(
