@@ -163,6 +163,26 @@ def test_ids_given_by_the_file(server, admin, rows, tmp_path):
     assert admin.annotation.get_annotation("imported_ids", [1011])[0]["id"] == 1011  # the sequence moved past the file's ids
 
 
+def test_reference_table_and_valid_rule(server, admin, posted, tmp_path):
+    """Rows of a reference schema point at rows of another table; ``valid`` follows the schema's
+    rule (a cell type outside its classification system is not valid) as for posted rows."""
+    labels = [
+        {"target_id": 1, "classification_system": "valence", "cell_type": "e"},
+        {"target_id": 2, "classification_system": "valence", "cell_type": "not_a_valence"},
+        {"target_id": 3, "classification_system": "our_own_system", "cell_type": "anything"},
+    ]
+    admin.annotation.create_table("posted_labels", "cell_type_reference", "Labels.", voxel_resolution=RESOLUTION, reference_table="posted_synapses")
+    admin.annotation.post_annotation("posted_labels", labels)
+    path = write(pd.DataFrame(labels), tmp_path / "labels.csv")
+    import_table(server, "imported_labels", path, schema="cell_type_reference", extra=("--reference-table", "posted_synapses"))
+    want = [{k: v for k, v in r.items() if k != "created"} for r in admin.annotation.get_annotation("posted_labels", [1, 2, 3])]
+    got = [{k: v for k, v in r.items() if k != "created"} for r in admin.annotation.get_annotation("imported_labels", [1, 2, 3])]
+    assert got == want and [r["valid"] for r in got] == [True, False, True]
+    unknown = write(pd.DataFrame([{"target_id": 10**6, "classification_system": "valence", "cell_type": "e"}]), tmp_path / "unknown.csv")
+    message = rejected(server, admin, "imported_labels", unknown, schema="cell_type_reference")
+    assert "unknown.csv, row 1, column target_id: no annotation 1000000 in table 'posted_synapses'" in message, message
+
+
 # -- bad rows ------------------------------------------------------------------------------------
 def with_bad_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows 3 (a size that is not a number) and 5 (a position outside the volume) are bad."""
