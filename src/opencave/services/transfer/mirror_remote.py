@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import requests
 
-from opencave.client.errors import AuthException, ServerIncompatibilityError
 from opencave.client.base import handle_response
+from opencave.client.errors import AuthException, ServerIncompatibilityError
 from opencave.client.query_frames import _TRUNCATION, ANSWER_READ_BYTES, _Pieces, answer_encoding, response_warnings
 from opencave.errors import BadRequest, Forbidden, NotFound, OpencaveError, Unauthorized
 
@@ -86,8 +86,6 @@ class RemoteVersion:
     def _problem(self, error: BaseException, doing: str) -> OpencaveError:
         """``error`` (from requests or the client) as one clear line naming the server."""
         where = self.server_url
-        if isinstance(error, OpencaveError):
-            return error
         if isinstance(error, (requests.ConnectionError, requests.Timeout)):
             return Unreachable(f"cannot reach {where} while {doing} ({type(error).__name__}); check the address and that the server is up")
         how_to = f"pass --token TOKEN or save one with `opencave setup-token {where}`"
@@ -135,8 +133,7 @@ class RemoteVersion:
 
     def _get(self, endpoint: str, doing: str, **mapping: Any) -> Any:
         mat = self.materialize
-        url = mat._url(endpoint, datastack_name=self.datastack, **mapping)
-        return self._call(doing, lambda: mat._get_json(url, log_warning=False))
+        return self._call(doing, lambda: mat._get_json(mat._url(endpoint, datastack_name=self.datastack, **mapping), log_warning=False))
 
     # -- metadata -----------------------------------------------------------------------------
     def versions(self) -> list[int]:
@@ -206,7 +203,8 @@ class RemoteVersion:
                 if _media(response) == "application/json":  # a count some servers send as JSON records
                     handle_response(response, as_json=False, log_warning=False)
                     body = response.json()
-                    values = [body] if isinstance(body, int) else [row.get("count") for row in body if isinstance(row, dict)]
+                    records = [body] if isinstance(body, dict) else body if isinstance(body, list) else []
+                    values = [body] if isinstance(body, int) else [row.get("count") for row in records if isinstance(row, dict)]
                 else:
                     table = self._read(response)
                     values = table.column("count").to_pylist() if "count" in table.column_names else []
