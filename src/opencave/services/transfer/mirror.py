@@ -19,6 +19,7 @@ package imported as a version (``runtime.imports``), and the staging removed.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -162,8 +163,6 @@ class Mirror:
 
     def _claim_staging(self, time_stamp: datetime) -> None:
         """Mark the staging directory as this version's, refusing one left by another source."""
-        import json
-
         self.staging.mkdir(parents=True, exist_ok=True)
         state = {"server": self.remote.server_url, "datastack": self.remote.datastack, "version": self.version, "time_stamp": time_stamp.isoformat()}
         path = self.staging / STATE
