@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from opencave.errors import BadRequest, Conflict, NotFound
 from opencave.services.materialize.layout import FrozenLayout, frozen_layout
 from opencave.services.materialize.versions import Version, as_utc
-from opencave.services.transfer.mirror_remote import INT64_MAX, INT64_MIN, Bound, RemoteVersion, describe
+from opencave.services.transfer.mirror_remote import INT64_MAX, INT64_MIN, Answer, Bound, RemoteVersion, describe
 from opencave.services.transfer.package import PackageTable, VersionPackage, write_manifest
 
 if TYPE_CHECKING:
@@ -406,9 +406,17 @@ class Mirror:
         return [Bound(bound.column, a, b) for a, b in zip(edges, edges[1:]) if a < b]
 
     # -- fetching ---------------------------------------------------------------------------
-    def _fetch(self, source: Source, bounds: tuple[Bound, ...], count: int, keep: Callable[[tuple[Bound, ...], pa.Table], None]) -> None:
-        """Fetch one planned range; an answer cut short is split by its counts and fetched again."""
-        answer = self.remote.rows(self.version, source.entry.kind, source.name, bounds)
+    def _fetch(
+        self,
+        source: Source,
+        bounds: tuple[Bound, ...],
+        count: int,
+        keep: Callable[[tuple[Bound, ...], pa.Table], None],
+        answer: Answer | None = None,
+    ) -> None:
+        """Fetch one counted range (unless its ``answer`` is in already); an answer cut short is
+        split by its counts and fetched again."""
+        answer = answer or self.remote.rows(self.version, source.entry.kind, source.name, bounds)
         got = answer.rows.num_rows
         if got == count:
             keep(bounds, answer.rows)
@@ -442,10 +450,8 @@ class Mirror:
         answer = self.remote.rows(self.version, source.entry.kind, source.name, bounds)
         got = answer.rows.num_rows
         if answer.truncated or got >= self.per_request:
-            del answer
-            count = self._count(source, bounds)
             kept: list[int] = []
-            self._fetch(source, bounds, count, lambda inner, rows: (kept.append(rows.num_rows), keep(inner, rows)))
+            self._fetch(source, bounds, self._count(source, bounds), lambda inner, rows: (kept.append(rows.num_rows), keep(inner, rows)), answer)
             group.finished(sum(kept))
         else:
             keep(bounds, answer.rows)
