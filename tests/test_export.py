@@ -399,7 +399,7 @@ def test_command(store, exports, capsys):
     code = main(["export", DS, "--version", str(version.version), "--format", "cave-csv", str(out), "--tables", "synapses", *storage_args(runtime)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
-    assert f"exported version {version.version} of {DS} (cave-csv) to {out}: 1 tables and views" in printed.out
+    assert f"exported version {version.version} of {DS} (cave-csv) to {out}: 1 table(s), 0 view(s), " in printed.out
     assert "table synapses:" in printed.out and "synapses" in printed.err  # the progress bar
     assert (out / "synapses_merged.csv.gz").is_file()
 

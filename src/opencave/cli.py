@@ -560,7 +560,8 @@ def cmd_export(args) -> int:
     rate = summary.rows / summary.seconds if summary.seconds else 0
     print(
         f"exported version {summary.version} of {summary.datastack} ({summary.format}) to {summary.out}: "
-        f"{len(summary.tables)} tables and views, {summary.rows:,} rows, {summary.bytes / 1e6:,.1f} MB in {summary.seconds:.1f} s ({rate:,.0f} rows/s)"
+        f"{sum(t.kind == 'table' for t in summary.tables)} table(s), {sum(t.kind == 'view' for t in summary.tables)} view(s), "
+        f"{summary.rows:,} rows, {summary.bytes / 1e6:,.1f} MB in {summary.seconds:.1f} s ({rate:,.0f} rows/s)"
     )
     return 0
 
