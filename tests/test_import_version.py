@@ -358,3 +358,15 @@ def test_killed_import_leaves_nothing_and_runs_again(server, admin_token, tmp_pa
     frame = copy.materialize.query_table("synapses", materialization_version=4, select_columns=["id"])
     assert len(frame) == rows and frame["id"].is_unique
     assert [p.name for p in (server.data_dir / "imports").iterdir()] == [], "the killed import's work folder is gone"
+
+
+def test_repeated_ids(server, static_export, tmp_path):
+    folder = broken_copy(static_export, tmp_path)
+    data = folder / "synapses_merged.csv.gz"
+    lines = gzip.decompress(data.read_bytes()).decode().splitlines()
+    lines.append(lines[2])  # row 3's id again, as the last row
+    data.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    error = import_fails(server, folder)
+    repeated = lines[2].split(",")[0]
+    assert f"id {repeated} in" in error and "synapses_merged.csv.gz, row 3" in error and f"row {len(lines)}" in error
+    assert_nothing_imported(server)

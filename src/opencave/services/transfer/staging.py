@@ -355,7 +355,7 @@ def stage(
     *,
     renames: dict[str, str] | None = None,
     on_error: OnError = "reject",
-    check_unique_ids: bool = True,
+    check_unique: bool = True,
     direct: bool = False,
     say: Callable[[str], None] | None = None,
 ) -> Staged:
@@ -420,8 +420,8 @@ def stage(
             + (" …" if bad_total > len(staged.problems) else "")
             + " (fix the rows, or import with --on-error skip to leave bad rows out)"
         )
-    if check_unique_ids and "id" in target.names:
-        _check_unique(con, staged)
+    if check_unique and "id" in target.names:
+        check_unique_ids(con, staged)
     return staged
 
 
@@ -457,7 +457,8 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_unique(con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
+def check_unique_ids(con: duckdb.DuckDBPyConnection, staged: Staged) -> None:
+    """``RowsRejected`` naming where repeated ids are (a version's rows keep their ids)."""
     if not staged.parts or staged.rows == 0:
         return
     every = " UNION ALL ".join(f"SELECT id FROM ({part.rows}) WHERE _bad = 0" for part in staged.parts)

@@ -42,7 +42,7 @@ from opencave.services.transfer.inputs import (
     strip_suffix,
 )
 from opencave.services.transfer.package import MANIFEST, PARQUET_KEY, VersionPackage, entry_files, parse_manifest, read_package
-from opencave.services.transfer.staging import Staged, Target, connect, duckdb_type, infer_schema, stage
+from opencave.services.transfer.staging import Staged, Target, check_unique_ids, connect, duckdb_type, infer_schema, stage
 from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS, clustered_name
 
 Progress = Callable[[str], None]
@@ -183,10 +183,15 @@ def _copy_sorted(con: duckdb.DuckDBPyConnection, select: str, order: Sequence[st
     """Write ``select`` sorted by ``order`` (empty: in order already) as a frozen Parquet file, atomically."""
     partial = path.with_name(path.name + f".partial-{os.getpid()}")
     keys = ", ".join(f'"{c}"' for c in order)
-    con.execute(
-        f"COPY ({select}{f' ORDER BY {keys}' if order else ''}) TO {_quote(partial)} "
-        f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
-    )
+    # A sorted copy is written in parallel (its order is the ORDER BY's); one in file order, in order.
+    con.execute(f"SET preserve_insertion_order = {'false' if order else 'true'}")
+    try:
+        con.execute(
+            f"COPY ({select}{f' ORDER BY {keys}' if order else ''}) TO {_quote(partial)} "
+            f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+        )
+    finally:
+        con.execute("SET preserve_insertion_order = true")
     with open(partial, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(partial, path)
@@ -272,6 +277,7 @@ class Prepared:
     schema: str | None
     target: Target
     staged: Staged
+    ids_ascending: bool = False  # in file order already: the id-sorted file needs no sort
 
 
 class VersionImporter:
@@ -375,10 +381,15 @@ class VersionImporter:
                 schema = schemas.get(table.name) or table.schema or self._infer(con, table)
                 get_schema(schema)  # NotFound naming the registry's schemas
                 target = Target.table(schema)
-            staged = stage(con, table.inputs, target, work / "staged" / table.name, renames=dict(renames.get(table.name, {})), direct=True, say=say)
+            staged = stage(
+                con, table.inputs, target, work / "staged" / table.name, renames=dict(renames.get(table.name, {})), check_unique=False, direct=True, say=say
+            )
+            ascending = table.kind == "table" and staged.ids_ascending(con)  # ids that ascend are unique
+            if table.kind == "table" and not ascending:
+                check_unique_ids(con, staged)
             extra = f", {staged.not_valid:,} not valid left out" if staged.not_valid else ""
             say(f"  {staged.rows:,} rows{extra}")
-            out.append(Prepared(table, schema, target, staged))
+            out.append(Prepared(table, schema, target, staged, ascending))
         return out
 
     @staticmethod
@@ -492,7 +503,7 @@ class VersionImporter:
             _copy_view(con, select, directory / file)
         else:
             file = f"{table.name}.parquet"
-            _copy_sorted(con, select, [] if item.staged.ids_ascending(con) else ["id"], directory / file)
+            _copy_sorted(con, select, [] if item.ids_ascending else ["id"], directory / file)
             for root in item.target.layout.root_columns:
                 _copy_sorted(con, select, [root, "id"], directory / clustered_name(file, root))
         self.registry.add_table(
