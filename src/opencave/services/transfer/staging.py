@@ -42,6 +42,8 @@ def duckdb_type(dtype: pa.DataType) -> str:
         return "INTEGER"
     if pa.types.is_int64(dtype):
         return "BIGINT"
+    if pa.types.is_float32(dtype):
+        return "FLOAT"
     if pa.types.is_floating(dtype):
         return "DOUBLE"
     if pa.types.is_boolean(dtype):
@@ -94,8 +96,9 @@ class Target:
         return [name for name, _ in self.columns]
 
 
-def _value_checks(target: str, expr: str, source_type: str, to: str, source: str) -> tuple[str, list[Check]]:
-    """The typed expression of ``expr`` (of DuckDB type ``source_type``) as ``to`` and its checks."""
+def _value_checks(target: str, expr: str, source_type: str, to: str, source: str, finite: bool = True) -> tuple[str, list[Check]]:
+    """The typed expression of ``expr`` (of DuckDB type ``source_type``) as ``to`` and its checks
+    (``finite``: NaN and infinities refused, as annotation values; a view's columns keep them)."""
     cast = f"TRY_CAST({expr} AS {to})"
     checks: list[Check] = []
     text = source_type == "VARCHAR"
@@ -108,9 +111,10 @@ def _value_checks(target: str, expr: str, source_type: str, to: str, source: str
             )
         elif source_type in ("DOUBLE", "FLOAT"):
             checks.append(Check(target, f"{expr} <> trunc({expr})", "is not a whole number", source))
-    elif to == "DOUBLE":
+    elif to in ("DOUBLE", "FLOAT"):
         checks.append(Check(target, f"{expr} IS NOT NULL AND {cast} IS NULL", "is not a number", source))
-        checks.append(Check(target, f"NOT isfinite({cast})", "is not a finite number", source))
+        if finite:
+            checks.append(Check(target, f"NOT isfinite({cast})", "is not a finite number", source))
     elif to == "BOOLEAN":
         checks.append(Check(target, f"{expr} IS NOT NULL AND {cast} IS NULL", "is not a boolean (t/f, true/false)", source))
     elif to in ("TIMESTAMP", "TIMESTAMPTZ", "DATE"):
@@ -146,7 +150,7 @@ class Planner:
         wanted = dict(self.target.columns)
         for name, (source, kind) in columns.items():
             to = duckdb_type(wanted[name]) if name in wanted else kind
-            expr, checks = _value_checks(name, _ident(source), kind, to, source)
+            expr, checks = _value_checks(name, _ident(source), kind, to, source, finite=False)
             plan.expressions.append((name, expr))
             plan.checks.extend(checks)
         return plan

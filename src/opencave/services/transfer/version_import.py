@@ -52,7 +52,7 @@ ARROW_OF_DUCKDB = {
     "INTEGER": pa.int32(),
     "SMALLINT": pa.int32(),
     "DOUBLE": pa.float64(),
-    "FLOAT": pa.float64(),
+    "FLOAT": pa.float32(),
     "BOOLEAN": pa.bool_(),
     "TIMESTAMP": pa.timestamp("us"),
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
@@ -254,7 +254,7 @@ def table_metadata(
             "last_updated": stamp,
             "annotation_table": table.name,
         }
-    out.update({k: v for k, v in table.metadata.items() if v is not None or k not in out})
+    out.update(table.metadata)  # what the source says wins, empty values included
     out.update(voxel_resolution_x=x, voxel_resolution_y=y, voxel_resolution_z=z, table_name=table.name)
     if table.kind == "table":
         out.update(aligned_volume=aligned_volume, schema=schema, schema_type=schema, valid=True)
