@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -235,11 +236,13 @@ class TableImporter:
             raise BadRequest("Name at least one file to import.", code="missing_file")
         started = time.monotonic()
         into = self._target(aligned_volume, table_name, schema, description, voxel_resolution, reference_table)
+        run = partial(self._run, into, files, user_id=user_id, description=description, voxel_resolution=voxel_resolution,
+                      reference_table=reference_table, renames=renames, on_error=on_error, say=say, progress=progress, started=started)  # fmt: skip
         if work is None:
             with self.workspace(table_name) as own:
-                return self._run(into, files, own, user_id, description, voxel_resolution, reference_table, renames, on_error, say, progress, started)
+                return run(own)
         try:
-            return self._run(into, files, work, user_id, description, voxel_resolution, reference_table, renames, on_error, say, progress, started)
+            return run(work)
         except OpencaveError as error:  # files put in the work directory (uploads) are named as given
             error.message = error.message.replace(f"{work / UPLOADS}{os.sep}", "").replace(f"{work}{os.sep}", "")
             error.args = (error.message,)
@@ -250,6 +253,7 @@ class TableImporter:
         into: _Into,
         files: Sequence[str | Path | InputFile],
         work: Path,
+        *,
         user_id: str,
         description: str | None,
         voxel_resolution: Sequence[float] | None,
