@@ -499,7 +499,8 @@ def cmd_import_table(args) -> int:
         if bar is None:
             for other in bars.values():
                 other.close()
-            bar = bars[phase] = tqdm(total=total, desc=phase, unit=" rows", unit_scale=True, file=sys.stderr)
+            unit = {"bar_format": "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"} if phase == "reading" else {"unit": " rows", "unit_scale": True}
+            bar = bars[phase] = tqdm(total=total, desc=phase, file=sys.stderr, **unit)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()

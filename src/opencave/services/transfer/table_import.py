@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,10 +50,11 @@ from opencave.services.transfer.inputs import InputFile, format_of, header_name,
 from opencave.services.transfer.staging import SHOWN_PROBLEMS, OnError, RowsRejected, Staged, Target, connect, stage
 
 BATCH_ROWS = 100_000
+READING_POLL_S = 0.25
 ON_ERROR = ("reject", "skip")
 UPLOADS = "upload"  # the work directory's folder for uploaded files
 Say = Callable[[str], None]
-RowProgress = Callable[[str, int, int], None]  # (phase: "checking" | "writing", rows done, rows in all)
+RowProgress = Callable[[str, int, int], None]  # ("reading", percent, 100) | ("checking" | "writing", rows done, rows in all)
 CRUD_WRITTEN = ("id", "created", "deleted", "superceded_id")  # set by the load, not by the files
 
 
@@ -270,8 +273,9 @@ class TableImporter:
         con = connect(work)
         try:
             target = Target.table(into.schema, keep_segmentation=False, id_required=False)
-            # bad rows are counted here and refused after the next step, so that one answer names them all
-            staged = stage(con, inputs, target, work / "staged", renames=dict(renames or {}), on_error="skip", say=say)
+            with _reading_progress(con, len(inputs), say, progress) as said:
+                # bad rows are counted here and refused after the next step, so that one answer names them all
+                staged = stage(con, inputs, target, work / "staged", renames=dict(renames or {}), on_error="skip", say=said)
         finally:
             con.close()
         checked = self._check(into, staged, work / "rows.parquet", on_error, progress)
@@ -444,6 +448,36 @@ class TableImporter:
         if explicit and low is not None:
             checked.explicit_ids = (int(low), int(high))  # type: ignore[arg-type]
         return checked
+
+
+@contextmanager
+def _reading_progress(con: duckdb.DuckDBPyConnection, files: int, say: Say, progress: RowProgress) -> Iterator[Say]:
+    """Progress of the files' reading, in percent, from DuckDB's progress of the running query
+    (polled by a thread); the ``say`` it yields counts the files as staging names them."""
+    con.execute("SET enable_progress_bar = true")
+    con.execute("SET enable_progress_bar_print = false")
+    state = {"file": -1, "best": 0.0}
+    stop = threading.Event()
+
+    def said(message: str) -> None:
+        if message.lstrip().startswith("reading "):
+            state["file"], state["best"] = state["file"] + 1, 0.0
+        say(message)
+
+    def poll() -> None:
+        while not stop.wait(READING_POLL_S):
+            state["best"] = max(state["best"], con.query_progress())
+            if state["file"] >= 0:
+                progress("reading", min(99, int((state["file"] + state["best"] / 100) / files * 100)), 100)
+
+    thread = threading.Thread(target=poll, name="import-reading-progress", daemon=True)
+    thread.start()
+    try:
+        yield said
+    finally:
+        stop.set()
+        thread.join()
+    progress("reading", 100, 100)
 
 
 def _running(pid: int) -> bool:
