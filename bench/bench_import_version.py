@@ -49,7 +49,7 @@ def synapse_select(rows: int) -> str:
 def make_inputs(rows: int, work: Path) -> tuple[Path, Path]:
     parquet_dir, csv_dir = work / "parquet", work / "static"
     if (parquet_dir / "synapses.parquet").exists() and (csv_dir / "synapses_merged_header.csv").exists():
-        if duckdb.sql(f"SELECT count(*) FROM read_parquet('{parquet_dir}/synapses.parquet')").fetchone()[0] == rows:
+        if duckdb.sql(f"SELECT count(*) FROM read_parquet('{parquet_dir}/synapses.parquet')").fetchall()[0][0] == rows:
             return parquet_dir, csv_dir  # made by an earlier run with --work
     for d in (parquet_dir, csv_dir):
         d.mkdir(parents=True, exist_ok=True)
