@@ -275,6 +275,27 @@ def test_killed_import_leaves_no_rows(server, admin, rows, existing, tmp_path):
     assert not any(d.exists() for d in abandoned)
 
 
+def test_killed_import_into_a_new_table_leaves_no_table(server, admin, rows, tmp_path):
+    big = pd.concat([rows] * (300_000 // ROWS), ignore_index=True)
+    path = write(big, tmp_path / "big.parquet")
+    command = [sys.executable, "-m", "opencave", "import", "table", DS, "killed_new_table", str(path), "--schema", "synapse",
+               "--description", "Imported synapses.", "--voxel-resolution", *map(str, RESOLUTION), *server.storage_args()]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if "writing:" in line:  # rows are in the open transaction that also creates the table
+                break
+        else:
+            pytest.fail(f"the import ended before writing: {process.wait()}")
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert "killed_new_table" not in admin.annotation.get_tables()
+    result = import_table(server, "killed_new_table", path)
+    assert f"imported {len(big):,} rows" in result.stdout
+    assert count(admin, "killed_new_table") == len(big)
+
+
 # -- the upload endpoint ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def users(server) -> dict[str, CAVEclient]:

@@ -184,7 +184,8 @@ def test_live_queries_say_why_they_cannot(imported, server, admin_token):
     _, copy = imported
     with pytest.raises(Exception) as caught:
         copy.materialize.live_live_query("synapses", dt.datetime.now(dt.timezone.utc))
-    assert "segmentation" in str(caught.value)
+    assert "segmentation" in str(caught.value) and "materialization_version" in str(caught.value)
+    assert copy.info.get_datastack_info()["segmentation_source"] is None  # so clients know there is no chunkedgraph here
 
 
 # -- bad input ---------------------------------------------------------------------------------------

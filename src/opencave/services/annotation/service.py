@@ -184,6 +184,45 @@ class AnnotationService:
         notice_text: str | None = None,
         timestamp: datetime | None = None,
     ) -> dict:
+        with self.engine.begin() as conn:
+            self.create_table_in(
+                conn,
+                aligned_volume,
+                table_name,
+                schema_type,
+                description=description,
+                voxel_resolution=voxel_resolution,
+                user_id=user_id,
+                reference_table=reference_table,
+                track_target_id_updates=track_target_id_updates,
+                flat_segmentation_source=flat_segmentation_source,
+                read_permission=read_permission,
+                write_permission=write_permission,
+                notice_text=notice_text,
+                timestamp=timestamp,
+            )
+        return self.table_metadata(aligned_volume, table_name)
+
+    def create_table_in(
+        self,
+        conn: Connection,
+        aligned_volume: str,
+        table_name: str,
+        schema_type: str,
+        *,
+        description: str,
+        voxel_resolution: Any,
+        user_id: str,
+        reference_table: str | None = None,
+        track_target_id_updates: bool | None = None,
+        flat_segmentation_source: str | None = None,
+        read_permission: str = "PUBLIC",
+        write_permission: str = "PRIVATE",
+        notice_text: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Create a table within the caller's transaction (an import creates it with its rows,
+        so a failed or killed import leaves no empty table behind)."""
         self._check_volume(aligned_volume)
         metadata.check_table_name(table_name)
         layout = self._schema_layout(schema_type)
@@ -220,28 +259,26 @@ class AnnotationService:
             )
         moment = as_utc(timestamp) if timestamp is not None else datetime.now(UTC)
         values.update(created=moment, last_modified=moment)
-        try:
-            with self.engine.begin() as conn:
-                exists = conn.execute(
-                    select(meta_table.c.deleted).where(meta_table.c.aligned_volume == aligned_volume, meta_table.c.table_name == table_name)
-                ).first()
-                if exists is not None:
-                    raise self._exists(table_name, exists.deleted is not None)
-                if reference_table:
-                    target = conn.execute(
-                        select(meta_table.c.id).where(
-                            meta_table.c.aligned_volume == aligned_volume,
-                            meta_table.c.table_name == reference_table,
-                            meta_table.c.deleted.is_(None),
-                        )
-                    ).first()
-                    if target is None:
-                        raise BadRequest(f"No table named '{reference_table}' exists.", code="unknown_reference_table")
-                conn.execute(insert(meta_table).values(**values))
-                create_row_table(conn, row_table(values["row_table"], layout.columns))
+        exists = conn.execute(
+            select(meta_table.c.deleted).where(meta_table.c.aligned_volume == aligned_volume, meta_table.c.table_name == table_name)
+        ).first()
+        if exists is not None:
+            raise self._exists(table_name, exists.deleted is not None)
+        if reference_table:
+            target = conn.execute(
+                select(meta_table.c.id).where(
+                    meta_table.c.aligned_volume == aligned_volume,
+                    meta_table.c.table_name == reference_table,
+                    meta_table.c.deleted.is_(None),
+                )
+            ).first()
+            if target is None:
+                raise BadRequest(f"No table named '{reference_table}' exists.", code="unknown_reference_table")
+        try:  # a concurrent creator of the same name: the caller's transaction rolls back
+            conn.execute(insert(meta_table).values(**values))
         except IntegrityError:
             raise self._exists(table_name, False) from None
-        return self.table_metadata(aligned_volume, table_name)
+        create_row_table(conn, row_table(values["row_table"], layout.columns))
 
     @staticmethod
     def _exists(table_name: str, deleted: bool) -> Conflict:
@@ -606,18 +643,21 @@ class AnnotationService:
         rows: int,
         explicit_ids: tuple[int, int] | None = None,
         progress: Callable[[int], None] | None = None,
+        create: dict[str, Any] | None = None,
     ) -> tuple[int, int]:
         """Rows checked and looked up already (Arrow batches named as the table's physical columns,
         without ``id`` unless ``explicit_ids`` = (min, max) says they carry their own, and without
         ``created``/``deleted``/``superceded_id``) in one transaction; (first id, last id).
 
-        All or nothing: a load that fails or is killed leaves no rows, so running it again adds
-        each row once. The table's write lock is held throughout (on SQLite the database's);
+        All or nothing: a load that fails or is killed leaves no rows (and, with ``create`` — the
+        keyword arguments of ``create_table`` — no table), so running it again adds each row once. The table's write lock is held throughout (on SQLite the database's);
         loading into an empty table, its indexes are rebuilt once at the end, in the transaction.
         """
-        record = self._record(aligned_volume, table_name)
-        table = self._rows(record)
         with self.engine.begin() as conn:
+            if create is not None:  # a new table: created in this transaction, with its rows
+                self.create_table_in(conn, aligned_volume, table_name, **create)
+            record = self._record(aligned_volume, table_name, conn=conn)
+            table = self._rows(record)
             next_id, now = self._lock(conn, record, None)
             if explicit_ids is not None and explicit_ids[0] < next_id:
                 raise Conflict(

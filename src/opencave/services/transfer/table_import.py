@@ -289,27 +289,28 @@ class TableImporter:
             not_valid=staged.not_valid,
             problems=checked.problems,
         )
+        create = None
         if not into.exists:
-            self.annotations.create_table(
-                into.aligned_volume,
-                into.table_name,
-                into.schema,
+            create = dict(
+                schema_type=into.schema,
                 description=description or "",
                 voxel_resolution=voxel_resolution,
                 user_id=user_id,
                 reference_table=reference_table,
             )
-            say(f"created table {into.table_name} (schema {into.schema})")
-        if checked.rows:
-            say(f"writing {checked.rows:,} rows into {into.table_name}")
-            result.first_id, result.last_id = self.annotations.load_batches(
+        if checked.rows or create is not None:
+            say(f"writing {checked.rows:,} rows into {'a new table ' if create else ''}{into.table_name}")
+            first, last = self.annotations.load_batches(
                 into.aligned_volume,
                 into.table_name,
-                pq.ParquetFile(checked.path).iter_batches(BATCH_ROWS),
+                pq.ParquetFile(checked.path, pre_buffer=False).iter_batches(BATCH_ROWS),
                 rows=checked.rows,
                 explicit_ids=checked.explicit_ids,
                 progress=lambda done: progress("writing", done, checked.rows),
+                create=create,
             )
+            if checked.rows:
+                result.first_id, result.last_id = first, last
         result.rows = checked.rows
         result.seconds = time.monotonic() - started
         return result
