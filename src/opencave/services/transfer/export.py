@@ -15,7 +15,6 @@ nothing already in the output is ever overwritten.
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import os
 import secrets
@@ -36,6 +35,7 @@ from isal import igzip_threaded
 
 from opencave.errors import BadRequest, NotFound
 from opencave.services.materialize.versions import FrozenTable, Version
+from opencave.services.transfer.workspace import remove_abandoned
 from opencave.services.transfer.package import PackageTable, VersionPackage, write_manifest
 
 if TYPE_CHECKING:
@@ -418,21 +418,7 @@ def _partial_directory(out: Path) -> Path:
 
 def _remove_abandoned(out: Path) -> None:
     """Remove the partial directories of exports to ``out`` whose process is gone (killed)."""
-    prefix = PARTIAL.format(name=out.name)
-    for candidate in out.parent.glob(f"{glob.escape(prefix)}*"):
-        pid = candidate.name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(candidate, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    remove_abandoned(out.parent, PARTIAL.format(name=out.name))
 
 
 def _publish(partial: Path, out: Path) -> None:

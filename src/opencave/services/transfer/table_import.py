@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from opencave.services.auth import Identity
 from opencave.services.info import InfoRegistry
 from opencave.services.schemas import FieldKind, get_schema
 from opencave.services.transfer.inputs import InputFile, format_of, header_name, input_file, resolve_files, static_export_file
+from opencave.services.transfer.workspace import new_folder
 from opencave.services.transfer.staging import SHOWN_PROBLEMS, OnError, RowsRejected, Staged, Target, connect, stage
 
 BATCH_ROWS = 100_000
@@ -141,11 +141,7 @@ class TableImporter:
 
         Named after the process, so the directories of imports whose process was killed are
         found and removed by the next import (as version imports name and remove theirs)."""
-        self._remove_abandoned()
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")
-        work = self.work_root / f"{os.getpid()}-table-{table_name[:60]}-{stamp}"
-        work.mkdir(parents=True, exist_ok=False)
-        return work
+        return new_folder(self.work_root, f"table-{table_name[:60]}")
 
     @staticmethod
     def upload_path(work: Path, file_name: str) -> Path:
@@ -164,14 +160,6 @@ class TableImporter:
         label = header_name(file_name)
         (path.parent / label).write_text(header, encoding="utf-8")
         return static_export_file(path, file_name, path.parent / label, label)
-
-    def _remove_abandoned(self) -> None:
-        if not self.work_root.is_dir():
-            return
-        for folder in self.work_root.iterdir():
-            pid = folder.name.split("-", 1)[0]
-            if pid.isdigit() and not _running(int(pid)):
-                shutil.rmtree(folder, ignore_errors=True)
 
     @contextmanager
     def workspace(self, table_name: str) -> Iterator[Path]:
@@ -479,16 +467,6 @@ def _reading_progress(con: duckdb.DuckDBPyConnection, files: int, say: Say, prog
         stop.set()
         thread.join()
     progress("reading", 100, 100)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
 
 
 def _explicit_ids(staged: Staged) -> bool:

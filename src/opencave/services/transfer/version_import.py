@@ -42,6 +42,7 @@ from opencave.services.transfer.inputs import (
     strip_suffix,
 )
 from opencave.services.transfer.package import MANIFEST, PARQUET_KEY, VersionPackage, entry_files, parse_manifest, read_package
+from opencave.services.transfer.workspace import new_folder
 from opencave.services.transfer.staging import Staged, Target, check_unique_ids, connect, duckdb_type, infer_schema, stage
 from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS, clustered_name
 
@@ -261,16 +262,6 @@ def table_metadata(
     return out
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass
 class Prepared:
     table: SourceTable
@@ -309,8 +300,7 @@ class VersionImporter:
     ) -> Version:
         say = _say(progress)
         source = str(source)
-        self._remove_abandoned_work()
-        work = self.work_root / f"{os.getpid()}-{datastack}-{datetime.now(timezone.utc):%Y%m%d%H%M%S%f}"
+        work = new_folder(self.work_root, f"version-{datastack[:60]}")
         try:
             directory = _local_copy(source, work, say)
             found = find_tables(directory, source)
@@ -334,15 +324,6 @@ class VersionImporter:
                 con.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)
-
-    def _remove_abandoned_work(self) -> None:
-        """Work folders of imports whose process has stopped (killed midway) are removed."""
-        if not self.work_root.is_dir():
-            return
-        for folder in self.work_root.iterdir():
-            pid = folder.name.split("-", 1)[0]
-            if pid.isdigit() and not _running(int(pid)):
-                shutil.rmtree(folder, ignore_errors=True)
 
     # -- steps --------------------------------------------------------------------------------------
     @staticmethod
