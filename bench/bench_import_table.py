@@ -10,9 +10,7 @@ ratio to the floor (DuckDB reading the same file into memory, in a process of it
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bench.support  # noqa: E402,F401 - isolates HOME
+from bench.support import read_floor, run_child  # noqa: E402 - also isolates HOME
 
 import duckdb  # noqa: E402
 
@@ -75,28 +73,6 @@ print(json.dumps({"seconds": end - start, "rows": result.rows, "steps": steps,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
-CHILD_FLOOR = """
-import json, sys, time, resource, duckdb
-source, kind = sys.argv[1:3]
-con = duckdb.connect()
-start = time.perf_counter()
-if kind == "parquet":
-    table = con.execute(f"SELECT * FROM read_parquet('{source}')").to_arrow_table()
-else:
-    table = con.execute(f"SELECT * FROM read_csv('{source}', header=true)").to_arrow_table()
-elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "rows": table.num_rows, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
-
-
-def run_child(code: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    lines = out.stdout.strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -111,7 +87,7 @@ def main() -> None:
     run_child(CHILD_SETUP, str(data_dir), args.database)
     print(f"demo store ready in {time.perf_counter() - start:.1f} s ({'PostgreSQL' if args.database else 'SQLite'})", flush=True)
     for kind, source in (("parquet", parquet), ("csv.gz", csv)):
-        floor = run_child(CHILD_FLOOR, str(source), "parquet" if kind == "parquet" else "csv")
+        floor = read_floor(str(source), "parquet" if kind == "parquet" else "csv")
         done = run_child(CHILD_IMPORT, str(data_dir), args.database, str(source), f"bench_{kind.replace('.', '_')}")
         assert done["rows"] == args.rows, done
         rate, floor_rate = args.rows / done["seconds"], args.rows / floor["seconds"]

@@ -9,10 +9,7 @@ same file into memory, in a process of its own).
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bench.support  # noqa: E402,F401 - isolates HOME
+from bench.support import read_floor, run_child  # noqa: E402 - also isolates HOME
 
 import duckdb  # noqa: E402
 
@@ -85,27 +82,6 @@ elapsed = time.perf_counter() - start
 print(json.dumps({"seconds": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
-CHILD_FLOOR = """
-import json, sys, time, resource, duckdb
-source, kind = sys.argv[1:3]
-con = duckdb.connect()
-start = time.perf_counter()
-if kind == "parquet":
-    table = con.execute(f"SELECT * FROM read_parquet('{source}')").to_arrow_table()
-else:
-    table = con.execute(f"SELECT * FROM read_csv('{source}', header=false, all_varchar=true)").to_arrow_table()
-elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "rows": table.num_rows, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
-
-
-def run_child(code: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -119,7 +95,7 @@ def main() -> None:
     for number, (kind, source, floor_file) in enumerate(
         (("parquet", parquet_dir, parquet_dir / "synapses.parquet"), ("static export CSV.gz", csv_dir, csv_dir / "synapses_merged.csv.gz")), 1
     ):
-        floor = run_child(CHILD_FLOOR, str(floor_file), "parquet" if kind == "parquet" else "csv")
+        floor = read_floor(floor_file, "parquet" if kind == "parquet" else "csv-noheader")
         data_dir = work / f"store-{number}"
         done = run_child(CHILD_IMPORT, str(data_dir), args.database, str(source), "synapse", str(number))
         rate, floor_rate = args.rows / done["seconds"], args.rows / floor["seconds"]

@@ -58,3 +58,33 @@ def loopback_server(storage: list[str], wait_s: float = 120) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def run_child(code: str, *args: str) -> dict:
+    """Run ``code`` in a Python process of its own; the JSON object of its last output line."""
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    lines = out.stdout.strip().splitlines()
+    return __import__("json").loads(lines[-1]) if lines else {}
+
+
+READ_FLOOR = """
+import json, sys, time, resource, duckdb
+source, kind = sys.argv[1:3]
+con = duckdb.connect()
+start = time.perf_counter()
+if kind == "parquet":
+    table = con.execute(f"SELECT * FROM read_parquet('{source}')").to_arrow_table()
+else:
+    header = "true" if kind == "csv" else "false, all_varchar=true"
+    table = con.execute(f"SELECT * FROM read_csv('{source}', header={header})").to_arrow_table()
+elapsed = time.perf_counter() - start
+print(json.dumps({"seconds": elapsed, "rows": table.num_rows, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def read_floor(source: Path | str, kind: str) -> dict:
+    """DuckDB reading ``source`` into memory (Arrow) in a process of its own: the floor of an
+    import. ``kind``: parquet, csv (a header row) or csv-noheader (a static export, as text)."""
+    return run_child(READ_FLOOR, str(source), kind)
