@@ -367,7 +367,8 @@ def stage(
     first bad rows when ``on_error`` is reject and any row is bad; nothing is kept then).
 
     With ``direct``, Parquet and Arrow inputs are checked in one read and not copied: later
-    steps read them through the same typed, checked expressions (``Part.rows``)."""
+    steps read them through the same typed, checked expressions (``Part.rows``); staged CSV
+    files then hold no ``_row`` column (rows are numbered only to name a bad one)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     planner = Planner(target, renames or {})
     staged = Staged()
@@ -387,17 +388,19 @@ def stage(
         if direct and item.format in ("parquet", "arrow"):
             part = Part(item.label, rows, numbered)
         else:
+            # Numbering rows serialises the read (a third slower on a gzip CSV): a direct stage
+            # numbers them only when a bad row must be named, by reading its file again.
             file = out_dir / f"part-{number:05d}.parquet"
             try:
-                con.execute(f"COPY ({numbered}) TO {_quote(file)} (FORMAT parquet, COMPRESSION lz4_raw, ROW_GROUP_SIZE {STAGE_ROW_GROUP})")
+                con.execute(f"COPY ({rows if direct else numbered}) TO {_quote(file)} (FORMAT parquet, COMPRESSION lz4_raw, ROW_GROUP_SIZE {STAGE_ROW_GROUP})")
             except duckdb.InvalidInputException as error:
                 raise _csv_problem(item, error) from None
             except duckdb.ConversionException as error:
                 raise InputProblem(f"{item.label}: {_first_line(error)}") from None
             except duckdb.Error as error:  # damaged files (e.g. a Parquet page that does not decode)
                 raise InputProblem(f"{item.label}: cannot be read as {item.format} ({_first_line(error)})") from None
-            staged_file = f"read_parquet({_quote(file)})"
-            part = Part(item.label, f"SELECT * FROM {staged_file}", f"SELECT * FROM {staged_file}", file)
+            staged_file = f"SELECT * FROM read_parquet({_quote(file)})"
+            part = Part(item.label, staged_file, numbered if direct else staged_file, file)
         staged.parts.append(part)
         try:
             total, bad, not_valid = con.execute(
