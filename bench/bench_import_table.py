@@ -57,10 +57,9 @@ CHILD_IMPORT = """
 import json, sys, time, resource
 from opencave.config import resolve_settings
 from opencave.runtime import Runtime
-from opencave.services.transfer.table_import import TableImporter
 data_dir, database, source, table = sys.argv[1:5]
 runtime = Runtime.open(resolve_settings(data_dir, database or None))
-importer = TableImporter(runtime.annotations, runtime.info, runtime.settings.data_dir / "imports")
+importer = runtime.table_imports
 marks = {}
 def progress(phase, done, total):
     marks.setdefault(phase, time.perf_counter())

@@ -487,11 +487,11 @@ def cmd_import_version(args) -> int:
 def cmd_import_table(args) -> int:
     from tqdm import tqdm
 
-    from opencave.services.transfer.table_import import TableImporter, parse_renames
+    from opencave.services.transfer.table_import import parse_renames
 
     runtime = _runtime(args)
     user = runtime.accounts.get_user_by_email(args.user or runtime.first_admin_email())
-    importer = TableImporter(runtime.annotations, runtime.info, runtime.settings.data_dir / "imports")
+    importer = runtime.table_imports
     bars: dict[str, tqdm] = {}
 
     def progress(phase: str, done: int, total: int) -> None:

@@ -25,6 +25,7 @@ from opencave.services.materialize.views import ViewRegistry
 from opencave.services.meshing.service import MeshService
 from opencave.services.skeleton import SkeletonService, SkeletonStore
 from opencave.services.state import DocumentStore
+from opencave.services.transfer.table_import import TableImporter
 from opencave.services.transfer.version_import import VersionImporter
 from opencave.storage.snapshots import SnapshotEngine
 from opencave.storage.sql import create_store_engine, upgrade_schema
@@ -81,6 +82,7 @@ class Runtime:
     materializer: Materializer
     materialize: MaterializeService
     imports: VersionImporter
+    table_imports: TableImporter
     live: LiveQueries
     skeletons: SkeletonService
     ngl_documents: DocumentStore
@@ -128,6 +130,7 @@ class Runtime:
             materializer=Materializer(registry, annotations, graphs, info, views, settings.version_root, snapshots),
             materialize=materialize,
             imports=VersionImporter(registry, info, access, settings.version_root, settings.data_dir / "imports"),
+            table_imports=TableImporter(annotations, info, settings.data_dir / "imports"),
             live=LiveQueries(materialize, graphs),
             skeletons=SkeletonService(SkeletonStore(engine), info, graphs, l2cache, annotations, background),
             ngl_documents=DocumentStore(engine),

@@ -24,7 +24,7 @@ from opencave.server.security import current_context, runtime_of
 from opencave.services.annotation import AnnotationService
 from opencave.services.annotation.service import MAX_IDS, MAX_INSERT
 from opencave.services.auth import AuthContext
-from opencave.services.transfer.table_import import TableImporter, parse_renames
+from opencave.services.transfer.table_import import parse_renames
 from opencave.wire.endpoints import ANNOTATION, route_path
 
 # Bodies are JSON whatever the Content-Type says (CAVE's servers read them so).
@@ -343,7 +343,7 @@ async def import_table(
     existing table or an admin of its dataset; anyone with edit permission creates a new one."""
     runtime: Runtime = runtime_of(request)
     dataset = await run_in_threadpool(runtime.identities.require, context, "edit", NAMESPACE, aligned_volume_name)
-    importer = TableImporter(runtime.annotations, runtime.info, runtime.settings.data_dir / "imports")
+    importer = runtime.table_imports
     await run_in_threadpool(importer.authorize, aligned_volume_name, table_name, context.identity, dataset)
     renames = parse_renames(columns)
     work = await run_in_threadpool(importer.new_workspace, table_name)
