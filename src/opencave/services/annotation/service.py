@@ -167,40 +167,10 @@ class AnnotationService:
                 self._take_lock(conn, record)
 
     # -- tables --------------------------------------------------------------------------------
-    def create_table(
-        self,
-        aligned_volume: str,
-        table_name: str,
-        schema_type: str,
-        *,
-        description: str,
-        voxel_resolution: Any,
-        user_id: str,
-        reference_table: str | None = None,
-        track_target_id_updates: bool | None = None,
-        flat_segmentation_source: str | None = None,
-        read_permission: str = "PUBLIC",
-        write_permission: str = "PRIVATE",
-        notice_text: str | None = None,
-        timestamp: datetime | None = None,
-    ) -> dict:
+    def create_table(self, aligned_volume: str, table_name: str, schema_type: str, **options: Any) -> dict:
+        """Create a table in a transaction of its own (``create_table_in`` names the options)."""
         with self.engine.begin() as conn:
-            self.create_table_in(
-                conn,
-                aligned_volume,
-                table_name,
-                schema_type,
-                description=description,
-                voxel_resolution=voxel_resolution,
-                user_id=user_id,
-                reference_table=reference_table,
-                track_target_id_updates=track_target_id_updates,
-                flat_segmentation_source=flat_segmentation_source,
-                read_permission=read_permission,
-                write_permission=write_permission,
-                notice_text=notice_text,
-                timestamp=timestamp,
-            )
+            self.create_table_in(conn, aligned_volume, table_name, schema_type, **options)
         return self.table_metadata(aligned_volume, table_name)
 
     def create_table_in(
