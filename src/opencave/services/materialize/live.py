@@ -91,7 +91,6 @@ class LiveQueries:
         as ``RowsAt.batches`` is read, so a whole table is never held at once."""
         warnings = warnings if warnings is not None else []
         aligned_volume = self.service.info.aligned_volume_of(datastack)
-        self.require_live_tables(datastack, [table])
         meta = self.service.annotations.table_metadata(aligned_volume, table)
         layout = frozen_layout(meta["schema_type"])
         resolution = (float(meta["voxel_resolution_x"]), float(meta["voxel_resolution_y"]), float(meta["voxel_resolution_z"]))

@@ -36,6 +36,16 @@ class RowsRejected(BadRequest):
     def __init__(self, message: str) -> None:
         super().__init__(message, code="invalid_rows")
 
+    @classmethod
+    def naming(cls, bad: int, what: str, problems: Sequence[str]) -> "RowsRejected":
+        """``bad`` rows that ``what`` (e.g. "do not fit schema synapse"), the first few named."""
+        return cls(
+            f"{bad:,} row(s) {what}; nothing was imported. "
+            + "; ".join(problems)
+            + (" …" if bad > len(problems) else "")
+            + " (fix the rows, or import with --on-error skip to leave bad rows out)"
+        )
+
 
 def duckdb_type(dtype: pa.DataType) -> str:
     if pa.types.is_int32(dtype):
@@ -323,6 +333,11 @@ def _source(con: duckdb.DuckDBPyConnection, item: InputFile, name: str) -> str:
     return item.source_sql()
 
 
+def source_columns(con: duckdb.DuckDBPyConnection, item: InputFile) -> dict[str, str]:
+    """The columns of an input file and the DuckDB types they are read as (CSV: text)."""
+    return _columns(con, item, _source(con, item, "probe"))
+
+
 def _columns(con: duckdb.DuckDBPyConnection, item: InputFile, source: str) -> dict[str, str]:
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
@@ -421,12 +436,7 @@ def stage(
             if on_error == "skip":
                 staged.skipped += bad
     if bad_total and on_error == "reject":
-        raise RowsRejected(
-            f"{bad_total:,} row(s) do not fit schema {target.schema or 'of the view'}; nothing was imported. "
-            + "; ".join(staged.problems)
-            + (" …" if bad_total > len(staged.problems) else "")
-            + " (fix the rows, or import with --on-error skip to leave bad rows out)"
-        )
+        raise RowsRejected.naming(bad_total, f"do not fit schema {target.schema or 'of the view'}", staged.problems)
     if check_unique and "id" in target.names:
         check_unique_ids(con, staged)
     return staged

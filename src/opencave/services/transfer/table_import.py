@@ -428,12 +428,7 @@ class TableImporter:
                     progress("checking", done, staged.rows)
         checked.bad = bad_total - staged.skipped
         if bad_total and on_error == "reject":
-            raise RowsRejected(
-                f"{bad_total:,} row(s) cannot go into table {into.table_name}; nothing was imported. "
-                + "; ".join(checked.problems)
-                + (" …" if bad_total > len(checked.problems) else "")
-                + " (fix the rows, or import with --on-error skip to leave bad rows out)"
-            )
+            raise RowsRejected.naming(bad_total, f"cannot go into table {into.table_name}", checked.problems)
         if explicit and low is not None:
             checked.explicit_ids = (int(low), int(high))  # type: ignore[arg-type]
         return checked

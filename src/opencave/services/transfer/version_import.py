@@ -43,7 +43,7 @@ from opencave.services.transfer.inputs import (
 )
 from opencave.services.transfer.package import MANIFEST, PARQUET_KEY, VersionPackage, entry_files, parse_manifest, read_package
 from opencave.services.transfer.workspace import new_folder
-from opencave.services.transfer.staging import Staged, Target, check_unique_ids, connect, duckdb_type, infer_schema, stage
+from opencave.services.transfer.staging import Staged, Target, check_unique_ids, connect, infer_schema, source_columns, stage
 from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS, clustered_name
 
 Progress = Callable[[str], None]
@@ -193,14 +193,6 @@ def _copy_sorted(con: duckdb.DuckDBPyConnection, select: str, order: Sequence[st
         )
     finally:
         con.execute("SET preserve_insertion_order = true")
-    with open(partial, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-
-
-def _copy_view(con: duckdb.DuckDBPyConnection, select: str, path: Path) -> None:
-    partial = path.with_name(path.name + f".partial-{os.getpid()}")
-    con.execute(f"COPY ({select}) TO {_quote(partial)} (FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
     with open(partial, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(partial, path)
@@ -376,28 +368,12 @@ class VersionImporter:
     @staticmethod
     def _infer(con: duckdb.DuckDBPyConnection, table: SourceTable) -> str:
         first = table.inputs[0]
-        if first.format == "cave-csv":
-            columns = [c.name for c in first.header]
-        elif first.format == "arrow":
-            import pyarrow.dataset as ds
-
-            columns = ds.dataset(first.path, format="feather").schema.names
-        else:
-            columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {first.source_sql()}").fetchall()]
-        return infer_schema(columns, first.label)
+        return infer_schema(list(source_columns(con, first)), first.label)
 
     @staticmethod
     def _view_target(con: duckdb.DuckDBPyConnection, table: SourceTable) -> Target:
         first = table.inputs[0]
-        if first.format == "cave-csv":
-            types = first.typed_header
-        elif first.format == "arrow":
-            import pyarrow.dataset as ds
-
-            schema = ds.dataset(first.path, format="feather").schema
-            types = {f.name: duckdb_type(f.type) for f in schema}
-        else:
-            types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {first.source_sql()}").fetchall()}
+        types = first.typed_header if first.format == "cave-csv" else source_columns(con, first)
         columns = tuple((name, ARROW_OF_DUCKDB.get(kind, pa.string())) for name, kind in types.items() if name not in ("deleted",))
         return Target(columns=columns, schema=None, keep_segmentation=True, id_required=False)
 
@@ -481,7 +457,7 @@ class VersionImporter:
         select = item.staged.relation(names)
         if table.kind == "view":
             file = f"view.{table.name}.parquet"
-            _copy_view(con, select, directory / file)
+            _copy_sorted(con, select, [], directory / file)  # as the view's query ordered it
         else:
             file = f"{table.name}.parquet"
             _copy_sorted(con, select, [] if item.ids_ascending else ["id"], directory / file)
