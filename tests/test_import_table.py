@@ -103,6 +103,21 @@ def write(frame: pd.DataFrame, path: Path) -> Path:
 
 
 # -- the same ids as the API ---------------------------------------------------------------------
+def test_genuine_caveclient_sees_imported_rows_as_the_rows_it_posted(server, admin_token, rows, tmp_path):
+    """The wire check: caveclient 8.2.1 posts the rows itself, and reads them and the imported
+    rows back with a live query: the same supervoxels, roots and positions."""
+    import caveclient
+
+    genuine = caveclient.CAVEclient(DS, server_address=server.url, auth_token=admin_token)
+    genuine.annotation.create_table("posted_by_caveclient", "synapse", "Synapses posted by caveclient.", voxel_resolution=RESOLUTION)
+    nested = pd.DataFrame({"size": rows["size"]})
+    for point in POINTS:
+        nested[f"{point}_position"] = rows[[f"{point}_position_{a}" for a in AXES]].values.tolist()
+    genuine.annotation.post_annotation_df("posted_by_caveclient", nested, position_columns=[f"{p}_position" for p in POINTS])
+    import_table(server, "imported_for_caveclient", write(rows, tmp_path / "rows.parquet"))
+    pd.testing.assert_frame_equal(live(genuine, "imported_for_caveclient"), live(genuine, "posted_by_caveclient"))
+
+
 @pytest.mark.parametrize("suffix", ["csv", "csv.gz", "parquet", "feather"])
 def test_imported_rows_equal_posted_rows(server, admin, rows, posted, tmp_path, suffix):
     table = "imported_" + suffix.replace(".", "_")
