@@ -17,6 +17,7 @@ from opencave.services.auth import Access, Accounts, IdentityResolver, TokenStor
 from opencave.services.chunkedgraph.service import GraphService
 from opencave.services.info import InfoRegistry
 from opencave.services.l2cache.cache import L2Cache
+from opencave.services.materialize.clustering import heal
 from opencave.services.materialize.live import LiveQueries
 from opencave.services.materialize.materializer import Materializer
 from opencave.services.materialize.service import MaterializeService
@@ -46,6 +47,7 @@ WORLD_CACHE_ENV = "OPENCAVE_WORLD_CACHE"  # size and seed of the demo datastack'
 
 WRITE_CHECK_BYTES = 64 * 1024
 ABANDONED_CHECK_S = 60.0  # how often a serving process looks for version builds whose builder died
+CLUSTERING_CHECK_S = 60.0  # how often it builds the clustered copies that published versions lack
 
 
 def check_writable(directory: Path) -> None:
@@ -143,6 +145,13 @@ class Runtime:
             runtime.materializer.discard_abandoned()
 
         background.every("discard abandoned versions", ABANDONED_CHECK_S, discard_abandoned)
+
+        # Versions may be published before their clustered copies exist (queries read the
+        # id-sorted files meanwhile); the first run comes as soon as the executor starts.
+        def build_clustered_copies() -> None:
+            heal(registry)
+
+        background.every("clustered copies", CLUSTERING_CHECK_S, build_clustered_copies)
         return runtime
 
     def prepare(self) -> None:
@@ -238,8 +247,8 @@ class Runtime:
             set_default(conn, DEMO_ANNOTATIONS_READY, "1")
 
     def start(self) -> None:
-        """Start background work: edit subscribers' jobs, remesh requests, queued skeletons and
-        any version schedule (a server's lifespan; administration commands do without)."""
+        """Start background work: edit subscribers' jobs, remesh requests, queued skeletons,
+        missing clustered copies and any version schedule (a server's lifespan; administration commands do without)."""
         self.background.start()
 
     def stop(self, timeout: float = 2.0) -> None:

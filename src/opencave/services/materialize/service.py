@@ -106,7 +106,9 @@ class MaterializeService:
         path = directory / table.file
         if kind == "table":
             layout = frozen_layout(table.schema)
-            clustered = {c: parquet_source(directory / clustered_name(table.file, c)) for c in layout.root_columns}
+            # copies may be built after the version is published: until then, the id-sorted file
+            copies = {c: directory / clustered_name(table.file, c) for c in layout.root_columns}
+            clustered = {c: parquet_source(copy) for c, copy in copies.items() if copy.exists()}
         else:
             import pyarrow.parquet as pq
 

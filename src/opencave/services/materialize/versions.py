@@ -60,7 +60,7 @@ def _process_start(pid: int) -> str | None:
     return f"{boot}-{fields[19]}"  # field 22: start time in clock ticks since boot
 
 
-def _builder_gone(worker: str | None) -> bool | None:
+def builder_gone(worker: str | None) -> bool | None:
     """Whether the process named ``worker`` has certainly stopped (True), certainly runs
     (False), or cannot be told from here (None: another host, no /proc, an older name)."""
     if worker == worker_name():
@@ -71,6 +71,9 @@ def _builder_gone(worker: str | None) -> bool | None:
     if _process_start(os.getpid()) is None:
         return None
     return _process_start(int(parts[1])) != parts[2]
+
+
+_builder_gone = builder_gone  # the former name
 
 
 def format_time(value: datetime | None) -> str | None:
@@ -277,7 +280,7 @@ class VersionRegistry:
             rows = conn.execute(select(mat_versions).where(mat_versions.c.status == RUNNING)).all()
         out = []
         for row in rows:
-            gone = _builder_gone(row.worker)
+            gone = builder_gone(row.worker)
             if gone is None:
                 gone = row.heartbeat is None or now - as_utc(row.heartbeat) > STALE_AFTER
             if gone:
@@ -307,6 +310,13 @@ class VersionRegistry:
             query = query.where(mat_versions.c.status == AVAILABLE, mat_versions.c.valid.is_(True))
         with reader(self.engine).connect() as conn:
             return [_version(row) for row in conn.execute(query.order_by(mat_versions.c.version)).all()]
+
+    def published(self) -> list[Version]:
+        """Every published, valid version of every datastack (their files are kept)."""
+        query = select(mat_versions).where(mat_versions.c.status == AVAILABLE, mat_versions.c.valid.is_(True))
+        with reader(self.engine).connect() as conn:
+            rows = conn.execute(query.order_by(mat_versions.c.datastack, mat_versions.c.version)).all()
+        return [_version(row) for row in rows]
 
     def version(self, datastack: str, version: int, include_expired: bool = False) -> Version:
         with reader(self.engine).connect() as conn:

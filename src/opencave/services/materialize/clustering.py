@@ -1,0 +1,209 @@
+"""Clustered copies of frozen tables, built after a version is published.
+
+A frozen table is queried from its id-sorted file; a copy sorted by a root-id column only makes
+selective root-id filters faster (row groups pruned). So a version can be published as soon as
+its id-sorted files are written and get its copies afterwards: ``MaterializeService`` reads a
+copy only once its file exists, and ``heal`` (a periodic job of every serving process) builds
+the copies that are missing.
+
+Several processes may heal the same store. One builder works on a table at a time, holding a
+lock file beside it (created exclusively, naming its process); a lock left by a process that
+has stopped — or, where that cannot be told (another host), one not refreshed for
+``STALE_AFTER`` — is taken over. Copies are written under a temporary name and renamed, so a
+reader never sees a partial file; a version deleted meanwhile ends the work quietly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from opencave.services.materialize.layout import frozen_layout
+from opencave.services.materialize.versions import STALE_AFTER, VersionRegistry, builder_gone, worker_name
+from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS, clustered_name, parquet_source
+
+log = logging.getLogger(__name__)
+MEMORY_LIMIT = "1GB"  # DuckDB sorts within this and spills the rest beside the table
+
+
+def lock_name(file: str) -> str:
+    """The lock file of ``file``'s clustered copies, beside it."""
+    return f"{file}.clustering.lock"
+
+
+def _spill_name(file: str) -> str:
+    return f"{file}.clustering-spill"
+
+
+def ensure_clustered(
+    directory: Path, file: str, columns: Sequence[str], say: Callable[[str], None] | None = None
+) -> list[str]:
+    """Write the missing clustered copies of ``directory/file`` (one per column of ``columns``).
+
+    Returns the columns whose copy this call built: none when another live process holds the
+    table's lock, or when the version's directory is gone (deleted or expired meanwhile)."""
+    directory = Path(directory)
+    main = directory / file
+    if not main.exists() or all((directory / clustered_name(file, c)).exists() for c in columns):
+        return []
+    lock = directory / lock_name(file)
+    try:
+        if not _acquire(lock):
+            return []
+    except FileNotFoundError:  # the directory went away
+        return []
+    built: list[str] = []
+    try:
+        with _refreshed(lock):
+            _remove_leftovers(directory, file, columns)
+            missing = [c for c in columns if not (directory / clustered_name(file, c)).exists()]
+            if missing:
+                _build(directory, file, missing, built, say or (lambda message: None))
+    except (OSError, duckdb.Error):
+        if main.exists():
+            raise
+        log.info("version directory %s vanished while its copies were built; nothing left to do", directory)
+    finally:
+        _remove_leftovers(directory, file, columns)
+        lock.unlink(missing_ok=True)
+    return built
+
+
+def _build(directory: Path, file: str, columns: list[str], built: list[str], say: Callable[[str], None]) -> None:
+    """Write one copy per column (appending each to ``built`` once it is in place)."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET memory_limit = ?", [MEMORY_LIMIT])
+        con.execute("SET temp_directory = ?", [str(directory / _spill_name(file))])
+        con.execute("SET preserve_insertion_order = false")  # the ORDER BY alone sets the order
+        con.execute("SET enable_progress_bar = false")
+        source = parquet_source(directory / file)
+        for column in columns:
+            target = directory / clustered_name(file, column)
+            partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+            quoted = '"' + column.replace('"', '""') + '"'
+            con.execute(
+                f"COPY (SELECT * FROM {source} ORDER BY {quoted}, id) TO '{str(partial).replace(chr(39), chr(39) * 2)}' "
+                f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, DICTIONARY_SIZE_LIMIT 1000)"
+            )
+            with open(partial, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(partial, target)
+            built.append(column)
+            say(f"{directory.name}/{file}: clustered by {column}")
+    finally:
+        con.close()
+
+
+def _remove_leftovers(directory: Path, file: str, columns: Sequence[str]) -> None:
+    """Partial copies and spilled sort runs of the table (its lock's holder's, or a dead one's)."""
+    for column in columns:
+        for partial in directory.glob(f"{clustered_name(file, column)}.partial-*"):
+            partial.unlink(missing_ok=True)
+    shutil.rmtree(directory / _spill_name(file), ignore_errors=True)
+
+
+# -- the lock ------------------------------------------------------------------------------------
+def _acquire(lock: Path) -> bool:
+    """Create ``lock`` holding this process's name; False if a live process holds it.
+
+    FileNotFoundError when the directory is gone."""
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _take_over(lock):
+                return False
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(worker_name())
+        return True
+    return False  # others keep taking it at the same moment: leave it to them
+
+
+def _take_over(lock: Path) -> bool:
+    """Remove ``lock`` if its holder is gone (True: try to create it again).
+
+    The lock is first renamed aside and its content compared with what was judged, so a lock
+    taken anew in between by a live process is put back rather than removed."""
+    try:
+        judged = lock.stat()
+        holder = lock.read_text()
+    except FileNotFoundError:
+        return True  # released meanwhile
+    gone = builder_gone(holder)
+    if gone is None:  # another host, or a name not written yet: judged by how fresh the lock is
+        gone = time.time() - judged.st_mtime > STALE_AFTER.total_seconds()
+    if not gone:
+        return False
+    aside = lock.with_name(f"{lock.name}.stale-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return True
+    try:
+        moved = aside.stat()
+        if (moved.st_dev, moved.st_ino) == (judged.st_dev, judged.st_ino) and aside.read_text() == holder:
+            log.warning("took over the clustering lock %s of %s, which has stopped", lock, holder)
+            return True
+        try:
+            os.link(aside, lock)  # a live holder's lock: put it back
+        except FileExistsError:
+            pass
+        return False
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+@contextmanager
+def _refreshed(lock: Path) -> Iterator[None]:
+    """Touch ``lock`` every quarter of ``STALE_AFTER`` while the block runs, so that a builder
+    on another host, which cannot check this process, never takes a live lock for stale."""
+    stop = threading.Event()
+
+    def touch() -> None:
+        while not stop.wait(STALE_AFTER.total_seconds() / 4):
+            try:
+                os.utime(lock)
+            except OSError:
+                return
+
+    thread = threading.Thread(target=touch, name=f"clustering-lock-{lock.name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- healing -------------------------------------------------------------------------------------
+def heal(registry: VersionRegistry, say: Callable[[str], None] | None = None) -> int:
+    """Build every missing clustered copy of every published version's tables; the number built.
+
+    One table's failure is logged and the others are still done."""
+    count = 0
+    for version in registry.published():
+        directory = Path(version.location)
+        for table in registry.tables(version, "table"):
+            try:
+                columns = frozen_layout(table.schema).root_columns
+                if all((directory / clustered_name(table.file, c)).exists() for c in columns):
+                    continue
+                count += len(ensure_clustered(directory, table.file, columns, say))
+            except Exception:
+                log.exception(
+                    "building the clustered copies of %s in version %s of %s failed", table.table_name, version.version, version.datastack
+                )
+    if count:
+        log.info("built %d clustered copies", count)
+    return count
