@@ -90,9 +90,10 @@ def _build(directory: Path, file: str, columns: list[str], built: list[str], say
         for column in columns:
             target = directory / clustered_name(file, column)
             partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-            quoted = '"' + column.replace('"', '""') + '"'
+            key = '"' + column.replace('"', '""') + '"'
+            target_literal = "'" + str(partial).replace("'", "''") + "'"
             con.execute(
-                f"COPY (SELECT * FROM {source} ORDER BY {quoted}, id) TO '{str(partial).replace(chr(39), chr(39) * 2)}' "
+                f"COPY (SELECT * FROM {source} ORDER BY {key}, id) TO {target_literal} "
                 f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, DICTIONARY_SIZE_LIMIT 1000)"
             )
             with open(partial, "rb+") as handle:
