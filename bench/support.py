@@ -71,10 +71,16 @@ def run_child(code: str, *args: str) -> dict:
 
 READ_FLOOR = """
 import json, sys, time, resource, duckdb
-source, kind = sys.argv[1:3]
+import pyarrow.csv, pyarrow.parquet
+source, kind, reader = sys.argv[1:4]
 con = duckdb.connect()
 start = time.perf_counter()
-if kind == "parquet":
+if reader == "pyarrow":
+    if kind == "parquet":
+        table = pyarrow.parquet.read_table(source)
+    else:
+        table = pyarrow.csv.read_csv(source, read_options=pyarrow.csv.ReadOptions(autogenerate_column_names=kind == "csv-noheader"))
+elif kind == "parquet":
     table = con.execute(f"SELECT * FROM read_parquet('{source}')").to_arrow_table()
 else:
     header = "true" if kind == "csv" else "false, all_varchar=true"
@@ -84,7 +90,8 @@ print(json.dumps({"seconds": elapsed, "rows": table.num_rows, "peak_rss_mb": res
 """
 
 
-def read_floor(source: Path | str, kind: str) -> dict:
-    """DuckDB reading ``source`` into memory (Arrow) in a process of its own: the floor of an
-    import. ``kind``: parquet, csv (a header row) or csv-noheader (a static export, as text)."""
-    return run_child(READ_FLOOR, str(source), kind)
+def read_floor(source: Path | str, kind: str, reader: str = "duckdb") -> dict:
+    """``reader`` (duckdb or pyarrow) reading ``source`` into memory (Arrow) in a process of its
+    own: the floor of an import. ``kind``: parquet, csv (a header row) or csv-noheader (a static
+    export; DuckDB reads it as text, pyarrow infers types)."""
+    return run_child(READ_FLOOR, str(source), kind, reader)

@@ -188,6 +188,42 @@ def test_live_queries_say_why_they_cannot(imported, server, admin_token):
     assert copy.info.get_datastack_info()["segmentation_source"] is None  # so clients know there is no chunkedgraph here
 
 
+def test_values_in_every_form_postgresql_writes(server, admin_token, imported, static_export, tmp_path):
+    """Whole numbers written as ``12.0``, ``true``/``false`` booleans and text holding commas,
+    quotes and line breaks import as the plain forms do (whichever way the file is read)."""
+    _, copy = imported
+    folder = tmp_path / "export"
+    shutil.copytree(static_export, folder)
+    header = [line.split(",") for line in (folder / "synapses_merged_header.csv").read_text().splitlines()]
+    whole = [k for k, (_, kind) in enumerate(header) if kind == "integer"]
+    assert whole, "positions are published as whole voxels"
+    data = folder / "synapses_merged.csv.gz"
+    lines = gzip.decompress(data.read_bytes()).decode().splitlines()
+    for number, line in enumerate(lines):
+        fields = line.split(",")
+        for k in whole:
+            fields[k] += ".0"
+        fields[[name for name, _ in header].index("valid")] = "true"
+        lines[number] = ",".join(fields)
+    data.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    cells = folder / "cell_types_merged.csv.gz"
+    header = [line.split(",")[0] for line in (folder / "cell_types_merged_header.csv").read_text().splitlines()]
+    rows = gzip.decompress(cells.read_bytes()).decode().splitlines()
+    fields = rows[0].split(",")
+    fields[header.index("cell_type")] = '"basket, ""large""\nlayer 2/3"'
+    rows[0] = ",".join(fields)
+    cells.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    xyz = [str(v) for v in copy.materialize.get_table_metadata("synapses", version=7)["voxel_resolution"]]
+    server.cli("import", "version", "every_form", str(folder), "--version", "1", "--timestamp", "2024-05-01T00:00:00", "--voxel-resolution", *xyz)
+    forget_caveclient_caches()
+    forms = CAVEclient("every_form", server_address=server.url, auth_token=admin_token)
+    for table in ("synapses", "cell_types"):
+        want = by_id(copy.materialize.query_table(table, materialization_version=7))
+        if table == "cell_types":
+            want.at[want.index[want["id"] == int(fields[header.index("id")])][0], "cell_type"] = 'basket, "large"\nlayer 2/3'
+        pd.testing.assert_frame_equal(by_id(forms.materialize.query_table(table, materialization_version=1)), want)
+
+
 # -- bad input ---------------------------------------------------------------------------------------
 def broken_copy(static_export: Path, tmp_path: Path) -> Path:
     out = tmp_path / "export"

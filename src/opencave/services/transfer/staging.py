@@ -11,6 +11,7 @@ hold what. Later steps read the staged files, never the inputs again.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack, suppress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,21 +293,136 @@ class Staged:
     def ids_ascending(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Whether the rows' ids already ascend strictly in file order (one file), so a copy
         sorted by id is the rows as they are."""
-        if len(self.parts) != 1:
+        return len(self.parts) == 1 and ids_ascending(con, self.parts[0].rows)
+
+
+def ids_ascending(con: duckdb.DuckDBPyConnection, rows: str) -> bool:
+    """Whether the ids of ``rows`` (SQL) ascend strictly in its order: they are then unique, and
+    the rows are sorted by id as they are."""
+    reader = con.sql(f"SELECT id FROM ({rows})").to_arrow_reader(1 << 20)
+    last = None
+    for batch in reader:
+        ids = batch.column(0)
+        if ids.null_count:
             return False
-        reader = con.sql(f"SELECT id FROM ({self.parts[0].rows})").to_arrow_reader(1 << 20)
-        last = None
-        for batch in reader:
-            ids = batch.column(0)
-            if ids.null_count:
-                return False
-            values = ids.to_numpy()
-            if values.size == 0:
-                continue
-            if (last is not None and values[0] <= last) or (values.size > 1 and not (values[1:] > values[:-1]).all()):
-                return False
-            last = values[-1]
-        return True
+        values = ids.to_numpy()
+        if values.size == 0:
+            continue
+        if (last is not None and values[0] <= last) or (values.size > 1 and not (values[1:] > values[:-1]).all()):
+            return False
+        last = values[-1]
+    return True
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Every row of a table's inputs, checked and typed, in file order: the frozen file to be."""
+
+    file: Path
+    rows: int
+
+
+class _Counted:
+    """An Arrow stream that counts the rows it hands on (a stream is read once: its length is
+    known only after)."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.rows = 0
+        self._reader = reader
+
+    def reader(self) -> pa.RecordBatchReader:
+        def batches():
+            for batch in self._reader:
+                self.rows += batch.num_rows
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(self._reader.schema, batches())
+
+
+def write_kept(
+    con: duckdb.DuckDBPyConnection,
+    inputs: list[InputFile],
+    target: Target,
+    out: Path,
+    copy_options: str,
+    *,
+    renames: dict[str, str] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Kept | None:
+    """The quick path for inputs that are whole: read each input once, check every row and write
+    the target columns to ``out`` (Parquet with ``copy_options``) in file order. Only rows that
+    pass every check and are valid are written, so when as many rows are written as were read,
+    every row was good and ``out`` is final. Otherwise (or when a faster typed read failed) None,
+    and ``out`` is gone: ``stage`` then finds, names or skips the rows that are not.
+
+    Static exports are read typed by pyarrow (``InputFile.typed_stream``) rather than as text."""
+    if any(item.format not in ("parquet", "arrow", "cave-csv") for item in inputs):
+        return None  # text read by DuckDB: counting its rows would be a second read
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with ExitStack() as stack:
+        read = _kept_select(con, inputs, target, renames or {}, stack)
+        if read is None:
+            return None
+        select, known_rows, counted = read
+        if say:
+            say("  reading " + ", ".join(item.label for item in inputs))
+        try:
+            con.execute(f"COPY ({select}) TO {_quote(partial)} ({copy_options})")
+        except (duckdb.Error, pa.ArrowException):
+            partial.unlink(missing_ok=True)
+            return None  # read again by ``stage``, which says what is wrong
+        finally:
+            for number in range(len(inputs)):
+                with suppress(duckdb.Error):
+                    con.unregister(f"kept_{number}")
+    written = con.execute(f"SELECT count(*) FROM read_parquet({_quote(partial)})").fetchall()[0][0]
+    if written != known_rows + sum(c.rows for c in counted):
+        partial.unlink(missing_ok=True)
+        return None
+    partial.replace(out)
+    return Kept(out, written)
+
+
+def _kept_select(
+    con: duckdb.DuckDBPyConnection, inputs: list[InputFile], target: Target, renames: dict[str, str], stack: ExitStack
+) -> tuple[str, int, list[_Counted]] | None:
+    """SQL of the good, valid rows of ``inputs`` in target columns; the rows known to be read
+    (Parquet and Arrow) and the counters of streamed ones. None when a static export cannot be
+    streamed typed."""
+    planner = Planner(target, renames)
+    selects: list[str] = []
+    counted: list[_Counted] = []
+    known_rows = 0
+    for number, item in enumerate(inputs):
+        name = f"kept_{number}"
+        if item.format == "cave-csv":
+            stream = stack.enter_context(item.typed_stream())
+            if stream is None:
+                return None
+            count = _Counted(stream)
+            con.register(name, count.reader())
+            counted.append(count)
+            columns = {f.name: duckdb_type(f.type) for f in stream.schema}
+            source = name
+        else:
+            source = _source(con, item, name)
+            columns = _columns(con, item, source)
+            known_rows += _row_count(con, item, source)
+        plan = planner.plan(columns, item.label)
+        failed = " OR ".join(f"coalesce({c.condition}, false)" for c in plan.checks) or "false"
+        valid = " AND valid" if "valid" in target.names else ""
+        select = ", ".join(f"{expr} AS {_ident(column)}" for column, expr in plan.expressions)
+        selects.append(f"SELECT * FROM (SELECT {select}, ({failed}) AS _failed FROM {source}) WHERE NOT _failed{valid}")
+    columns = ", ".join(_ident(c) for c in target.names)
+    return f"SELECT {columns} FROM ({' UNION ALL '.join(selects)})", known_rows, counted
+
+
+def _row_count(con: duckdb.DuckDBPyConnection, item: InputFile, source: str) -> int:
+    """The rows of a Parquet or Arrow input file, from its metadata."""
+    if item.format == "arrow":
+        return ds.dataset(item.path, format="feather").count_rows()
+    return con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0]
 
 
 def connect(work: Path, memory_limit: str = "1GB", threads: int | None = None) -> duckdb.DuckDBPyConnection:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencave.errors import BadRequest, Conflict, NotFound
+from opencave.services.materialize.clustering import ensure_clustered
 from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry, format_time
 from opencave.services.schemas import get_schema
 from opencave.services.transfer.inputs import (
@@ -43,8 +44,19 @@ from opencave.services.transfer.inputs import (
 )
 from opencave.services.transfer.package import MANIFEST, PARQUET_KEY, VersionPackage, entry_files, parse_manifest, read_package
 from opencave.services.transfer.workspace import new_folder
-from opencave.services.transfer.staging import Staged, Target, check_unique_ids, connect, infer_schema, source_columns, stage
-from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS, clustered_name
+from opencave.services.transfer.staging import (
+    Kept,
+    Staged,
+    Target,
+    check_unique_ids,
+    connect,
+    ids_ascending,
+    infer_schema,
+    source_columns,
+    stage,
+    write_kept,
+)
+from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS
 
 Progress = Callable[[str], None]
 MERGED = "_merged"
@@ -180,6 +192,11 @@ def _described(path: Path) -> dict[str, Any]:
 
 
 # -- writing a version ------------------------------------------------------------------------------
+# As the materializer's files (LZ4, 65,536-row groups), without dictionary pages: DuckDB tries
+# them on every column and gives up on ids and positions, a third of the write for nothing.
+FROZEN_COPY = f"FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, DICTIONARY_SIZE_LIMIT 1000"
+
+
 def _copy_sorted(con: duckdb.DuckDBPyConnection, select: str, order: Sequence[str], path: Path) -> None:
     """Write ``select`` sorted by ``order`` (empty: in order already) as a frozen Parquet file, atomically."""
     partial = path.with_name(path.name + f".partial-{os.getpid()}")
@@ -188,14 +205,33 @@ def _copy_sorted(con: duckdb.DuckDBPyConnection, select: str, order: Sequence[st
     con.execute(f"SET preserve_insertion_order = {'false' if order else 'true'}")
     try:
         con.execute(
-            f"COPY ({select}{f' ORDER BY {keys}' if order else ''}) TO {_quote(partial)} "
-            f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+            f"COPY ({select}{f' ORDER BY {keys}' if order else ''}) TO {_quote(partial)} ({FROZEN_COPY})"
         )
     finally:
         con.execute("SET preserve_insertion_order = true")
-    with open(partial, "rb+") as handle:
-        os.fsync(handle.fileno())
+    _fsync(partial)
     os.replace(partial, path)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _move(source: Path, path: Path) -> None:
+    """Move a finished file into a version's folder, atomically (copied first across devices)."""
+    _fsync(source)
+    try:
+        os.replace(source, path)
+    except OSError:  # another file system
+        partial = path.with_name(path.name + f".partial-{os.getpid()}")
+        shutil.copyfile(source, partial)
+        _fsync(partial)
+        os.replace(partial, path)
+
+
+def _repeats_ids(con: duckdb.DuckDBPyConnection, rows: str) -> bool:
+    return bool(con.execute(f"SELECT 1 FROM ({rows}) GROUP BY id HAVING count(*) > 1 LIMIT 1").fetchall())
 
 
 def _resolution(table: SourceTable, given: Sequence[float] | None) -> tuple[float, float, float]:
@@ -259,8 +295,20 @@ class Prepared:
     table: SourceTable
     schema: str | None
     target: Target
-    staged: Staged
+    staged: Staged | None  # None: every row was good, and ``kept`` holds them all
+    kept: Kept | None = None  # the checked rows in file order, as a frozen file
     ids_ascending: bool = False  # in file order already: the id-sorted file needs no sort
+
+    @property
+    def rows(self) -> int:
+        return self.kept.rows if self.kept is not None else self.staged.rows  # type: ignore[union-attr]
+
+    def select(self, con: duckdb.DuckDBPyConnection) -> str:
+        """SQL of the rows to write, in file order."""
+        if self.kept is not None:
+            return f"SELECT * FROM read_parquet({_quote(self.kept.file)})"
+        assert self.staged is not None
+        return self.staged.relation(self.target.names)
 
 
 class VersionImporter:
@@ -288,8 +336,13 @@ class VersionImporter:
         aligned_volume: str | None = None,
         image_source: str | None = None,
         segmentation_source: str | None = None,
+        cluster: bool = True,
         progress: Progress | None = None,
     ) -> Version:
+        """Import ``source`` as version ``version`` of ``datastack``. The version answers queries
+        as soon as its id-sorted files are written; with ``cluster``, the copies clustered by root
+        id that make selective queries fast are then built before returning (otherwise a server
+        builds them; queries read the id-sorted files meanwhile)."""
         say = _say(progress)
         source = str(source)
         work = new_folder(self.work_root, f"version-{datastack[:60]}")
@@ -311,11 +364,23 @@ class VersionImporter:
             try:
                 prepared = self._stage_all(con, chosen, schemas or {}, renames or {}, work, say)
                 volume = self._ensure_datastack(datastack, dataset, aligned_volume, image_source, segmentation_source, voxel_resolution, prepared, say)
-                return self._write(con, datastack, number, moment, volume, prepared, voxel_resolution, say)
+                published = self._write(con, datastack, number, moment, volume, prepared, voxel_resolution, say)
             finally:
                 con.close()
+            if cluster:
+                self._cluster(Path(published.location), prepared, say)
+            return published
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    @staticmethod
+    def _cluster(directory: Path, prepared: list[Prepared], say: Progress) -> None:
+        """The copies of each table sorted by each root-id column, which queries for a few
+        neurons read instead of the whole table."""
+        for item in prepared:
+            if item.table.kind == "table" and item.target.layout.root_columns:
+                say(f"clustering {item.table.name} by {', '.join(item.target.layout.root_columns)} for queries by root id")
+                ensure_clustered(directory, f"{item.table.name}.parquet", item.target.layout.root_columns, say)
 
     # -- steps --------------------------------------------------------------------------------------
     @staticmethod
@@ -354,16 +419,30 @@ class VersionImporter:
                 schema = schemas.get(table.name) or table.schema or self._infer(con, table)
                 get_schema(schema)  # NotFound naming the registry's schemas
                 target = Target.table(schema)
-            staged = stage(
-                con, table.inputs, target, work / "staged" / table.name, renames=dict(renames.get(table.name, {})), check_unique=False, direct=True, say=say
-            )
-            ascending = table.kind == "table" and staged.ids_ascending(con)  # ids that ascend are unique
-            if table.kind == "table" and not ascending:
-                check_unique_ids(con, staged)
-            extra = f", {staged.not_valid:,} not valid left out" if staged.not_valid else ""
-            say(f"  {staged.rows:,} rows{extra}")
-            out.append(Prepared(table, schema, target, staged, ascending))
+            out.append(self._checked(con, table, schema, target, dict(renames.get(table.name, {})), work, say))
         return out
+
+    @staticmethod
+    def _checked(
+        con: duckdb.DuckDBPyConnection, table: SourceTable, schema: str | None, target: Target, renames: dict[str, str], work: Path, say: Progress
+    ) -> Prepared:
+        """Every row of one table checked: written once as its frozen file when all are good
+        (the common case), else staged, so bad rows are named and repeated ids found."""
+        kept = write_kept(con, table.inputs, target, work / "kept" / f"{table.name}.parquet", FROZEN_COPY, renames=renames, say=say)
+        if kept is not None:
+            rows = f"SELECT * FROM read_parquet({_quote(kept.file)})"
+            ascending = table.kind == "table" and ids_ascending(con, rows)
+            if table.kind == "view" or ascending or not _repeats_ids(con, rows):
+                say(f"  {kept.rows:,} rows")
+                return Prepared(table, schema, target, None, kept, ascending)
+            kept.file.unlink()  # repeated ids: staged below, where they are named
+        staged = stage(con, table.inputs, target, work / "staged" / table.name, renames=renames, check_unique=False, direct=True, say=say)
+        ascending = table.kind == "table" and staged.ids_ascending(con)  # ids that ascend are unique
+        if table.kind == "table" and not ascending:
+            check_unique_ids(con, staged)
+        extra = f", {staged.not_valid:,} not valid left out" if staged.not_valid else ""
+        say(f"  {staged.rows:,} rows{extra}")
+        return Prepared(table, schema, target, staged, None, ascending)
 
     @staticmethod
     def _infer(con: duckdb.DuckDBPyConnection, table: SourceTable) -> str:
@@ -453,30 +532,26 @@ class VersionImporter:
         say: Progress,
     ) -> None:
         table = item.table
-        names = item.target.names
-        select = item.staged.relation(names)
-        if table.kind == "view":
-            file = f"view.{table.name}.parquet"
-            _copy_sorted(con, select, [], directory / file)  # as the view's query ordered it
+        file = f"view.{table.name}.parquet" if table.kind == "view" else f"{table.name}.parquet"
+        in_order = table.kind == "view" or item.ids_ascending  # a view as its query ordered it
+        if item.kept is not None and in_order:
+            _move(item.kept.file, directory / file)
         else:
-            file = f"{table.name}.parquet"
-            _copy_sorted(con, select, [] if item.ids_ascending else ["id"], directory / file)
-            for root in item.target.layout.root_columns:
-                _copy_sorted(con, select, [root, "id"], directory / clustered_name(file, root))
+            _copy_sorted(con, item.select(con), [] if in_order else ["id"], directory / file)
         self.registry.add_table(
             version.id,
             FrozenTable(
                 kind=table.kind,
                 table_name=table.name,
                 schema=item.schema,
-                row_count=item.staged.rows,
+                row_count=item.rows,
                 file=file,
                 created=datetime.now(timezone.utc),
                 metadata=table_metadata(table, item.schema, aligned_volume, resolution, moment, datastack),
             ),
         )
         self.registry.heartbeat(version.id)
-        say(f"  wrote {table.kind} {table.name}: {item.staged.rows:,} rows")
+        say(f"  wrote {table.kind} {table.name}: {item.rows:,} rows")
 
 
 __all__ = ["VersionImporter", "find_tables"]
