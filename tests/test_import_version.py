@@ -352,8 +352,8 @@ def test_version_package_over_http(server, admin_token, imported, tmp_path):
 
 
 def test_killed_import_leaves_nothing_and_runs_again(server, admin_token, tmp_path):
-    """An import killed while it writes the version's files leaves no version; run again, it
-    finishes with every row once."""
+    """An import killed while it writes the version's files leaves no version; killed while it
+    writes the clustered copies, the version is whole and answers (the copies are built later)."""
     import os
     import signal
     import subprocess
@@ -377,24 +377,47 @@ def test_killed_import_leaves_nothing_and_runs_again(server, admin_token, tmp_pa
     (folder / "synapses_merged_header.csv").write_text("".join(f"{c},{types.get(c, 'bigint')}\n" for c in columns + positions))
     command = [sys.executable, "-m", "opencave", "import", "version", "killed_import", str(folder), "--version", "4",
                "--timestamp", "2024-05-01T00:00:00", "--voxel-resolution", "4", "4", "40", *server.storage_args()]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def kill_when(written) -> None:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 120
+        while not written() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
+        assert process.poll() is None, f"the import ended before it was killed: {process.stdout.read()}"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        forget_caveclient_caches()
+
+    def versions() -> list[int]:
+        if "killed_import" not in server.cli("datastack", "list").stdout:
+            return []  # killed before the datastack was made
+        return CAVEclient("killed_import", server_address=server.url, auth_token=admin_token).materialize.get_versions()
+
+    def complete() -> None:
+        forget_caveclient_caches()
+        copy = CAVEclient("killed_import", server_address=server.url, auth_token=admin_token)
+        frame = copy.materialize.query_table("synapses", materialization_version=4, select_columns=["id"])
+        assert len(frame) == rows and frame["id"].is_unique
+        one = copy.materialize.query_table("synapses", materialization_version=4, filter_equal_dict={"post_pt_root_id": 2003})
+        assert len(one) == len(range(3, rows + 1, 700))
+
+    # killed while the version's file is written (checked as it is read): no version
+    kill_when(lambda: any((server.data_dir / "imports").glob("*/kept/*.partial")))
+    assert versions() == []
+    # killed while the copies clustered by root id are written: the version is there, whole
     version_dir = server.data_dir / "versions" / "killed_import" / "v4"
-    deadline = time.time() + 120
-    while not version_dir.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    assert process.poll() is None, f"the import ended before it was killed: {process.stdout.read()}"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    forget_caveclient_caches()
-    copy = CAVEclient("killed_import", server_address=server.url, auth_token=admin_token)
-    assert copy.materialize.get_versions() == []
-    server.cli("import", "version", "killed_import", str(folder), "--version", "4", "--timestamp", "2024-05-01T00:00:00", "--voxel-resolution", "4", "4", "40")
-    forget_caveclient_caches()
-    copy = CAVEclient("killed_import", server_address=server.url, auth_token=admin_token)
-    assert copy.materialize.get_versions() == [4]
-    frame = copy.materialize.query_table("synapses", materialization_version=4, select_columns=["id"])
-    assert len(frame) == rows and frame["id"].is_unique
-    assert [p.name for p in (server.data_dir / "imports").iterdir()] == [], "the killed import's work folder is gone"
+    kill_when(lambda: any(version_dir.glob("*.partial-*")))
+    assert versions() == [4]
+    complete()
+    assert not (version_dir / "synapses.by_post_pt_root_id.parquet").exists()
+    # which a server builds; run again, the import says the version is there
+    result = server.cli("import", "version", "killed_import", str(folder), "--version", "4", "--timestamp", "2024-05-01T00:00:00", "--voxel-resolution", "4", "4", "40", check=False)
+    assert result.returncode != 0 and "exists already" in result.stderr
+    from opencave.services.materialize.clustering import ensure_clustered
+
+    assert sorted(ensure_clustered(version_dir, "synapses.parquet", ["pre_pt_root_id", "post_pt_root_id"])) == ["post_pt_root_id", "pre_pt_root_id"]
+    complete()
+    assert [p.name for p in (server.data_dir / "imports").iterdir()] == [], "the killed imports' work folders are gone"
 
 
 def test_repeated_ids(server, static_export, tmp_path):

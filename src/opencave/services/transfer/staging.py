@@ -107,11 +107,29 @@ class Target:
         return [name for name, _ in self.columns]
 
 
+# Casts that cannot fail nor give a value that is not finite (whole numbers into wider ones or
+# into floating point; single into double precision keeps its NaN and infinities, checked apart).
+LOSSLESS = {
+    ("SMALLINT", "INTEGER"),
+    ("SMALLINT", "BIGINT"),
+    ("INTEGER", "BIGINT"),
+    ("SMALLINT", "DOUBLE"),
+    ("INTEGER", "DOUBLE"),
+    ("BIGINT", "DOUBLE"),
+    ("SMALLINT", "FLOAT"),
+    ("FLOAT", "DOUBLE"),
+}
+
+
 def _value_checks(target: str, expr: str, source_type: str, to: str, source: str, finite: bool = True) -> tuple[str, list[Check]]:
     """The typed expression of ``expr`` (of DuckDB type ``source_type``) as ``to`` and its checks
     (``finite``: NaN and infinities refused, as annotation values; a view's columns keep them)."""
+    if source_type == to or (source_type, to) in LOSSLESS:
+        # Nothing to check but what a float may hold; a column of its own type is taken as it is.
+        checks = [Check(target, f"NOT isfinite({expr})", "is not a finite number", source)] if finite and source_type in ("DOUBLE", "FLOAT") else []
+        return (expr if source_type == to else f"CAST({expr} AS {to})"), checks
     cast = f"TRY_CAST({expr} AS {to})"
-    checks: list[Check] = []
+    checks = []
     text = source_type == "VARCHAR"
     if to in ("BIGINT", "INTEGER", "SMALLINT"):
         what = "is not an integer" + (" of 32 bits" if to == "INTEGER" else "")
