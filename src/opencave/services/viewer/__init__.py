@@ -1,0 +1,1 @@
+"""Neuroglancer for opencave's datastacks: the states and links that open a datastack's layers."""
