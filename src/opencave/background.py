@@ -14,7 +14,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 log = logging.getLogger("opencave.background")
@@ -23,6 +24,29 @@ DEFAULT_WORKERS = 4
 DEFAULT_QUEUE_SIZE = 2000
 DEFAULT_STOP_TIMEOUT_S = 10.0
 IDLE_POLL_S = 0.2
+
+
+@contextmanager
+def repeating(every_s: float, action: Callable[[], object], name: str) -> Iterator[None]:
+    """Run ``action`` every ``every_s`` seconds on a thread of its own while the block runs: the
+    heartbeats that tell other processes a long piece of work is still alive. A failed run is
+    logged and tried again at the next beat."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                action()
+            except Exception:
+                log.warning("%s failed; tried again in %.0f s", name, every_s, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass

@@ -19,14 +19,13 @@ import logging
 import os
 import secrets
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import duckdb
 
+from opencave.background import repeating
 from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.versions import STALE_AFTER, VersionRegistry, builder_gone, worker_name
 from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS, clustered_name, parquet_source
@@ -63,7 +62,9 @@ def ensure_clustered(
         return []
     built: list[str] = []
     try:
-        with _refreshed(lock):
+        # Touched while held, so that a builder on another host, which cannot check this
+        # process, never takes a live lock for stale.
+        with repeating(STALE_AFTER.total_seconds() / 4, lambda: os.utime(lock), f"clustering-lock-{lock.name}"):
             _remove_leftovers(directory, file, columns)
             missing = [c for c in columns if not (directory / clustered_name(file, c)).exists()]
             if missing:
@@ -163,28 +164,6 @@ def _take_over(lock: Path) -> bool:
         return False
     finally:
         aside.unlink(missing_ok=True)
-
-
-@contextmanager
-def _refreshed(lock: Path) -> Iterator[None]:
-    """Touch ``lock`` every quarter of ``STALE_AFTER`` while the block runs, so that a builder
-    on another host, which cannot check this process, never takes a live lock for stale."""
-    stop = threading.Event()
-
-    def touch() -> None:
-        while not stop.wait(STALE_AFTER.total_seconds() / 4):
-            try:
-                os.utime(lock)
-            except OSError:
-                return
-
-    thread = threading.Thread(target=touch, name=f"clustering-lock-{lock.name}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 # -- healing -------------------------------------------------------------------------------------

@@ -12,13 +12,10 @@ mistaken for the builder) and a random instance id.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
@@ -27,11 +24,11 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from opencave.background import repeating
 from opencave.errors import Conflict, NotFound
 from opencave.storage.sql import reader
 from opencave.storage.tables import mat_version_tables, mat_versions
 
-log = logging.getLogger(__name__)
 AVAILABLE, RUNNING, FAILED, EXPIRED = "AVAILABLE", "RUNNING", "FAILED", "EXPIRED"
 STALE_AFTER = timedelta(minutes=2)  # a RUNNING version without a heartbeat for this long is abandoned
 
@@ -216,26 +213,10 @@ class VersionRegistry:
                 update(mat_versions).where(mat_versions.c.id == version_id).values(heartbeat=datetime.now(timezone.utc))
             )
 
-    @contextmanager
-    def keep_alive(self, version_id: int) -> Iterator[None]:
+    def keep_alive(self, version_id: int) -> AbstractContextManager[None]:
         """Heartbeat every quarter of ``STALE_AFTER`` while the block runs, so that a live
         build is never taken for abandoned from another host, however long one table takes."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(STALE_AFTER.total_seconds() / 4):
-                try:
-                    self.heartbeat(version_id)
-                except Exception:  # a missed beat is retried; the build itself reports failures
-                    log.warning("heartbeat of version id %s failed", version_id, exc_info=True)
-
-        thread = threading.Thread(target=beat, name=f"version-{version_id}-heartbeat", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        return repeating(STALE_AFTER.total_seconds() / 4, lambda: self.heartbeat(version_id), f"version-{version_id}-heartbeat")
 
     def add_table(self, version_id: int, table: FrozenTable) -> None:
         with self.engine.begin() as conn:

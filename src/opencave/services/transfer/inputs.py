@@ -57,9 +57,8 @@ POSTGRES_TYPES = {
 }
 
 
-# Static-export columns that pyarrow's CSV reader parses as the checks expect them (PostgreSQL's
-# text form); the others are read as text and cast by DuckDB.
-ARROW_OF_HEADER = {
+# The Arrow type of each DuckDB type a file's values are read as.
+ARROW_OF_DUCKDB = {
     "BIGINT": pa.int64(),
     "INTEGER": pa.int32(),
     "SMALLINT": pa.int32(),
@@ -67,7 +66,13 @@ ARROW_OF_HEADER = {
     "FLOAT": pa.float32(),
     "BOOLEAN": pa.bool_(),
     "TIMESTAMP": pa.timestamp("us"),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    "DATE": pa.date32(),
+    "VARCHAR": pa.string(),
 }
+# PostgreSQL's text forms of these pyarrow's CSV reader parses as DuckDB does not always (zone
+# offsets like +00, dates): a static export's columns of these types are read as text.
+READ_AS_TEXT = ("TIMESTAMPTZ", "DATE")
 GZIP_MAGIC = b"\x1f\x8b"
 CSV_BLOCK_BYTES = 4 << 20
 
@@ -135,7 +140,7 @@ class InputFile:
         else:
             yield None
             return
-        types = {c.name: ARROW_OF_HEADER.get(c.duckdb_type, pa.string()) for c in self.header}
+        types = {c.name: pa.string() if c.duckdb_type in READ_AS_TEXT else ARROW_OF_DUCKDB[c.duckdb_type] for c in self.header}
         with stream:
             try:
                 reader = pa_csv.open_csv(

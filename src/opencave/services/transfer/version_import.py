@@ -31,6 +31,7 @@ from opencave.services.materialize.clustering import ensure_clustered
 from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry, format_time
 from opencave.services.schemas import get_schema
 from opencave.services.transfer.inputs import (
+    ARROW_OF_DUCKDB,
     InputFile,
     InputProblem,
     Remote,
@@ -60,18 +61,6 @@ from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS
 
 Progress = Callable[[str], None]
 MERGED = "_merged"
-ARROW_OF_DUCKDB = {
-    "BIGINT": pa.int64(),
-    "INTEGER": pa.int32(),
-    "SMALLINT": pa.int32(),
-    "DOUBLE": pa.float64(),
-    "FLOAT": pa.float32(),
-    "BOOLEAN": pa.bool_(),
-    "TIMESTAMP": pa.timestamp("us"),
-    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
-    "DATE": pa.date32(),
-    "VARCHAR": pa.string(),
-}
 
 
 @dataclass
