@@ -1,0 +1,232 @@
+"""The materialize views pages (``/materialize/views/…``, CAVE's paths): datastacks, versions,
+a version's tables and views, a table's rows with filters, Neuroglancer links and downloads.
+
+Thin: declared inputs, the login / terms-of-service / permission gate, a call into
+``services/materialize/pages.py``, a template. A first visit without a session is sent to the
+login page and back; a dataset whose terms the user has not accepted sends them to the terms page
+and back. Failures answer an HTML page with the status and what to fix. Every page only reads.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.background import BackgroundTask
+
+from opencave.errors import Forbidden, OpencaveError, Unauthorized
+from opencave.server.errors import _describe_validation
+from opencave.server.params import Flag
+from opencave.server.routers.materialize import Datastack, TableName
+from opencave.server.routers.materialize import Version as VersionNumber
+from opencave.server.security import authenticate, presented_token, runtime_of
+from opencave.server.web.pages import LOGIN_PATH, TOS_PATH, _render
+from opencave.services.auth import AuthContext
+from opencave.services.materialize import pages
+from opencave.services.materialize.service import VersionTable
+from opencave.services.materialize.versions import format_time
+
+PREFIX = "/materialize/views"
+MAX_PAGE_SIZE = 500
+MAX_PAGE = 10_000_000
+DOWNLOAD_CHUNK = 1 << 20
+NAMESPACE = "datastack"
+
+
+class HtmlErrorRoute(APIRoute):
+    """Answers a page's bad input and refusals (4xx) as an HTML page rather than JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as error:
+                status, _, message = _describe_validation(list(error.errors()))
+                return _error_page(request, status, message)
+            except OpencaveError as error:
+                if error.status >= 500:
+                    raise
+                return _error_page(request, error.status, error.message)
+
+        return answer
+
+
+router = APIRouter(prefix=PREFIX, tags=["materialize views"], route_class=HtmlErrorRoute, include_in_schema=False)
+
+TITLES = {400: "Bad request", 422: "Bad request", 401: "Not logged in", 403: "Access denied", 404: "Not found"}
+
+
+def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    return _render(request, "views/error.html", status=status, identity=None, title=TITLES.get(status, "Request refused"), message=message)
+
+
+# -- the gate: session, terms of service, permission -----------------------------------------------
+def _here(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def _caller(request: Request) -> AuthContext | None:
+    """The caller's context from a header, query or cookie token; None when there is none usable."""
+    if not runtime_of(request).settings.auth_enabled:
+        return authenticate(request, None)
+    token = presented_token(request)
+    if token is None:
+        return None
+    try:
+        return authenticate(request, token)
+    except Unauthorized:
+        return None  # a stale session cookie: log in again
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"{LOGIN_PATH}?next={quote(_here(request), safe='')}", status_code=302)
+
+
+def _gate(request: Request, datastack: str | None) -> AuthContext | Response:
+    """The caller allowed to view ``datastack``, or where to send them: the login page, the terms
+    page of the dataset, or a 403 page."""
+    context = _caller(request)
+    if context is None:
+        return _to_login(request)
+    if datastack is None:
+        return context
+    try:
+        runtime_of(request).identities.require(context, "view", NAMESPACE, datastack)
+    except Forbidden as refused:
+        if refused.code == "missing_tos" and refused.data:
+            target = TOS_PATH.format(tos_id=refused.data["tos_id"]) + "?" + urlencode({"redirect": _here(request)})
+            return RedirectResponse(target, status_code=302)
+        raise
+    return context
+
+
+# -- pages ---------------------------------------------------------------------------------------
+@router.get("/", response_class=HTMLResponse)
+@router.get("/index", response_class=HTMLResponse)
+def index(request: Request) -> Response:
+    """The datastacks the caller may view (those under terms not yet accepted included)."""
+    gate = _gate(request, None)
+    if isinstance(gate, Response):
+        return gate
+    runtime = runtime_of(request)
+    visible = []
+    for name in runtime.info.datastack_names():
+        dataset = runtime.identities.dataset_of(NAMESPACE, name, gate.generations)
+        if dataset is not None and gate.identity.has("view", dataset, ignore_tos=True):
+            info = runtime.info.cached_datastack_info(name, runtime.settings.server_url, gate.generations)
+            visible.append({"name": name, "description": info.get("description") or info["aligned_volume"].get("description") or ""})
+    return _render(request, "views/datastacks.html", identity=gate.identity, datastacks=visible)
+
+
+@router.get("/datastack/{datastack}", response_class=HTMLResponse)
+def datastack_page(
+    request: Request, datastack: Datastack, show_all: Annotated[Flag, Query(alias="all", description="list expired versions too")] = False
+) -> Response:
+    gate = _gate(request, datastack)
+    if isinstance(gate, Response):
+        return gate
+    versions = pages.versions(runtime_of(request).materialize, datastack, show_all)
+    return _render(
+        request, "views/datastack.html", identity=gate.identity, datastack=datastack, versions=versions, show_all=show_all, format_time=format_time
+    )
+
+
+@router.get("/datastack/{datastack}/version/{version}", response_class=HTMLResponse)
+def version_page(request: Request, datastack: Datastack, version: VersionNumber) -> Response:
+    gate = _gate(request, datastack)
+    if isinstance(gate, Response):
+        return gate
+    contents = pages.version_contents(runtime_of(request).materialize, datastack, version)
+    return _render(request, "views/version.html", identity=gate.identity, datastack=datastack, contents=contents, format_time=format_time)
+
+
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="page of rows, from 1")]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"rows per page (at most {MAX_PAGE_SIZE})")]
+
+
+def _table(request: Request, datastack: str, version: int, table: str) -> tuple[VersionTable, list, dict[str, str]]:
+    found = runtime_of(request).materialize.frozen_table(datastack, version, table)
+    filters, given = pages.parse_filters(found, request.query_params)
+    return found, filters, given
+
+
+@router.get("/datastack/{datastack}/version/{version}/table/{table}", response_class=HTMLResponse)
+def table_page(request: Request, datastack: Datastack, version: VersionNumber, table: TableName, page: Page = 1, page_size: PageSize = 50) -> Response:
+    """A page of the table's rows in id order, filtered by ``f.<column>`` parameters."""
+    gate = _gate(request, datastack)
+    if isinstance(gate, Response):
+        return gate
+    found, filters, given = _table(request, datastack, version, table)
+    rows = pages.rows_page(runtime_of(request).materialize, found, filters, page, page_size)
+    filter_query = {pages.FILTER_PREFIX + c: v for c, v in given.items()}
+    base = f"{PREFIX}/datastack/{quote(datastack, safe='')}/version/{version}/table/{quote(table, safe='')}"
+    return _render(
+        request,
+        "views/table.html",
+        identity=gate.identity,
+        datastack=datastack,
+        found=found,
+        rows=rows,
+        columns=rows.table.column_names,
+        records=rows.table.to_pylist(),
+        filterable=[name for name, _ in pages.filterable_columns(found)],
+        given=given,
+        base=base,
+        page_url=lambda n: base + "?" + urlencode({**filter_query, "page": n, "page_size": page_size}),
+        download_query=urlencode(filter_query),
+        page_sizes=(25, 50, 100, 250, MAX_PAGE_SIZE),
+        links=None,
+    )
+
+
+def _download_name(datastack: str, version: int, table: str, suffix: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{datastack}_v{version}_{table}")
+    return f"{safe}.{suffix}"
+
+
+@router.get("/datastack/{datastack}/version/{version}/table/{table}/download.csv")
+def download_csv(request: Request, datastack: Datastack, version: VersionNumber, table: TableName) -> Response:
+    """Every row matching the ``f.<column>`` filters as CSV, streamed."""
+    gate = _gate(request, datastack)
+    if isinstance(gate, Response):
+        return gate
+    found, filters, _ = _table(request, datastack, version, table)
+    schema, batches = pages.all_rows(runtime_of(request).materialize, found, filters)
+    name = _download_name(datastack, version, table, "csv")
+    return StreamingResponse(
+        pages.csv_chunks(schema, batches), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+@router.get("/datastack/{datastack}/version/{version}/table/{table}/download.parquet")
+def download_parquet(request: Request, datastack: Datastack, version: VersionNumber, table: TableName) -> Response:
+    """Every row matching the ``f.<column>`` filters as one Parquet file (spooled to disk when large)."""
+    gate = _gate(request, datastack)
+    if isinstance(gate, Response):
+        return gate
+    found, filters, _ = _table(request, datastack, version, table)
+    schema, batches = pages.all_rows(runtime_of(request).materialize, found, filters)
+    spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
+    pages.write_parquet(schema, batches, spool)
+    size = spool.tell()
+    spool.seek(0)
+
+    def chunks():
+        while chunk := spool.read(DOWNLOAD_CHUNK):
+            yield chunk
+
+    name = _download_name(datastack, version, table, "parquet")
+    return StreamingResponse(
+        chunks(),
+        media_type="application/vnd.apache.parquet",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(size)},
+        background=BackgroundTask(spool.close),
+    )
