@@ -11,7 +11,8 @@ dataset asks for terms of service and whose one table holds the hostile strings.
 from __future__ import annotations
 
 import io
-from urllib.parse import quote
+import json
+from urllib.parse import quote, unquote
 
 import lxml.html
 import pandas as pd
@@ -170,6 +171,24 @@ def test_table_page_rows_equal_a_client_query(server, admin, client):
     wanted = str(types["cell_type"].iloc[0])
     page = _page(admin, server, f"/datastack/{DS}/version/2/table/cell_types", **{"f.cell_type": wanted})
     assert sorted(_rows(page.text)["id"].astype(int)) == sorted(types.loc[types["cell_type"] == wanted, "id"])
+
+
+def test_each_row_links_to_neuroglancer_on_its_roots(server, admin, client):
+    info = client.info.get_datastack_info()
+    meta = client.materialize.get_table_metadata("synapses")
+    page = _page(admin, server, f"/datastack/{DS}/version/1/table/synapses", page_size=5)
+    shown = _rows(page.text)
+    links = lxml.html.fromstring(page.text).xpath('//table[@id="rows"]//a[@class="ng-link"]/@href')
+    assert len(links) == len(shown) == 5
+    viewer = [info[f"viewer_resolution_{axis}"] for axis in "xyz"]
+    for link, (_, row) in zip(links, shown.iterrows()):
+        site, _, fragment = link.partition("/#!")
+        assert site == info["viewer_site"].rstrip("/")
+        state = json.loads(unquote(fragment))
+        segmentation = next(layer for layer in state["layers"] if layer["type"] == "segmentation")
+        assert segmentation["segments"] == [row["pre_pt_root_id"], row["post_pt_root_id"]]
+        first = [float(row[f"pre_pt_position_{axis}"]) * t / v for axis, t, v in zip("xyz", meta["voxel_resolution"], viewer)]
+        assert state["position"] == pytest.approx(first)
 
 
 @pytest.mark.parametrize("filtered", [False, True])

@@ -165,7 +165,10 @@ def table_page(request: Request, datastack: Datastack, version: VersionNumber, t
     if isinstance(gate, Response):
         return gate
     found, filters, given = _table(request, datastack, version, table)
-    rows = pages.rows_page(runtime_of(request).materialize, found, filters, page, page_size)
+    runtime = runtime_of(request)
+    rows = pages.rows_page(runtime.materialize, found, filters, page, page_size)
+    info = runtime.info.cached_datastack_info(datastack, runtime.settings.server_url, gate.generations)
+    records = rows.table.to_pylist()
     filter_query = {pages.FILTER_PREFIX + c: v for c, v in given.items()}
     base = f"{PREFIX}/datastack/{quote(datastack, safe='')}/version/{version}/table/{quote(table, safe='')}"
     return _render(
@@ -176,14 +179,14 @@ def table_page(request: Request, datastack: Datastack, version: VersionNumber, t
         found=found,
         rows=rows,
         columns=rows.table.column_names,
-        records=rows.table.to_pylist(),
+        records=records,
         filterable=[name for name, _ in pages.filterable_columns(found)],
         given=given,
         base=base,
         page_url=lambda n: base + "?" + urlencode({**filter_query, "page": n, "page_size": page_size}),
         download_query=urlencode(filter_query),
         page_sizes=(25, 50, 100, 250, MAX_PAGE_SIZE),
-        links=None,
+        links=pages.row_links(info, found, records),
     )
 
 

@@ -21,6 +21,7 @@ from opencave.services.materialize.answers import Answer
 from opencave.services.materialize.requests import QueryOptions
 from opencave.services.materialize.service import MaterializeService, VersionTable
 from opencave.services.materialize.versions import FrozenTable, Version
+from opencave.services.viewer.links import neuroglancer_state, neuroglancer_url
 from opencave.wire.materialize_query import Filter, Paging, TableQuery
 
 FILTER_PREFIX = "f."  # a filter on column C is the query parameter ``f.C``
@@ -144,6 +145,28 @@ def all_rows(service: MaterializeService, found: VersionTable, filters: list[Fil
     """Every filtered row (up to the server's row cap), streamed as Arrow batches for a download."""
     answer = _answer(service, found, filters, Paging())
     return answer.schema, answer.batches
+
+
+def row_links(datastack_info: dict, found: VersionTable, records: list[dict[str, Any]]) -> list[str] | None:
+    """Each row's Neuroglancer link: the datastack's viewer with the row's root ids (every
+    ``*_root_id`` column) selected and its positions marked, centred on the first; None when the
+    datastack names no web viewer. Rows hold positions in the table's voxels (``rows_page``)."""
+    site = datastack_info.get("viewer_site") or ""
+    if not site.startswith(("http://", "https://")):
+        return None
+    layout = found.source.layout
+    columns = list(records[0]) if records else []
+    roots = [c for c in columns if c.endswith("_root_id")]
+    points = [[f"{p}_{axis}" for axis in "xyz"] for p in layout.positions if all(f"{p}_{axis}" in columns for axis in "xyz")]
+    links = []
+    for record in records:
+        ids = [record[c] for c in roots if record[c]]
+        where = [[record[c] for c in point] for point in points if all(record[c] is not None for c in point)]
+        state = neuroglancer_state(
+            datastack_info, root_ids=ids, points=where, point_resolution=found.source.voxel_resolution, version=found.version.version
+        )
+        links.append(neuroglancer_url(site, state))
+    return links
 
 
 def csv_chunks(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
