@@ -147,13 +147,18 @@ def test_bodies_without_content_type_and_with_get(http, ids):
 
 def test_volume_files_are_read_only(http):
     for method in ("PUT", "POST", "DELETE", "PATCH"):
-        for path in (f"/volumes/{TABLE}/ws/info", f"/volumes/{TABLE}/ws/graphene_meshes/1:0:0-1_0-1_0-1", f"/volumes/{TABLE}/access/u1-{'0' * 32}/ws/info"):
+        for path in (
+            f"/volumes/{TABLE}/ws/info",
+            f"/volumes/{TABLE}/ws/graphene_meshes/1:0:0-1_0-1_0-1",
+            f"/volumes/{TABLE}/access/u1-{'0' * 32}/ws/info",
+            f"/volumes/{TABLE}/image/info",
+            f"/volumes/{TABLE}/access/u1-{'0' * 32}/image/8_8_40/0-128_0-128_0-16",
+        ):
             response = http(method, path)
             _error(response, 405, "method_not_allowed", method)
             assert response.headers["allow"] == "GET, HEAD"
     head = http("HEAD", f"/volumes/{TABLE}/ws/info")
     assert head.status_code == 200 and head.headers["content-type"] == "application/json"
-    _error(http("PUT", f"/volumes/{TABLE}/image/info"), 501, "service_not_available")
 
 
 def test_openapi_declares_every_input(server):

@@ -1,6 +1,7 @@
 """Builds a synthetic world and turns it into a proofread chunkedgraph: ingest, then the
 world's proofreading history replayed as real edits at their historical timestamps, then the
-L2 cache filled. Each step is idempotent, so an interrupted start is completed by the next.
+L2 cache filled and the world's EM image rendered. Each step is idempotent, so an interrupted
+start is completed by the next.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from opencave.services.chunkedgraph import edits
 from opencave.services.chunkedgraph.index import GraphIndex
 from opencave.services.chunkedgraph.service import GraphHandle, GraphService
+from opencave.services.imagery import image_volume
 from opencave.services.l2cache.cache import L2Cache
 
 
@@ -33,7 +35,7 @@ def _posix(text: str) -> float:
 def build_world_graph(
     graphs: GraphService, l2cache: L2Cache, table_id: str, world_dir: Path, size: str, seed: int, progress: bool = True
 ) -> GraphHandle:
-    """World files → stored graph with its history and L2 attributes (skips finished steps)."""
+    """World files → stored graph with its history, L2 attributes and EM image (skips finished steps)."""
     from opencave.demo.world import build_world, load_world
 
     if not (world_dir / "world.json").exists():
@@ -60,6 +62,7 @@ def build_world_graph(
         if progress:
             _say(f"computing L2 cache attributes of {missing.size:,} L2 nodes")
         l2cache.compute(handle, missing)
+    image_volume(world_dir, progress=_say if progress else None)
     return handle
 
 

@@ -3,6 +3,9 @@ format, so cloud-volume and Neuroglancer read it over HTTP. The same files are u
 ``/volumes/{table_id}/access/{key}/ws/…``, the ``data_dir`` the graph's info gives: the key
 stands for the token there (see ``opencave.services.auth.volume_keys``).
 
+The graph's EM image (``/volumes/{table_id}/image/…``, a demo datastack's ``image_source``) is
+served the same way and under the same rules: JPEG chunks, built from the world on first use.
+
 Files are stored gzip-compressed and sent as they are with ``Content-Encoding: gzip``. Besides
 the usual token forms, HTTP Basic authentication with the token as password is accepted, which
 is how cloud-volume authenticates to plain HTTP(S) sources.
@@ -25,6 +28,7 @@ from opencave.server.routers.chunkedgraph import NAMESPACE
 from opencave.server.security import authenticate, presented_token, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.services.auth.volume_keys import user_of_volume_key, volume_key
+from opencave.services.imagery import ImageVolume, image_volume
 from opencave.services.segmentation.volume import WatershedVolume
 
 router = APIRouter(tags=["volumes"])
@@ -109,8 +113,37 @@ async def watershed_file(table_id: VolumeTable, path: FilePath, request: Request
     return await _watershed_file(request, table_id, path, None)
 
 
+async def _image_file(request: Request, table_id: str, path: str, key: str | None) -> Response:
+    if not ImageVolume.can_exist(path):
+        raise NotFound(f"No image file {path!r} in {table_id}; chunks are named like 8_8_40/0-128_0-128_0-16.", code="no_such_file")
+    runtime = runtime_of(request)
+    require_volume_access(request, table_id, key)
+    handle = await run_in_threadpool(runtime.graphs.graph, table_id)
+    volume = await run_in_threadpool(image_volume, handle.world_dir)
+    data = await run_in_threadpool(volume.raw_file, path)
+    if data is None:
+        raise NotFound(f"No image file {path!r} in {table_id}; the scales and chunk names are in its info.", code="no_such_file")
+    return Response(data, media_type="application/json" if path == "info" else "image/jpeg")
+
+
+@router.api_route("/volumes/{table_id}/access/{key}/image/{path:path}", include_in_schema=False, methods=READ_METHODS)
+async def keyed_image_file(table_id: VolumeTable, key: VolumeKey, path: FilePath, request: Request) -> Response:
+    """An EM image file, the access key standing for the token."""
+    return await _image_file(request, table_id, path, key)
+
+
+@router.head("/volumes/{table_id}/image/{path:path}", include_in_schema=False)
+@router.get("/volumes/{table_id}/image/{path:path}", responses=media_answers("application/json", "image/jpeg"))
+async def image_file(table_id: VolumeTable, path: FilePath, request: Request) -> Response:
+    """An EM image file (a JPEG chunk or the JSON info), made from the graph's world on first use;
+    a token, or HTTP Basic with the token as password."""
+    return await _image_file(request, table_id, path, None)
+
+
 @router.api_route("/volumes/{table_id}/access/{key}/ws/{path:path}", methods=WRITE_METHODS, include_in_schema=False)
 @router.api_route("/volumes/{table_id}/ws/{path:path}", methods=WRITE_METHODS, include_in_schema=False)
+@router.api_route("/volumes/{table_id}/access/{key}/image/{path:path}", methods=WRITE_METHODS, include_in_schema=False)
+@router.api_route("/volumes/{table_id}/image/{path:path}", methods=WRITE_METHODS, include_in_schema=False)
 def read_only(request: Request) -> None:
     """Volume files are read-only: other methods answer 405 naming the allowed ones (rather than
     falling through to the 501 of the volume service this server does not provide)."""
