@@ -15,7 +15,7 @@ from opencave.server.errors import install_error_handlers
 from opencave.server.faults import FaultMiddleware
 from opencave.server.limits import BodyLimitMiddleware
 from opencave.server.routers import annotation, auth_api, chunkedgraph, info, l2cache, materialize, meshing, nglstate, pending, schema, skeleton, volumes
-from opencave.server.web import mat_views, pages
+from opencave.server.web import browser, mat_views, pages
 
 # Endpoints of these services take small JSON bodies at most.
 SMALL_BODY_PREFIXES = {"/auth": 64 * 1024, "/sticky_auth": 64 * 1024, "/info": 64 * 1024, "/schema": 64 * 1024}
@@ -42,7 +42,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (auth_api.router, info.router, schema.router, chunkedgraph.router, l2cache.router, annotation.router, materialize.router, meshing.router, volumes.router, nglstate.router, skeleton.router, pages.router, pending.router):
+    for router in (auth_api.router, info.router, schema.router, chunkedgraph.router, l2cache.router, annotation.router, materialize.router, meshing.router, volumes.router, nglstate.router, skeleton.router, pages.router, browser.router, pending.router):
         app.include_router(router)
     app.include_router(mat_views.router)
 

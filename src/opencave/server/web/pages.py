@@ -113,13 +113,6 @@ def _wants_html(request: Request) -> bool:
 
 
 # -- pages -------------------------------------------------------------------------------------
-@router.get("/", response_class=HTMLResponse)
-def home(request: Request) -> HTMLResponse:
-    runtime = runtime_of(request)
-    identity = _browser_identity(request)
-    return _render(request, "index.html", identity=identity, datastacks=runtime.info.datastack_names())
-
-
 @router.get(LOGIN_PATH, response_class=HTMLResponse)
 def login_page(request: Request, next: Annotated[UrlText | None, Query(description="where to go after logging in")] = None) -> HTMLResponse:
     return _render(request, "login.html", next=_safe_next(request, next), error=None)
