@@ -201,6 +201,14 @@ def test_permissions(server, admin_token, busy_root):
     assert _get(server, f"/browse/{name}", admin_token).status_code == 200
     assert _get(server, "/browse/no_such_stack", admin_token).status_code == 404
 
+    # under terms of service: listed on /, and the page leads to the terms first, then back
+    server.cli("permission", "grant", "default", name, "view")
+    server.cli("tos", "add", f"Terms of {name}", "--text", "Be kind.", "--dataset", name)
+    assert f'href="/browse/{name}"' in _get(server, "/", outsider).text
+    sent = _get(server, f"/browse/{name}", outsider, version="")
+    assert sent.status_code == 303, sent.text
+    assert re.fullmatch(r"/sticky_auth/api/v1/tos/\d+/accept\?redirect=%2Fbrowse%2F" + name + r"%3Fversion%3D", sent.headers["location"])
+
 
 def _register_datastack(server, name: str) -> None:
     """A datastack over the demo's volume in dataset ``name``, as an operator registers one."""

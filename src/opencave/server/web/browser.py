@@ -2,8 +2,9 @@
 
 Thin: declared, bounded query strings; the page contents come from ``services.browse``. Pages
 are for people, so they answer HTML even when something is wrong: a visitor without a session is
-sent to the login page, one without view permission on the datastack gets a 403 page, and bad
-input a 4xx page that says what to fix. Every value reaches the page through Jinja2's
+sent to the login page, one who has not accepted the dataset's terms of service to the terms page
+(and back), one without view permission on the datastack gets a 403 page, and bad input a 4xx
+page that says what to fix. Every value reaches the page through Jinja2's
 autoescaping. Nothing here changes state.
 """
 
@@ -18,12 +19,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from opencave.errors import BadRequest, Forbidden, NotFound, OpencaveError, Unauthorized
 from opencave.server.params import Name, text
 from opencave.server.security import authenticate, presented_token, runtime_of
-from opencave.server.web.pages import _render, _to_login
+from opencave.server.web.mat_views import HtmlErrorRoute
+from opencave.server.web.pages import TOS_PATH, _render, _to_login
 from opencave.services.auth import AuthContext
 from opencave.services.browse import BrowseService, Moment
 from opencave.services.browse.service import SEARCH_KINDS
 
-router = APIRouter(tags=["data browser"])
+# pages for people, not API operations: out of the OpenAPI document, bad input answered as a page
+router = APIRouter(tags=["data browser"], route_class=HtmlErrorRoute, include_in_schema=False)
 NAMESPACE = "datastack"
 PREFIX = "/browse/{datastack}"
 VersionText = Annotated[text(12) | None, Query(description="a materialization version (default: the newest)")]
@@ -79,6 +82,11 @@ def _page(request: Request, datastack: str | None, make) -> Response:
         if datastack is not None:
             runtime_of(request).identities.require(context, "view", NAMESPACE, datastack)
         return make(context)
+    except Forbidden as error:
+        if error.code == "missing_tos" and error.data:  # the terms page, then back here
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(_href(TOS_PATH.format(tos_id=error.data["tos_id"]), redirect=here), status_code=303)
+        return _error_page(request, context, error)
     except OpencaveError as error:
         return _error_page(request, context, error)
 
@@ -98,7 +106,10 @@ def _visible_datastacks(request: Request, context: AuthContext) -> list[dict]:
     for name in runtime.info.datastack_names():
         try:
             runtime.identities.require(context, "view", NAMESPACE, name)
-        except (Forbidden, NotFound):
+        except Forbidden as refused:
+            if refused.code != "missing_tos":  # listed: its page leads to the terms first
+                continue
+        except NotFound:
             continue
         record = runtime.info.datastack_info(name, runtime.settings.server_url)
         out.append({"name": name, "description": record.get("description") or ""})
