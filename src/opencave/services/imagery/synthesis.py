@@ -21,8 +21,6 @@ from scipy import ndimage
 
 NEUROPIL_CELL = 22  # x/y voxels between the seeds of unlabelled neuropil profiles
 NEUROPIL_FLAG = np.uint64(0xFF << 56)  # object ids of neuropil profiles (no supervoxel has this layer)
-Z_HALO = 2  # slices of context above and below a slab for the texture's z smoothing
-XY_WEIGHT = 1000.0  # z sampling of the Voronoi: nearest seed is always in the voxel's own section
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
@@ -65,34 +63,36 @@ class Nucleus:
 
 def neuropil(lo: tuple[int, int, int], shape: tuple[int, int, int], seed: int) -> np.ndarray:
     """Object ids of unlabelled neuropil profiles in the box: each voxel takes the nearest seed in
-    its own section; seeds sit one per lattice cell, jittered, drifting smoothly through z."""
+    its own section among the 3 × 3 lattice cells around it; seeds sit one per lattice cell,
+    jittered, drifting smoothly through z (always within their own cell)."""
+    cell = NEUROPIL_CELL
     x0, y0, z0 = lo
     nx, ny, nz = shape
-    margin = 2 * NEUROPIL_CELL  # seeds this far outside still claim voxels inside the box
-    i = np.arange((x0 - margin) // NEUROPIL_CELL, (x0 + nx + margin) // NEUROPIL_CELL + 1)[:, None, None]
-    j = np.arange((y0 - margin) // NEUROPIL_CELL, (y0 + ny + margin) // NEUROPIL_CELL + 1)[None, :, None]
-    z = np.arange(z0, z0 + nz)[None, None, :]
-    centre = NEUROPIL_CELL / 2
-    phase = 2 * np.pi * hash_uniform(seed, 1, i, j)
-    period = 12 + 24 * hash_uniform(seed, 2, i, j)
-    angle = 2 * np.pi * z / period + phase
-    sx = i * NEUROPIL_CELL + centre + NEUROPIL_CELL * (0.5 * hash_uniform(seed, 3, i, j) - 0.25 + 0.2 * np.sin(angle))
-    sy = j * NEUROPIL_CELL + centre + NEUROPIL_CELL * (0.5 * hash_uniform(seed, 4, i, j) - 0.25 + 0.2 * np.cos(angle))
-    px = np.rint(sx).astype(np.int64) - (x0 - margin)
-    py = np.rint(sy).astype(np.int64) - (y0 - margin)
-    pz = np.broadcast_to(np.arange(nz), px.shape)
-    ids = NEUROPIL_FLAG | (np.broadcast_to(i, px.shape).astype(np.uint64) + np.uint64(1 << 23)) << np.uint64(24) | (
-        np.broadcast_to(j, px.shape).astype(np.uint64) + np.uint64(1 << 23)
+    i0, j0 = x0 // cell - 1, y0 // cell - 1
+    i = np.arange(i0, (x0 + nx - 1) // cell + 2)[:, None, None]
+    j = np.arange(j0, (y0 + ny - 1) // cell + 2)[None, :, None]
+    angle = 2 * np.pi * np.arange(z0, z0 + nz)[None, None, :] / (12 + 24 * hash_uniform(seed, 2, i, j))
+    angle = angle + 2 * np.pi * hash_uniform(seed, 1, i, j)
+    seed_x = (i + 0.5 + 0.5 * hash_uniform(seed, 3, i, j) - 0.25 + 0.2 * np.sin(angle)) * cell
+    seed_y = (j + 0.5 + 0.5 * hash_uniform(seed, 4, i, j) - 0.25 + 0.2 * np.cos(angle)) * cell
+    seed_x, seed_y = seed_x.astype(np.float32), seed_y.astype(np.float32)
+    x = np.arange(x0, x0 + nx)
+    y = np.arange(y0, y0 + ny)
+    ci, cj = x // cell - i0, y // cell - j0
+    fx, fy = x.astype(np.float32)[:, None, None], y.astype(np.float32)[None, :, None]
+    distance = np.stack(
+        [
+            (fx - seed_x.take(ci + di, axis=0).take(cj + dj, axis=1)) ** 2
+            + (fy - seed_y.take(ci + di, axis=0).take(cj + dj, axis=1)) ** 2
+            for di in (-1, 0, 1)
+            for dj in (-1, 0, 1)
+        ]
     )
-    wide = (nx + 2 * margin, ny + 2 * margin, nz)
-    inside = (px >= 0) & (px < wide[0]) & (py >= 0) & (py < wide[1])
-    seeds = np.zeros(wide, dtype=np.uint64)
-    seeds[px[inside], py[inside], pz[inside]] = ids[inside]
-    nearest = ndimage.distance_transform_edt(
-        seeds == 0, sampling=(1.0, 1.0, XY_WEIGHT), return_distances=False, return_indices=True
-    )
-    sel = nearest[:, margin : margin + nx, margin : margin + ny, :]
-    return seeds[sel[0], sel[1], sel[2]]
+    nearest = distance.argmin(axis=0)
+    best_i = (ci + i0)[:, None, None] + nearest // 3 - 1
+    best_j = (cj + j0)[None, :, None] + nearest % 3 - 1
+    offset = np.int64(1 << 23)
+    return NEUROPIL_FLAG | ((best_i + offset).astype(np.uint64) << np.uint64(24)) | (best_j + offset).astype(np.uint64)
 
 
 def _membranes(objects: np.ndarray) -> np.ndarray:
