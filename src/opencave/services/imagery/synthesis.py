@@ -36,11 +36,14 @@ def _mix(values: np.ndarray) -> np.ndarray:
 
 
 def hash_uniform(seed: int, stream: int, *keys: np.ndarray) -> np.ndarray:
-    """Uniform [0, 1) float32 values determined by (seed, stream, keys...), broadcast over keys."""
-    h = np.uint64((seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF)
-    out = np.full(np.broadcast_shapes(*(np.shape(k) for k in keys)), h, dtype=np.uint64)
+    """Uniform [0, 1) float32 values determined by (seed, stream, keys...), broadcast over keys.
+
+    Keys are mixed in one at a time, so with open grids only the last mix is full-size."""
+    out = np.asarray((seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
     for key in keys:
-        out = _mix(out ^ np.asarray(key).astype(np.int64).astype(np.uint64))
+        key = np.asarray(key)
+        bits = key.astype(np.uint64) if key.dtype == np.uint64 else key.astype(np.int64).astype(np.uint64)
+        out = _mix(out ^ bits)
     return ((out >> np.uint64(40)).astype(np.float32)) / np.float32(1 << 24)
 
 
