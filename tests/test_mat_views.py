@@ -216,6 +216,21 @@ def test_downloads_equal_query_table(server, admin, client, filtered):
         pd.testing.assert_frame_equal(got, expected, check_dtype=False)
 
 
+def test_view_page_and_download_equal_query_view(server, admin, client):
+    view = sorted(client.materialize.get_views(version=2))[0]
+    expected = client.materialize.query_view(view, materialization_version=2, split_positions=True)
+    key = list(expected.columns)[:2]
+    expected = expected.sort_values(key).reset_index(drop=True)
+    page = _page(admin, server, f"/datastack/{DS}/version/2/view/{view}", page_size=500)
+    assert page.status_code == 200 and f"{len(expected):,} matching rows" in page.text
+    shown = _rows(page.text)
+    assert sorted(map(int, shown[key[0]])) == sorted(expected[key[0]].head(500))
+    csv = admin.get(f"{server.url}{VIEWS}/datastack/{DS}/version/2/view/{view}/download.csv")
+    got = pd.read_csv(io.BytesIO(csv.content)).sort_values(key).reset_index(drop=True)
+    as_values = lambda frame: frame.astype(object).where(frame.notna(), None)  # noqa: E731 - CSV reads nulls as NaN
+    pd.testing.assert_frame_equal(as_values(got), as_values(expected), check_dtype=False)
+
+
 # -- who may see what ------------------------------------------------------------------------------
 PAGES = [
     "/",
@@ -269,6 +284,8 @@ def test_bad_input_answers_a_page(server, admin):
         ("/datastack/no_such_stack", 404, "no_such_stack"),
         (f"/datastack/{DS}/version/abc", 400, "must be an integer"),
         (f"/datastack/{DS}?all=perhaps", 400, "all"),
+        (f"/datastack/{DS}/version/1/table/no_such_view".replace("table", "view"), 404, "no_such_view"),
+        (f"/datastack/{DS}/version/1/tables/synapses", 422, "kind"),
     ]
     for path, status, words in cases:
         response = _page(admin, server, path)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
@@ -22,8 +23,8 @@ from starlette.background import BackgroundTask
 
 from opencave.errors import Forbidden, OpencaveError, Unauthorized
 from opencave.server.errors import _describe_validation
-from opencave.server.params import Flag
-from opencave.server.routers.materialize import Datastack, TableName
+from opencave.server.params import Flag, Name
+from opencave.server.routers.materialize import Datastack
 from opencave.server.routers.materialize import Version as VersionNumber
 from opencave.server.security import authenticate, presented_token, runtime_of
 from opencave.server.web.pages import LOGIN_PATH, TOS_PATH, _render
@@ -152,35 +153,42 @@ Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="page of rows, from 1
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"rows per page (at most {MAX_PAGE_SIZE})")]
 
 
-def _table(request: Request, datastack: str, version: int, table: str) -> tuple[VersionTable, list, dict[str, str]]:
-    found = runtime_of(request).materialize.frozen_table(datastack, version, table)
+Kind = Annotated[Literal["table", "view"], FastPath(description="a frozen table, or a view of the version")]
+NameOf = Annotated[Name, FastPath(description="the table's or view's name")]
+
+
+def _frozen(request: Request, datastack: str, version: int, kind: str, name: str) -> tuple[VersionTable, list, dict[str, str]]:
+    found = runtime_of(request).materialize.frozen_table(datastack, version, name, kind=kind)
     filters, given = pages.parse_filters(found, request.query_params)
     return found, filters, given
 
 
-@router.get("/datastack/{datastack}/version/{version}/table/{table}", response_class=HTMLResponse)
-def table_page(request: Request, datastack: Datastack, version: VersionNumber, table: TableName, page: Page = 1, page_size: PageSize = 50) -> Response:
-    """A page of the table's rows in id order, filtered by ``f.<column>`` parameters."""
+@router.get("/datastack/{datastack}/version/{version}/{kind}/{name}", response_class=HTMLResponse)
+def rows_page(
+    request: Request, datastack: Datastack, version: VersionNumber, kind: Kind, name: NameOf, page: Page = 1, page_size: PageSize = 50
+) -> Response:
+    """A page of a table's or view's rows (tables in id order), filtered by ``f.<column>`` parameters."""
     gate = _gate(request, datastack)
     if isinstance(gate, Response):
         return gate
-    found, filters, given = _table(request, datastack, version, table)
+    found, filters, given = _frozen(request, datastack, version, kind, name)
     runtime = runtime_of(request)
     rows = pages.rows_page(runtime.materialize, found, filters, page, page_size)
     info = runtime.info.cached_datastack_info(datastack, runtime.settings.server_url, gate.generations)
     records = rows.table.to_pylist()
     filter_query = {pages.FILTER_PREFIX + c: v for c, v in given.items()}
-    base = f"{PREFIX}/datastack/{quote(datastack, safe='')}/version/{version}/table/{quote(table, safe='')}"
+    base = f"{PREFIX}/datastack/{quote(datastack, safe='')}/version/{version}/{kind}/{quote(name, safe='')}"
     return _render(
         request,
         "views/table.html",
         identity=gate.identity,
         datastack=datastack,
+        kind=kind,
         found=found,
         rows=rows,
         columns=rows.table.column_names,
         records=records,
-        filterable=[name for name, _ in pages.filterable_columns(found)],
+        filterable=[column for column, _ in pages.filterable_columns(found)],
         given=given,
         base=base,
         page_url=lambda n: base + "?" + urlencode({**filter_query, "page": n, "page_size": page_size}),
@@ -190,32 +198,32 @@ def table_page(request: Request, datastack: Datastack, version: VersionNumber, t
     )
 
 
-def _download_name(datastack: str, version: int, table: str, suffix: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{datastack}_v{version}_{table}")
+def _download_name(datastack: str, version: int, name: str, suffix: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{datastack}_v{version}_{name}")
     return f"{safe}.{suffix}"
 
 
-@router.get("/datastack/{datastack}/version/{version}/table/{table}/download.csv")
-def download_csv(request: Request, datastack: Datastack, version: VersionNumber, table: TableName) -> Response:
+@router.get("/datastack/{datastack}/version/{version}/{kind}/{name}/download.csv")
+def download_csv(request: Request, datastack: Datastack, version: VersionNumber, kind: Kind, name: NameOf) -> Response:
     """Every row matching the ``f.<column>`` filters as CSV, streamed."""
     gate = _gate(request, datastack)
     if isinstance(gate, Response):
         return gate
-    found, filters, _ = _table(request, datastack, version, table)
+    found, filters, _ = _frozen(request, datastack, version, kind, name)
     schema, batches = pages.all_rows(runtime_of(request).materialize, found, filters)
-    name = _download_name(datastack, version, table, "csv")
+    filename = _download_name(datastack, version, name, "csv")
     return StreamingResponse(
-        pages.csv_chunks(schema, batches), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        pages.csv_chunks(schema, batches), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )
 
 
-@router.get("/datastack/{datastack}/version/{version}/table/{table}/download.parquet")
-def download_parquet(request: Request, datastack: Datastack, version: VersionNumber, table: TableName) -> Response:
+@router.get("/datastack/{datastack}/version/{version}/{kind}/{name}/download.parquet")
+def download_parquet(request: Request, datastack: Datastack, version: VersionNumber, kind: Kind, name: NameOf) -> Response:
     """Every row matching the ``f.<column>`` filters as one Parquet file (spooled to disk when large)."""
     gate = _gate(request, datastack)
     if isinstance(gate, Response):
         return gate
-    found, filters, _ = _table(request, datastack, version, table)
+    found, filters, _ = _frozen(request, datastack, version, kind, name)
     schema, batches = pages.all_rows(runtime_of(request).materialize, found, filters)
     spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
     pages.write_parquet(schema, batches, spool)
@@ -226,10 +234,10 @@ def download_parquet(request: Request, datastack: Datastack, version: VersionNum
         while chunk := spool.read(DOWNLOAD_CHUNK):
             yield chunk
 
-    name = _download_name(datastack, version, table, "parquet")
+    filename = _download_name(datastack, version, name, "parquet")
     return StreamingResponse(
         chunks(),
         media_type="application/vnd.apache.parquet",
-        headers={"Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(size)},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Content-Length": str(size)},
         background=BackgroundTask(spool.close),
     )
