@@ -169,6 +169,16 @@ class BrowseService:
         self.materialize = materialize
         self.live = live
         self.graphs = graphs
+        # one page asks for the same records many times: kept for the life of this object (a request)
+        self._records: dict[tuple[str, str], dict[str, Any]] = {}
+        self._graph_tables: dict[str, str | None] = {}
+        self._tables: dict[tuple[Moment, int], list[Table]] = {}
+        self._sources: dict[tuple[Moment, str], planner.Source] = {}
+
+    def _record(self, datastack: str, server_url: str = "") -> dict[str, Any]:
+        if (datastack, server_url) not in self._records:
+            self._records[(datastack, server_url)] = self.info.datastack_info(datastack, server_url)
+        return self._records[(datastack, server_url)]
 
     # -- moments and tables ----------------------------------------------------------------------
     def moment(self, datastack: str, version: str | None = None, timestamp: str | None = None) -> Moment:
@@ -197,6 +207,12 @@ class BrowseService:
 
     def tables(self, moment: Moment, readable: Readable) -> list[Table]:
         """The tables of the moment the caller may read (views aside)."""
+        key = (moment, id(readable))
+        if key not in self._tables:
+            self._tables[key] = self._readable_tables(moment, readable)
+        return self._tables[key]
+
+    def _readable_tables(self, moment: Moment, readable: Readable) -> list[Table]:
         if moment.version is not None:
             found = self.materialize.version(moment.datastack, moment.version)
             metas = [{**t.metadata, "row_count": t.row_count} for t in self.materialize.registry.tables(found)]
@@ -207,12 +223,14 @@ class BrowseService:
         return sorted((t for t in tables if t is not None), key=lambda t: t.name)
 
     def roles(self, moment: Moment, readable: Readable) -> Roles:
-        return classify(self.tables(moment, readable), self.info.datastack_info(moment.datastack, ""))
+        return classify(self.tables(moment, readable), self._record(moment.datastack))
 
     def rows(self, moment: Moment, table: Table, filters: list[Filter], columns: list[str], offset: int | None = None, limit: int | None = None) -> pa.Table:
         """Rows of ``table`` at the moment that pass ``filters`` (stored columns ``columns``), by id."""
         if moment.version is not None:
-            source = self.materialize.frozen_table(moment.datastack, moment.version, table.name).source
+            if (moment, table.name) not in self._sources:
+                self._sources[(moment, table.name)] = self.materialize.frozen_table(moment.datastack, moment.version, table.name).source
+            source = self._sources[(moment, table.name)]
             ordered = offset is not None or limit is not None
             sql, params, _ = planner.simple_select(source, filters, columns, None, offset=offset, limit=limit, order=ordered, add_supervoxels=False)
             schema, batches = run(self.materialize.snapshots.cursor().cursor(), sql, params, stream=False)
@@ -226,11 +244,13 @@ class BrowseService:
         return self.graphs.graph(graph).index if graph else None
 
     def graph_table(self, datastack: str) -> str | None:
-        return self.materialize.annotations.segmentation_of(self.info.aligned_volume_of(datastack))
+        if datastack not in self._graph_tables:
+            self._graph_tables[datastack] = self.materialize.annotations.segmentation_of(self.info.aligned_volume_of(datastack))
+        return self._graph_tables[datastack]
 
     # -- pages -----------------------------------------------------------------------------------
     def datastack_page(self, moment: Moment, readable: Readable) -> DatastackPage:
-        record = self.info.datastack_info(moment.datastack, "")
+        record = self._record(moment.datastack)
         versions = [
             VersionEntry(v.version, v.time_stamp, v.valid, v.expires_on)
             for v in sorted(self.materialize.registry.list(moment.datastack, include_expired=True), key=lambda v: -v.version)
@@ -299,7 +319,7 @@ class BrowseService:
         )
 
     def _viewer_url(self, moment: Moment, root_id: int, nuclei: list[Nucleus], server_url: str) -> str | None:
-        record = self.info.datastack_info(moment.datastack, server_url)
+        record = self._record(moment.datastack, server_url)
         if not record.get("viewer_site") or not record.get("segmentation_source"):
             return None
         centre = [n for n in nuclei if None not in n.position][:1]
@@ -316,7 +336,7 @@ class BrowseService:
     def _links(self, datastack: str, root_id: int, graph: str | None) -> list[tuple[str, str]]:
         """The API answers about this root that this server has."""
         links = []
-        if self.info.datastack_info(datastack, "").get("skeleton_source"):
+        if self._record(datastack).get("skeleton_source"):
             base = f"/skeletoncache/api/v1/{datastack}/precomputed/skeleton/{LATEST_SKELETON_VERSION}/{root_id}"
             links += [("Skeleton (SWC)", base + "/swc"), ("Skeleton (JSON)", base + "/json")]
         if graph:
