@@ -65,6 +65,18 @@ def test_the_datastack_points_at_the_served_image(server, admin_token):
     assert chunk.content[:2] == b"\xff\xd8"  # a JPEG
 
 
+def test_caveclient_image_cloudvolume_reads_it_with_http_credentials(server, admin_token, image, monkeypatch):
+    """The genuine caveclient's ``image_cloudvolume()`` passes no credentials for a precomputed
+    source: cloud-volume takes them from ~/.cloudvolume/secrets/http-secret.json (as loaded here)."""
+    import caveclient
+    import cloudfiles.secrets
+
+    monkeypatch.setattr(cloudfiles.secrets, "HTTP_CREDENTIALS", {"user": "token", "password": admin_token})
+    client = caveclient.CAVEclient("opencave_demo", server_address=server.url, auth_token=admin_token)
+    volume = client.info.image_cloudvolume(progress=False, mip=1)
+    assert np.array_equal(np.asarray(volume[0:64, 0:64, 0:16])[..., 0], image[1][0:64, 0:64, 0:16])
+
+
 def test_cloudvolume_reads_an_image_that_looks_like_em(image, world):
     full = image[0].astype(np.float64)
     assert full.shape == (256, 256, 64) and 60 < full.mean() < 200 and full.std() > 20
