@@ -58,13 +58,13 @@ def client(server, admin_token):
 
 
 @pytest.fixture(scope="module")
-def extra(server, admin_token, client) -> int:
+def extra(server, store, admin_token, client) -> int:
     """``views_extra``: a datastack of its own dataset, under terms of service, with one table of
     hostile strings frozen in a version; answers that version's number."""
     import caveclient
 
     server.cli("demo", "create", EXTRA, "--no-annotations")
-    server.cli("tos", "add", "Extra terms", "--text", TERMS, "--dataset", EXTRA)
+    store.access.create_tos("Extra terms", TERMS, EXTRA)
     own = caveclient.CAVEclient(EXTRA, server_address=server.url, auth_token=admin_token)
     resolution = client.materialize.get_table_metadata("synapses")["voxel_resolution"]
     own.annotation.create_table(
@@ -103,11 +103,25 @@ def _page(session: requests.Session, server, path: str, **params) -> requests.Re
     return response
 
 
-def _user(server, email: str, *, in_default_group: bool = True, password: str | None = None) -> str:
-    server.cli("user", "add", email, *(["--password", password] if password else []), check=False)
+@pytest.fixture(scope="module")
+def store(server):
+    """The server's store opened in this process: users and grants made here take effect at once
+    (every write bumps the generation the server checks), without a command's start-up."""
+    from opencave.config import resolve_settings
+    from opencave.runtime import Runtime
+
+    runtime = Runtime.open(resolve_settings(str(server.data_dir), server.database))
+    yield runtime
+    runtime.close()
+
+
+def _user(store, email: str, *, in_default_group: bool = True, password: str | None = None) -> str:
+    """A new user (in the ``default`` group, which may view the demo datastacks, unless told
+    otherwise) and an API token of theirs."""
+    user = store.accounts.create_user(email, None, password=password)
     if not in_default_group:
-        server.cli("group", "remove-user", "default", email, check=False)
-    return server.new_token(email)
+        store.accounts.remove_member("default", email)
+    return store.tokens.create(user.id, description="views test")
 
 
 # -- every page, as an admin ---------------------------------------------------------------------
@@ -248,8 +262,8 @@ def test_anonymous_is_sent_to_login_and_back(server):
         assert response.headers["location"] == f"/sticky_auth/login?next={quote(VIEWS + path, safe='')}"
 
 
-def test_user_without_permission_gets_403(server):
-    token = _user(server, "views-outsider@example.org", in_default_group=False)
+def test_user_without_permission_gets_403(server, store):
+    token = _user(store, "views-outsider@example.org", in_default_group=False)
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     for path in PAGES[1:]:
@@ -261,8 +275,8 @@ def test_user_without_permission_gets_403(server):
     assert index.status_code == 200 and "no-datastacks" in index.text, "the index lists only what the user may view"
 
 
-def test_terms_not_accepted_lead_to_the_terms_page(server, extra):
-    token = _user(server, "views-reader@example.org")
+def test_terms_not_accepted_lead_to_the_terms_page(server, store, extra):
+    token = _user(store, "views-reader@example.org")
     response = requests.get(server.url + f"{VIEWS}/datastack/{EXTRA}", headers={"Authorization": f"Bearer {token}"}, allow_redirects=False)
     assert response.status_code == 302
     location = response.headers["location"]
@@ -332,9 +346,9 @@ def browser():
 
 
 @pytest.mark.browser
-def test_first_visit_logs_in_accepts_terms_and_shows_versions(browser, server, admin, extra):
+def test_first_visit_logs_in_accepts_terms_and_shows_versions(browser, server, store, extra):
     email, password = "views-newcomer@example.org", "newcomer-password"
-    _user(server, email, password=password)
+    _user(store, email, password=password)
     page = browser.new_context().new_page()
     page.goto(f"{server.url}{VIEWS}/datastack/{EXTRA}")
     assert "/sticky_auth/login" in page.url
