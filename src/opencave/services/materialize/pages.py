@@ -55,7 +55,7 @@ class RowsPage:
 
 def versions(service: MaterializeService, datastack: str, include_expired: bool) -> list[Version]:
     """The datastack's published versions, newest first (NotFound for an unknown datastack)."""
-    service.versions(datastack)  # checks that the datastack exists
+    service.info.aligned_volume_of(datastack)  # NotFound for an unknown datastack
     return sorted(service.registry.list(datastack, include_expired), key=lambda v: v.version, reverse=True)
 
 
