@@ -3,6 +3,7 @@ and escaping. Partner counts are checked against the client's own query of the s
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import uuid
@@ -117,6 +118,12 @@ def test_cell_type_and_nucleus_are_shown(server, admin_token, client, version):
     tables = Tables(page.text)
     assert [int(r[1]) for r in tables.rows("nucleus")] == [nucleus]
     assert neuron["cell_type"] in re.search(r'<ul id="cell-type">(.*?)</ul>', page.text, re.S).group(1)
+    # the links: the API answers about the root, and the viewer with the root selected
+    links = re.findall(r'<a (?:id="[^"]+" )?href="([^"]+)"', re.search(r'<ul id="links">(.*?)</ul>', page.text, re.S).group(1))
+    viewer_site = client.info.get_datastack_info()["viewer_site"]
+    assert links[0].startswith(viewer_site.rstrip("/") + "/#!") and f"&#34;{root}&#34;" in links[0]
+    for link in links[1:]:
+        assert _get(server, html.unescape(link), admin_token).status_code == 200, link
     # a partner's cell type comes through its nucleus as well
     inputs = client.materialize.query_table("synapses", filter_equal_dict={"post_pt_root_id": root}, materialization_version=version)
     typed_partners = set(inputs["pre_pt_root_id"]) & set(neurons[neurons["cell_type"].notna()]["pt_root_id"])
