@@ -114,21 +114,23 @@ class _Objects:
 
 
 def _nuclei(world_dir: Path, objects: _Objects, resolution: tuple[int, int, int]) -> list[Nucleus]:
-    """Each cell's nucleus, sized from how far its centre lies from the cell's surface."""
+    """Each cell's nucleus, sized from how far its centre lies from the cell's surface within its
+    own section (one small 2-D distance transform per cell)."""
     cells_file = world_dir / "cells.json"
     if not cells_file.is_file():
         return []
-    reach = np.array([48, 48, 12])
+    reach = np.array([40, 40, 0])
     offset, size = np.array(objects.ws.voxel_offset), np.array(objects.ws.size)
     found = []
     for cell in json.loads(cells_file.read_text()):
         centre = np.array(cell["nucleus_position"], dtype=np.int64)
         lo = np.maximum(centre - reach, offset)
         hi = np.minimum(centre + reach + 1, offset + size)
-        own = objects.cutout(lo, hi) == np.uint64(cell["neuron_id"])
-        if not own[tuple(centre - lo)]:
+        own = objects.cutout(lo, hi)[:, :, 0] == np.uint64(cell["neuron_id"])
+        at = tuple(centre[:2] - lo[:2])
+        if not own[at]:
             continue
-        depth = ndimage.distance_transform_edt(own, sampling=resolution)[tuple(centre - lo)]
+        depth = ndimage.distance_transform_edt(own, sampling=resolution[:2])[at]
         found.append(Nucleus(int(cell["neuron_id"]), tuple(int(v) for v in centre), float(NUCLEUS_FRACTION * depth)))  # type: ignore[arg-type]
     return found
 
@@ -170,6 +172,8 @@ def build_image(world_dir: Path, out_dir: Path, progress: Progress | None = None
     writer.commit_info()
     writers = [CloudVolume(url, mip=mip, progress=False) for mip in range(scales)]
     nuclei = _nuclei(world_dir, objects, resolution)
+    centres = np.array([n.centre for n in nuclei], dtype=np.int64).reshape(-1, 3)
+    reaches = np.array([[n.radius_nm / r + 2 for r in resolution] for n in nuclei]).reshape(-1, 3)
     slab_depth = CHUNK_SIZE[2]
     for z0 in range(0, int(size[2]), slab_depth):
         z1 = min(z0 + slab_depth, int(size[2]))
@@ -180,7 +184,9 @@ def build_image(world_dir: Path, out_dir: Path, progress: Progress | None = None
                 inner_hi = np.minimum(offset + (x0 + TILE, y0 + TILE, z1), offset + size)
                 lo = np.maximum(inner_lo - (HALO, HALO, 0), offset)
                 hi = np.minimum(inner_hi + (HALO, HALO, 0), offset + size)
-                pixels = render(objects.cutout(lo, hi), tuple(int(v) for v in lo), seed, resolution, nuclei)  # type: ignore[arg-type]
+                near = np.flatnonzero(np.all((centres + reaches >= lo) & (centres - reaches < hi), axis=1))
+                here = [nuclei[i] for i in near]
+                pixels = render(objects.cutout(lo, hi), tuple(int(v) for v in lo), seed, resolution, here)  # type: ignore[arg-type]
                 a, b = inner_lo - lo, inner_hi - lo
                 slab[x0 : x0 + b[0] - a[0], y0 : y0 + b[1] - a[1], :] = pixels[a[0] : b[0], a[1] : b[1], :]
         for mip, cv in enumerate(writers):
