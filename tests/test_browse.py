@@ -207,7 +207,7 @@ def test_permissions(server, admin_token, busy_root):
 
     name = f"private_{uuid.uuid4().hex[:8]}"
     server.cli("dataset", "add", name)
-    _register_datastack(server, name)
+    server.cli("datastack", "add", name, "--dataset", name, "--aligned-volume", DS, "--local-server", server.url)
     email = f"outsider-{uuid.uuid4().hex[:8]}@example.org"
     server.cli("user", "add", email)
     outsider = server.new_token(email)
@@ -226,19 +226,6 @@ def test_permissions(server, admin_token, busy_root):
     sent = _get(server, f"/browse/{name}", outsider, version="")
     assert sent.status_code == 303, sent.text
     assert re.fullmatch(r"/sticky_auth/api/v1/tos/\d+/accept\?redirect=%2Fbrowse%2F" + name + r"%3Fversion%3D", sent.headers["location"])
-
-
-def _register_datastack(server, name: str) -> None:
-    """A datastack over the demo's volume in dataset ``name``, as an operator registers one."""
-    from opencave.config import resolve_settings
-    from opencave.runtime import Runtime
-
-    runtime = Runtime.open(resolve_settings(str(server.data_dir), server.database))
-    try:
-        runtime.info.add_datastack(name, DS, local_server=server.url)
-        runtime.access.map_resource("datastack", name, name)
-    finally:
-        runtime.close()
 
 
 HOSTILE = '<script>alert("x")</script>'
