@@ -149,3 +149,5 @@ def test_unknown_files_are_404_json(server, admin_token):
         response = requests.get(f"{server.url}{IMAGE}/{name}", headers=headers)
         assert response.status_code == 404, name
         assert response.json()["code"] == 404
+    response = requests.get(f"{server.url}/volumes/no_such_graph/image/info", headers=headers)
+    assert response.status_code == 404 and "no_such_graph" in response.json()["message"]

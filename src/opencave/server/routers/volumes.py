@@ -114,13 +114,17 @@ async def watershed_file(table_id: VolumeTable, path: FilePath, request: Request
 
 
 async def _image_file(request: Request, table_id: str, path: str, key: str | None) -> Response:
+    """An image file after the watershed's access check; the first request of a world without an
+    image waits for it to be built."""
     if not ImageVolume.can_exist(path):
         raise NotFound(f"No image file {path!r} in {table_id}; chunks are named like 8_8_40/0-128_0-128_0-16.", code="no_such_file")
     runtime = runtime_of(request)
     require_volume_access(request, table_id, key)
-    handle = await run_in_threadpool(runtime.graphs.graph, table_id)
-    volume = await run_in_threadpool(image_volume, handle.world_dir)
-    data = await run_in_threadpool(volume.raw_file, path)
+
+    def read() -> bytes | None:
+        return image_volume(runtime.graphs.graph(table_id).world_dir).raw_file(path)
+
+    data = await run_in_threadpool(read)
     if data is None:
         raise NotFound(f"No image file {path!r} in {table_id}; the scales and chunk names are in its info.", code="no_such_file")
     return Response(data, media_type="application/json" if path == "info" else "image/jpeg")
