@@ -63,9 +63,9 @@ def test_authorize_hands_the_token_to_this_server_and_the_viewer_sites(server):
     assert response.headers["location"] == f"/sticky_auth/settings/tokens?a=1&middle_auth_token={token}&middle_auth_url=127.0.0.1%3A{server.port}%2Fsticky_auth&token={token}#part"
     tricky = session.get(server.url + AUTHORIZE, params={"redirect": "/.//other.host/x"}, allow_redirects=False)
     assert tricky.headers["location"].startswith(server.url + "//other.host/x?"), "a path that looks protocol-relative stays absolute"
-    viewer = session.get(server.url + AUTHORIZE, params={"redirect": "https://neuroglancer-demo.appspot.com/#!x"}, allow_redirects=False)
-    assert viewer.status_code == 303, "the demo datastack's viewer site is allowed"
-    assert viewer.headers["location"].startswith("https://neuroglancer-demo.appspot.com/?middle_auth_token=")
+    viewer = session.get(server.url + AUTHORIZE, params={"redirect": server.url + "/neuroglancer/#!x"}, allow_redirects=False)
+    assert viewer.status_code == 303, "the demo datastack's viewer site (the bundled viewer) is allowed"
+    assert viewer.headers["location"].startswith("/neuroglancer/?middle_auth_token=")
 
 
 def test_authorize_without_redirect_posts_only_to_allowed_origins(server):
@@ -73,7 +73,7 @@ def test_authorize_without_redirect_posts_only_to_allowed_origins(server):
     page = session.get(server.url + AUTHORIZE)
     assert page.status_code == 200 and page.headers["x-frame-options"] == "DENY"
     targets = re.search(r"for \(const origin of (\[.*?\])\)", page.text).group(1)
-    assert targets == f'["{server.url}", "https://neuroglancer-demo.appspot.com"]'
+    assert targets == f'["{server.url}"]', "the demo's viewer is this server's own"
     assert '"*"' not in page.text
 
 

@@ -349,10 +349,13 @@ def test_bad_input_gets_clear_errors(server, http, world, info):
 
 def test_files_that_never_exist_are_404_without_a_token(server, http, info, world):
     """cloud-volume reads ``provenance`` and the mesh directory's ``info`` without credentials
-    (the genuine ``segmentation_cloudvolume()`` does): they answer 404, not 401, while real
-    chunks and fragments still need a token."""
-    for path in ("provenance", "graphene_meshes/info", "graphene_meshes/dynamic/info"):
+    (the genuine ``segmentation_cloudvolume()`` does): they answer 404, not 401, or for the mesh
+    info the unsharded legacy format cloud-volume assumes without one (Neuroglancer needs it);
+    real chunks and fragments still need a token."""
+    for path in ("provenance", "graphene_meshes/dynamic/info"):
         _error(requests.get(f"{server.url}/volumes/{TABLE}/ws/{path}"), 404)
+    mesh_info = requests.get(f"{server.url}/volumes/{TABLE}/ws/graphene_meshes/info")
+    assert mesh_info.json() == {"@type": "neuroglancer_legacy_mesh", "spatial_index": None}
     fragment = _manifest(http, _root(http, int(world.graph.sv_ids[world.graph.sv_neuron > 0][0])), verify=1)["fragments"][0]
     for path in ("info", f"graphene_meshes/{fragment}"):
         assert requests.get(f"{server.url}/volumes/{TABLE}/ws/{path}").status_code == 401

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import io
 import json
+import re
+import socket
 from datetime import datetime, timezone
 from urllib.parse import unquote
 
+import caveclient
+import numpy as np
 import pytest
+import requests
+from PIL import Image
 
+import opencave
+from opencave.services.viewer.bundle import ViewerBundle
 from opencave.services.viewer.links import neuroglancer_state, neuroglancer_url, viewer_source
+from tests.support.demo import demo_world
+from tests.test_auth_security import _logged_in
+from tests.test_browser import CHROMIUM_ARGS, _chromium
 
 INFO = {
     "aligned_volume": {"name": "v", "image_source": "precomputed://http://127.0.0.1:9/volumes/v/image"},
     "segmentation_source": "graphene://http://127.0.0.1:9/segmentation/table/v",
+    "local_server": "http://127.0.0.1:9",
     "viewer_resolution_x": 4.0,
     "viewer_resolution_y": 4.0,
     "viewer_resolution_z": 40.0,
@@ -23,7 +37,7 @@ INFO = {
 def test_state_has_image_segmentation_and_points_centred_on_the_first():
     state = neuroglancer_state(INFO, root_ids=[2**63 - 5, 7], points=[(10, 20, 3), (1, 2, 3)])
     image, seg, points = state["layers"]
-    assert image == {"type": "image", "source": INFO["aligned_volume"]["image_source"], "name": "img"}
+    assert image == {"type": "image", "source": "precomputed://middleauth+http://127.0.0.1:9/volumes/v/image", "name": "img"}
     assert seg["type"] == "segmentation"
     assert seg["source"] == "graphene://middleauth+http://127.0.0.1:9/segmentation/table/v"
     assert seg["segments"] == [str(2**63 - 5), "7"]  # 64-bit ids as strings, exact
@@ -57,6 +71,9 @@ def test_middleauth_prefix_is_added_once_and_only_to_graphene_urls():
     already = "graphene://middleauth+https://h/segmentation/table/t"
     assert viewer_source(already) == already
     assert viewer_source("precomputed://gs://bucket/image") == "precomputed://gs://bucket/image"
+    public = "precomputed://https://other.example.org/image"
+    assert viewer_source(public, "https://h") == public, "another site's image is read as it is"
+    assert viewer_source("precomputed://https://h/volumes/v/image", "https://h") == "precomputed://middleauth+https://h/volumes/v/image"
 
 
 def test_url_is_the_state_after_hash_bang_and_round_trips():
@@ -68,3 +85,196 @@ def test_url_is_the_state_after_hash_bang_and_round_trips():
     assert " " not in fragment and "#" not in fragment
     assert json.loads(unquote(fragment)) == state
     assert neuroglancer_url("http://127.0.0.1:9/neuroglancer", state) == url
+
+
+# -- the served client -------------------------------------------------------------------------
+def test_static_client_is_served_without_a_token(server):
+    for entry in ("/neuroglancer", "/neuroglancer/"):
+        assert requests.get(server.url + entry, allow_redirects=False).headers["location"] == "/neuroglancer/v/opencave/"
+    app = server.url + "/neuroglancer/v/opencave/"
+    index = requests.get(app)
+    assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+    assert index.headers["cache-control"] == "no-cache"
+    scripts = re.findall(r'src="([^"]+\.js)"', index.text)
+    assert scripts, index.text
+    script = requests.get(app + scripts[-1])
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["cache-control"] == "public, max-age=31536000, immutable"
+    wasm_name = next(name for name in ViewerBundle.installed().names if name.endswith(".wasm"))
+    wasm = requests.get(app + wasm_name)
+    assert wasm.headers["content-type"] == "application/wasm" and wasm.content[:4] == b"\0asm"
+    missing = requests.get(app + "nothing.js")
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_viewer_file"
+    assert requests.get(server.url + "/neuroglancer/v/other/").json()["error"] == "unknown_viewer"
+    assert requests.get(app + "..%2Fpyproject.toml").status_code in (404, 422)
+
+
+def test_credentials_go_to_this_servers_viewer_and_sources_only(server):
+    session = _logged_in(server, "credentials@example.org")
+    token = session.cookies["middle_auth_token"]
+    url = server.url + "/neuroglancer/credentials/opencave"
+    ask = {"key": "middleauthapp", "parameters": server.url}
+    answer = session.post(url, data=json.dumps(ask), headers={"Origin": server.url, "Content-Type": "text/plain;charset=UTF-8"})
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "generation": 1,
+        "credentials": {"tokenType": "Bearer", "accessToken": token, "url": server.url + "/sticky_auth", "appUrls": [server.url]},
+    }
+    refusals = [
+        (session.post(url, data=json.dumps(ask), headers={"Origin": "https://evil.example.org"}), 403, "foreign_viewer"),
+        (session.post(url, data=json.dumps({**ask, "parameters": "https://other.example.org"})), 403, "foreign_source"),
+        (session.post(url, data=json.dumps({**ask, "parameters": {"a": 1}})), 403, "foreign_source"),
+        (session.post(url, data=json.dumps({"key": "gcs", "parameters": None})), 404, "no_credentials"),
+        (session.post(url, data=json.dumps({**ask, "invalid": 1})), 401, "invalid_token"),
+        (session.post(url, data="{not json"), 400, "bad_credentials_request"),
+        (requests.post(url, data=json.dumps(ask)), 401, "no_token"),
+    ]
+    for response, status, code in refusals:
+        assert (response.status_code, response.json()["error"]) == (status, code), response.text
+        assert token not in response.text
+
+
+def test_version_json_and_auth_info(server):
+    for path in ("/neuroglancer/version.json", "/neuroglancer//version.json"):
+        info = requests.get(server.url + path)
+        assert info.status_code == 200 and info.json()["version"] == importlib.metadata.version("neuroglancer")
+    assert requests.get(server.url + "/auth_info").json() == {"login_url": server.url + "/sticky_auth"}
+
+
+def test_bundled_client_takes_middleauth_over_http():
+    bundle = ViewerBundle.installed()
+    chunks = [bundle.asset(name).content for name in bundle.names if name.endswith(".js")]
+    registering = [c for c in chunks if b'="middleauth+";function' in c]
+    assert registering and all(b'of["https","http"]' in c for c in registering)
+
+
+def test_demo_datastack_opens_in_the_bundled_viewer(server, admin_token):
+    client = opencave.CAVEclient("opencave_demo", server_address=server.url, auth_token=admin_token)
+    assert client.info.viewer_site() == server.url + "/neuroglancer"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Name resolution of any host but the loopback fails, as on a machine without internet."""
+    resolve = socket.getaddrinfo
+
+    def loopback_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise socket.gaierror(f"no internet in this test: {host}")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+
+
+def test_build_neuroglancer_url_works_offline(server, admin_token, offline):
+    with pytest.raises(requests.ConnectionError):
+        requests.get("https://neuroglancer-demo.appspot.com/version.json", timeout=5)
+    for module in (caveclient, opencave):
+        client = module.CAVEclient("opencave_demo", server_address=server.url, auth_token=admin_token)
+        state_id = client.state.upload_state_json(neuroglancer_state(client.info.get_datastack_info(), root_ids=[1]))
+        url = client.state.build_neuroglancer_url(state_id)
+        assert url == f"{server.url}/neuroglancer/#!middleauth+{server.url}/nglstate/api/v1/{state_id}", module.__name__
+
+
+def test_viewer_site_is_chosen_by_serve_and_changed_per_datastack(server_factory, admin_token):
+    other = server_factory("sqlite", "--viewer-site", "https://viewer.example.org")
+    token = other.new_token()
+    info = opencave.CAVEclient("opencave_demo", server_address=other.url, auth_token=token).info
+    assert info.viewer_site() == "https://viewer.example.org"
+    session = requests.Session()
+    session.cookies.set("middle_auth_token", token)
+    handed = session.get(other.url + "/sticky_auth/api/v1/authorize", params={"redirect": "https://viewer.example.org/#!x"}, allow_redirects=False)
+    assert handed.status_code == 303, "the datastack's viewer site may receive the login's token"
+
+    changed = other.cli("datastack", "update", "opencave_demo", "--viewer-site", "{local_server}/neuroglancer")
+    assert "viewer_site = {local_server}/neuroglancer" in changed.stdout
+    fresh = opencave.CAVEclient("opencave_demo", server_address=other.url, auth_token=token).info
+    assert fresh.viewer_site() == other.url + "/neuroglancer"
+    added = other.cli("datastack", "add", "second", "--dataset", "opencave_demo", "--aligned-volume", "opencave_demo")
+    assert added.returncode == 0
+    second = opencave.CAVEclient("second", server_address=other.url, auth_token=token).info
+    assert second.viewer_site() == other.url + "/neuroglancer", "a new datastack gets the bundled viewer"
+
+    for args, message in (
+        (("datastack", "update", "nowhere", "--viewer-site", "x"), "Unknown datastack 'nowhere'"),
+        (("datastack", "update", "opencave_demo"), "Nothing to change"),
+    ):
+        refused = other.cli(*args, check=False)
+        assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
+
+
+# -- the viewer in a browser -------------------------------------------------------------------
+# WebGL without a GPU: Debian's Chromium renders through SwiftShader with these flags.
+WEBGL_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        args = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"] + WEBGL_ARGS
+        instance = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=args)
+        yield instance
+        instance.close()
+
+
+def _logged_in_page(browser, server, email: str):
+    password = "viewer-password"
+    server.cli("user", "add", email, "--password", password, check=False)
+    context = browser.new_context(viewport={"width": 800, "height": 600})
+    page = context.new_page()
+    page.goto(server.url + "/sticky_auth/login")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("#login")
+    return page
+
+
+@pytest.mark.browser
+def test_viewer_loads_segmentation_and_draws_a_roots_mesh(browser, server, admin_token):
+    client = opencave.CAVEclient("opencave_demo", server_address=server.url, auth_token=admin_token)
+    world = demo_world(server)
+    root = int(client.chunkedgraph.get_root_id(world.cells[3]["soma_supervoxel"]))
+    state = neuroglancer_state(client.info.get_datastack_info(), root_ids=[root])
+    state.update(showDefaultAnnotations=False, showAxisLines=False, layout="3d")  # only meshes are drawn
+    page = _logged_in_page(browser, server, "viewer@example.org")
+    answers: dict[str, int] = {}
+    page.on("response", lambda response: answers.__setitem__(response.url, response.status))
+
+    page.goto(neuroglancer_url(client.info.viewer_site(), state))
+    assert page.url.startswith(server.url + "/neuroglancer/v/opencave/#!"), "the link's state survives the redirect"
+    fragments: list[str] = []
+    for _ in range(120):  # up to 30 s on a loaded machine
+        fragments = [url for url, status in answers.items() if "/graphene_meshes/" in url and url.rsplit("/", 1)[1] != "info"]
+        if fragments and all(answers[url] == 200 for url in fragments):
+            page.wait_for_timeout(1000)  # the fragments are decoded and drawn
+            break
+        page.wait_for_timeout(250)
+    manifests = [url for url in answers if f"/meshing/api/v1/table/opencave_demo/manifest/{root}:0" in url]
+    assert manifests and all(answers[url] == 200 for url in manifests), answers
+    assert fragments and all(answers[url] == 200 for url in fragments), "mesh fragments were fetched"
+    credentials = [status for url, status in answers.items() if url.endswith("/neuroglancer/credentials/opencave")]
+    assert credentials == [200], "the viewer got the login's token without asking the user"
+
+    pixels = np.asarray(Image.open(io.BytesIO(page.locator("canvas").first.screenshot())).convert("RGB"))
+    drawn = (pixels.max(axis=2) > 40).mean()
+    assert drawn > 0.002, f"the 3D view is blank ({drawn:.4%} of pixels drawn)"
+    page.context.close()
+
+
+@pytest.mark.browser
+def test_viewer_without_login_gets_no_token(browser, server):
+    context = browser.new_context()
+    page = context.new_page()
+    answers: dict[str, int] = {}
+    page.on("response", lambda response: answers.__setitem__(response.url, response.status))
+    info = {"segmentation_source": f"graphene://{server.url}/segmentation/table/opencave_demo"}
+    page.goto(neuroglancer_url(server.url + "/neuroglancer", neuroglancer_state(info, root_ids=[1])))
+    for _ in range(80):
+        if server.url + "/neuroglancer/credentials/opencave" in answers:
+            break
+        page.wait_for_timeout(250)
+    assert answers[server.url + "/neuroglancer/credentials/opencave"] == 401
+    assert not any("/segmentation/api/" in url and status == 200 for url, status in answers.items())
+    context.close()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from opencave.config import DEFAULT_PORT, cors_origins, resolve_settings
-from opencave.errors import OpencaveError
+from opencave.errors import BadRequest, OpencaveError
 
 HTTP_PROTOCOL = "opencave.server.protocol:JsonErrorHttpToolsProtocol"  # parse errors answered as JSON
 DATASTACK_OPTIONS = (
@@ -131,6 +131,9 @@ def cmd_serve(args) -> int:
     if args.redirect_origins is not None:
         os.environ["OPENCAVE_REDIRECT_ORIGINS"] = args.redirect_origins
         settings = dataclasses.replace(settings, redirect_origins=cors_origins(args.redirect_origins))
+    if args.viewer_site:
+        os.environ["OPENCAVE_VIEWER_SITE"] = args.viewer_site
+        settings = dataclasses.replace(settings, viewer_site=args.viewer_site)
     runtime = Runtime.open(settings)
     first_run = runtime.initialise(with_demo=True)
     url = settings.server_url
@@ -372,9 +375,19 @@ def cmd_datastack_add(args) -> int:
             raise SystemExit(f"aligned volume '{args.aligned_volume}' does not exist: give --image-source to create it")
         runtime.info.add_aligned_volume(args.aligned_volume, args.image_source)
         runtime.access.map_resource("aligned_volume", args.aligned_volume, args.dataset)
+    fields.setdefault("viewer_site", runtime.settings.viewer_site)
     runtime.info.add_datastack(args.name, args.aligned_volume, **fields)
     runtime.access.map_resource("datastack", args.name, args.dataset)
     print(f"created datastack {args.name} in dataset {args.dataset}")
+    return 0
+
+
+def cmd_datastack_update(args) -> int:
+    fields = {key: getattr(args, key) for key in DATASTACK_OPTIONS if getattr(args, key) is not None}
+    if not fields:
+        raise BadRequest("Nothing to change: give at least one option, e.g. --viewer-site URL.")
+    _runtime(args).info.update_datastack(args.name, **fields)
+    print(f"datastack {args.name}: " + ", ".join(f"{key} = {value}" for key, value in fields.items()))
     return 0
 
 
@@ -660,6 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="other web origins the login may send a token to, comma-separated, besides this server "
         "and the datastacks' viewer sites (default: $OPENCAVE_REDIRECT_ORIGINS)",
     )
+    serve.add_argument(
+        "--viewer-site",
+        help="Neuroglancer of the datastacks opencave creates, e.g. the demo's (default: $OPENCAVE_VIEWER_SITE "
+        "or the bundled viewer, {local_server}/neuroglancer); change an existing one with `opencave datastack update`",
+    )
 
     user = top.add_parser("user", help="user accounts").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _command(user, "add", cmd_user_add, "create a user (joins the 'default' group)")
@@ -741,14 +759,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aligned-volume", required=True)
     p.add_argument("--image-source", help="image source of a new aligned volume, e.g. precomputed://https://…")
     p.add_argument("--viewer-resolution", type=float, nargs=3, metavar=("X", "Y", "Z"))
+    p = _command(datastack, "update", cmd_datastack_update, "change fields of a datastack, e.g. its --viewer-site")
+    p.add_argument("name")
     p = _command(datastack, "mirror", cmd_datastack_mirror, "add an image mirror to an aligned volume")
     p.add_argument("aligned_volume")
     p.add_argument("name")
     p.add_argument("image_source")
     p.add_argument("--description")
-    p = datastack.choices["add"]
-    for option in DATASTACK_OPTIONS:
-        p.add_argument("--" + option.replace("_", "-"), help="use {local_server} for this server's address" if option.endswith("source") else None)
+    for action in ("add", "update"):
+        p = datastack.choices[action]
+        for option in DATASTACK_OPTIONS:
+            p.add_argument("--" + option.replace("_", "-"), help="use {local_server} for this server's address" if option.endswith(("source", "site")) else None)
 
     demo = top.add_parser("demo", help="synthetic datastacks").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _command(demo, "create", cmd_demo_create, "build a synthetic world and register it as a datastack")

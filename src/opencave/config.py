@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from opencave.services.viewer import BUNDLED_VIEWER_SITE
+
 DEFAULT_PORT = 8765
 DEFAULT_DATA_DIR = "~/.opencave"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -22,7 +24,8 @@ class Settings:
     auth_enabled: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_import_bytes: int = DEFAULT_MAX_IMPORT_BYTES
-    viewer_site: str = "https://neuroglancer-demo.appspot.com"
+    # The viewer site given to datastacks opencave creates; by default the bundled Neuroglancer.
+    viewer_site: str = BUNDLED_VIEWER_SITE
     versions_dir: Path | None = None  # frozen version files; default <data_dir>/versions
     query_row_limit: int | None = None  # an operator's cap on query answers; None: complete answers
     # Web origins allowed to call the API from a browser (Neuroglancer served from another site
@@ -73,6 +76,7 @@ def resolve_settings(
         max_import_bytes=int(os.environ.get("OPENCAVE_MAX_IMPORT_BYTES") or DEFAULT_MAX_IMPORT_BYTES),
         cors_origins=cors_origins(os.environ.get("OPENCAVE_CORS_ORIGINS", "*")),
         redirect_origins=cors_origins(os.environ.get("OPENCAVE_REDIRECT_ORIGINS", "")),
+        viewer_site=os.environ.get("OPENCAVE_VIEWER_SITE") or BUNDLED_VIEWER_SITE,
     )
 
 

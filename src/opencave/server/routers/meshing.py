@@ -91,8 +91,22 @@ async def _fragment(request: Request, table_id: str, name: str, key: str | None)
     return Response(data, media_type="application/octet-stream")
 
 
+# The mesh directory's info, as cloud-volume assumes when there is none: unsharded legacy meshes
+# listed by manifests. Neuroglancer's graphene source needs it to exist; it is the same for every
+# graph and reveals nothing, so it needs no credentials (cloud-volume asks for it without).
+MESH_INFO = {"@type": "neuroglancer_legacy_mesh", "spatial_index": None}
+
+
+@router.api_route(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}/info", include_in_schema=False, methods=READ_METHODS)
+@router.api_route(f"/volumes/{{table_id}}/ws/{MESH_DIR}/info", include_in_schema=False, methods=READ_METHODS)
+def mesh_info() -> dict:
+    return MESH_INFO
+
+
 # Registered before the volumes router, whose catch-all serves the watershed's own files.
+# Neuroglancer reads the fragments of an unsharded mesh directory at ``<mesh dir>//<name>``.
 @router.api_route(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}/{UNSHARDED_MESH_DIR}/{{name}}", include_in_schema=False, methods=READ_METHODS)
+@router.api_route(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}//{{name}}", include_in_schema=False, methods=READ_METHODS)
 @router.api_route(f"/volumes/{{table_id}}/access/{{key}}/ws/{MESH_DIR}/{{name}}", include_in_schema=False, methods=READ_METHODS)
 async def keyed_fragment(table_id: TableId, key: VolumeKey, name: Fragment, request: Request) -> Response:
     """A mesh fragment under the graph's data_dir, the access key standing for the token."""
@@ -100,6 +114,7 @@ async def keyed_fragment(table_id: TableId, key: VolumeKey, name: Fragment, requ
 
 
 @router.api_route(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{UNSHARDED_MESH_DIR}/{{name}}", include_in_schema=False, methods=READ_METHODS)
+@router.api_route(f"/volumes/{{table_id}}/ws/{MESH_DIR}//{{name}}", include_in_schema=False, methods=READ_METHODS)
 @router.head(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{{name}}", include_in_schema=False)
 @router.get(f"/volumes/{{table_id}}/ws/{MESH_DIR}/{{name}}", responses=media_answers("application/octet-stream"))
 async def fragment(table_id: TableId, name: Fragment, request: Request) -> Response:

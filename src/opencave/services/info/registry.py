@@ -10,10 +10,11 @@ from __future__ import annotations
 import copy
 import threading
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from opencave.errors import BadRequest, Conflict, NotFound
+from opencave.services.viewer import BUNDLED_VIEWER_SITE
 from opencave.storage.state import INFO_GENERATION, Generations, bump_generation
 from opencave.storage.tables import aligned_volumes, datastacks, image_sources
 
@@ -74,6 +75,8 @@ class InfoRegistry:
             return volume_id
 
     def add_datastack(self, name: str, aligned_volume: str, **fields) -> int:
+        """Register a datastack; its ``viewer_site`` is the bundled Neuroglancer unless given."""
+        fields.setdefault("viewer_site", BUNDLED_VIEWER_SITE)
         unknown = set(fields) - set(DATASTACK_FIELDS) - {"display_name", "base_link_id"}
         if unknown:
             raise BadRequest(f"Unknown datastack fields {sorted(unknown)}; known: {sorted(DATASTACK_FIELDS)}.", code="invalid_field")
@@ -87,6 +90,16 @@ class InfoRegistry:
                 raise Conflict(f"Datastack '{name}' already exists.", code="datastack_exists") from None
             bump_generation(conn, INFO_GENERATION)
             return datastack_id
+
+    def update_datastack(self, name: str, **fields) -> None:
+        """Change fields of an existing datastack (e.g. its ``viewer_site``)."""
+        unknown = set(fields) - set(DATASTACK_FIELDS) - {"display_name"}
+        if unknown:
+            raise BadRequest(f"Unknown datastack fields {sorted(unknown)}; known: {sorted(DATASTACK_FIELDS)}.", code="invalid_field")
+        with self.engine.begin() as conn:
+            if conn.execute(update(datastacks).where(datastacks.c.name == name).values(**fields)).rowcount == 0:
+                raise NotFound(self._unknown_datastack(name), code="unknown_datastack")
+            bump_generation(conn, INFO_GENERATION)
 
     def add_image_source(self, name: str, aligned_volume: str, image_source: str, description: str = "", viewer_layer_name: str | None = None) -> int:
         with self.engine.begin() as conn:

@@ -2,8 +2,8 @@
 
 A state shows a datastack's image (when it has one), its graphene segmentation with the chosen
 root ids selected (their meshes drawn) and, optionally, points as an annotation layer, with the
-view centred on the first point. Sources on a CAVE server get the ``middleauth+`` prefix, so
-the viewer asks the server's login for the user's token instead of reading anonymously.
+view centred on the first point. Graphene sources and this server's own precomputed ones get
+the ``middleauth+`` prefix, so the viewer reads them with the user's token.
 """
 
 from __future__ import annotations
@@ -12,22 +12,28 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 IMAGE_LAYER = "img"
 SEGMENTATION_LAYER = "seg"
 ANNOTATION_LAYER = "annotations"
 MIDDLEAUTH = "middleauth+"
-# A source whose data lies behind a CAVE server's login: ``<format>://http(s)://...``.
-_AUTHENTICATED = re.compile(r"^(graphene)://(https?://)")
+# A source read over http(s): ``<format>://http(s)://...`` (not yet ``middleauth+``).
+_SOURCE = re.compile(r"^(graphene|precomputed)://(https?://.*)$")
 # Characters Neuroglancer leaves unescaped in the fragment; everything else is percent-encoded.
 _FRAGMENT_SAFE = "{}[]:,\"'!~*()/?@$+=;-._"
 
 
-def viewer_source(source: str) -> str:
-    """``source`` as the viewer should load it: graphene sources get ``middleauth+`` before their
-    URL (the chunkedgraph, meshing and manifests need the user's token); others are unchanged."""
-    return _AUTHENTICATED.sub(lambda m: f"{m.group(1)}://{MIDDLEAUTH}{m.group(2)}", source, count=1)
+def viewer_source(source: str, server_url: str | None = None) -> str:
+    """``source`` as the viewer should load it: graphene sources, and precomputed ones on
+    ``server_url`` (this server's image), get ``middleauth+`` before their URL, so the viewer
+    reads them with the user's token; others (public buckets, other sites) are unchanged."""
+    match = _SOURCE.match(source)
+    if match is None:
+        return source
+    kind, url = match.groups()
+    on_server = server_url is not None and _origin(url) == _origin(server_url)
+    return f"{kind}://{MIDDLEAUTH}{url}" if kind == "graphene" or on_server else source
 
 
 def viewer_resolution(datastack_info: dict) -> tuple[float, float, float]:
@@ -58,15 +64,16 @@ def neuroglancer_state(
     if any(len(p) != 3 for p in positions):
         raise ValueError("Each point needs three coordinates (x, y, z).")
     layers: list[dict] = []
+    server = datastack_info.get("local_server")
     image_source = (datastack_info.get("aligned_volume") or {}).get("image_source")
     if image_source:
-        layers.append({"type": "image", "source": viewer_source(image_source), "name": IMAGE_LAYER})
+        layers.append({"type": "image", "source": viewer_source(image_source, server), "name": IMAGE_LAYER})
     segmentation_source = datastack_info.get("segmentation_source")
     if segmentation_source:
         layers.append(
             {
                 "type": "segmentation",
-                "source": viewer_source(segmentation_source),
+                "source": viewer_source(segmentation_source, server),
                 "segments": [str(int(root_id)) for root_id in root_ids],
                 "name": SEGMENTATION_LAYER + _moment(timestamp, version),
             }
@@ -88,8 +95,6 @@ def neuroglancer_state(
     }
     if positions:
         state["position"] = positions[0]
-        state["crossSectionScale"] = 1.0
-        state["projectionScale"] = 4096.0
     return state
 
 
@@ -97,6 +102,11 @@ def neuroglancer_url(viewer_site: str, state: dict) -> str:
     """The link that opens ``state`` in the Neuroglancer at ``viewer_site``: ``{site}/#!{json}``."""
     text = json.dumps(state, separators=(",", ":"))
     return viewer_site.rstrip("/") + "/#!" + quote(text, safe=_FRAGMENT_SAFE)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
 
 
 def _moment(timestamp: datetime | None, version: int | None) -> str:
