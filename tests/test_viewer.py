@@ -64,6 +64,8 @@ def test_without_image_or_points_only_the_segmentation_is_shown():
 def test_bad_points_name_what_is_wrong():
     with pytest.raises(ValueError, match="three coordinates"):
         neuroglancer_state(INFO, points=[(1, 2)])
+    with pytest.raises(ValueError, match="three coordinates"):
+        neuroglancer_state(INFO, points=[(1, 2, 3, 4)])
 
 
 def test_middleauth_prefix_is_added_once_and_only_to_graphene_urls():

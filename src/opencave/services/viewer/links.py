@@ -60,9 +60,10 @@ def neuroglancer_state(
     """
     resolution = viewer_resolution(datastack_info)
     scale = [p / r for p, r in zip(point_resolution or resolution, resolution)]
-    positions = [[float(c) * s for c, s in zip(point, scale)] for point in points]
-    if any(len(p) != 3 for p in positions):
+    points = [tuple(point) for point in points]
+    if any(len(point) != 3 for point in points):
         raise ValueError("Each point needs three coordinates (x, y, z).")
+    positions = [[float(c) * s for c, s in zip(point, scale)] for point in points]
     layers: list[dict] = []
     server = datastack_info.get("local_server")
     image_source = (datastack_info.get("aligned_volume") or {}).get("image_source")
