@@ -8,7 +8,8 @@ a neuron page at a timestamp (live query), a nucleus search (up to its redirect)
 search.
 
 Usage: python bench/bench_browse.py [--size large] [--data-dir DIR] [--repeat 30]
-Uses the data directory of bench_chunkedgraph.py / bench_materialize.py (the world is built once).
+Uses the data directory of bench_chunkedgraph.py / bench_materialize.py (the world is built once,
+when the datastack is not there yet).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
@@ -51,7 +53,8 @@ def main() -> int:
     name = f"opencave_{args.size}"
     data_dir = Path(args.data_dir or f"/tmp/opencave-bench-{args.size}")
     storage = ["--data-dir", str(data_dir)]
-    opencave_cli("demo", "create", name, "--size", args.size, storage=storage)
+    if name not in opencave_cli("datastack", "list", storage=storage).split():
+        opencave_cli("demo", "create", name, "--size", args.size, storage=storage)
     token = opencave_cli("token", "create", "admin@localhost", storage=storage)
     with loopback_server(storage) as url:
         mat = CAVEclient(name, server_address=url, auth_token=token).materialize
@@ -66,7 +69,7 @@ def main() -> int:
         typical = int(counts.index[len(counts) // 2])
         nucleus = int(neurons[neurons["pt_root_id"] == typical]["id"].iloc[0])
         cell_type = str(neurons["cell_type"].iloc[0])
-        moment = mat.get_timestamp(version).isoformat()
+        moment = quote(mat.get_timestamp(version).isoformat())
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {token}"
         base = f"{url}/browse/{name}"
@@ -77,7 +80,7 @@ def main() -> int:
             "neuron_typical": f"{base}/neuron/{typical}?version={version}",
             "neuron_typical_at_timestamp": f"{base}/neuron/{typical}?timestamp={moment}",
             "search_nucleus": f"{base}/search?kind=nucleus&q={nucleus}&version={version}",
-            "search_cell_type": f"{base}/search?kind=cell_type&q={cell_type}&version={version}",
+            "search_cell_type": f"{base}/search?kind=cell_type&q={quote(cell_type)}&version={version}",
         }
         results = {page: p50_ms(session, target, args.repeat) for page, target in pages.items()}
         synapses_of = {"busiest": int(per_root[busiest]), "typical": int(per_root.get(typical, 0))}
