@@ -266,6 +266,25 @@ def test_viewer_loads_segmentation_and_draws_a_roots_mesh(browser, server, admin
 
 
 @pytest.mark.browser
+def test_genuine_caveclient_link_opens_the_stored_state(browser, server, admin_token):
+    genuine = caveclient.CAVEclient("opencave_demo", server_address=server.url, auth_token=admin_token)
+    root = int(genuine.chunkedgraph.get_root_id(demo_world(server).cells[5]["soma_supervoxel"]))
+    state_id = genuine.state.upload_state_json(neuroglancer_state(genuine.info.get_datastack_info(), root_ids=[root]))
+    page = _logged_in_page(browser, server, "viewer@example.org")
+    answers: dict[str, int] = {}
+    page.on("response", lambda response: answers.__setitem__(response.url, response.status))
+    page.goto(genuine.state.build_neuroglancer_url(state_id))
+    manifest = f"/meshing/api/v1/table/opencave_demo/manifest/{root}:0"
+    for _ in range(120):
+        if any(manifest in url for url in answers):
+            break
+        page.wait_for_timeout(250)
+    assert answers[f"{server.url}/nglstate/api/v1/{state_id}"] == 200, "the state is read with the login's token"
+    assert [status for url, status in answers.items() if manifest in url] == [200], "its segment's mesh is asked for"
+    page.context.close()
+
+
+@pytest.mark.browser
 def test_viewer_without_login_gets_no_token(browser, server):
     context = browser.new_context()
     page = context.new_page()
