@@ -200,17 +200,34 @@ def test_home_and_datastack_pages(server, admin_token, version):
     assert "/search?kind=cell_type" in page.text
 
 
-def test_permissions(server, admin_token, busy_root):
+@pytest.fixture(scope="module")
+def store(server):
+    """The server's store opened in this process: users, datasets and grants made here take effect
+    at once (every write bumps the generation the server checks), without a command's start-up."""
+    from opencave.config import resolve_settings
+    from opencave.runtime import Runtime
+
+    runtime = Runtime.open(resolve_settings(str(server.data_dir), server.database))
+    yield runtime
+    runtime.close()
+
+
+def _user(store, email: str, password: str | None = None) -> str:
+    """A new user of the ``default`` group and an API token of theirs."""
+    user = store.accounts.create_user(email, None, password=password)
+    return store.tokens.create(user.id, description="browser test")
+
+
+def test_permissions(server, store, admin_token, busy_root):
     anonymous = _get(server, f"/browse/{DS}/neuron/{busy_root}", None)
     assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/sticky_auth/login?next=")
     assert "Log in" in _get(server, "/", None).text
 
     name = f"private_{uuid.uuid4().hex[:8]}"
-    server.cli("dataset", "add", name)
-    server.cli("datastack", "add", name, "--dataset", name, "--aligned-volume", DS, "--local-server", server.url)
-    email = f"outsider-{uuid.uuid4().hex[:8]}@example.org"
-    server.cli("user", "add", email)
-    outsider = server.new_token(email)
+    store.access.create_dataset(name)
+    store.info.add_datastack(name, DS, local_server=server.url)
+    store.access.map_resource("datastack", name, name)
+    outsider = _user(store, f"outsider-{uuid.uuid4().hex[:8]}@example.org")
     refused = _get(server, f"/browse/{name}", outsider)
     assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/html")
     assert "view" in refused.text
@@ -220,8 +237,8 @@ def test_permissions(server, admin_token, busy_root):
     assert _get(server, "/browse/no_such_stack", admin_token).status_code == 404
 
     # under terms of service: listed on /, and the page leads to the terms first, then back
-    server.cli("permission", "grant", "default", name, "view")
-    server.cli("tos", "add", f"Terms of {name}", "--text", "Be kind.", "--dataset", name)
+    store.access.grant("default", name, "view")
+    store.access.create_tos(f"Terms of {name}", "Be kind.", name)
     assert f'href="/browse/{name}"' in _get(server, "/", outsider).text
     sent = _get(server, f"/browse/{name}", outsider, version="")
     assert sent.status_code == 303, sent.text
@@ -269,9 +286,9 @@ def browser():
 
 
 @pytest.mark.browser
-def test_a_person_logs_in_searches_by_keyboard_and_reads_partners(browser, server, client, version, busy_root):
+def test_a_person_logs_in_searches_by_keyboard_and_reads_partners(browser, server, store, client, version, busy_root):
     email, password = f"reader-{uuid.uuid4().hex[:8]}@example.org", "browse-password"
-    server.cli("user", "add", email, "--password", password)
+    _user(store, email, password)
     page = browser.new_context(java_script_enabled=False).new_page()  # the pages need no script
     page.goto(server.url + f"/browse/{DS}")
     assert "/sticky_auth/login" in page.url
