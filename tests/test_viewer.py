@@ -178,7 +178,7 @@ def test_build_neuroglancer_url_works_offline(server, admin_token, offline):
         assert url == f"{server.url}/neuroglancer/#!middleauth+{server.url}/nglstate/api/v1/{state_id}", module.__name__
 
 
-def test_viewer_site_is_chosen_by_serve_and_changed_per_datastack(server_factory, admin_token):
+def test_viewer_site_is_chosen_by_serve_and_changed_per_datastack(server_factory):
     other = server_factory("sqlite", "--viewer-site", "https://viewer.example.org")
     token = other.new_token()
     info = opencave.CAVEclient("opencave_demo", server_address=other.url, auth_token=token).info
