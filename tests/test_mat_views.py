@@ -258,7 +258,7 @@ PAGES = [
 def test_anonymous_is_sent_to_login_and_back(server):
     for path in PAGES:
         response = requests.get(server.url + VIEWS + path, allow_redirects=False)
-        assert response.status_code == 302, path
+        assert response.status_code == 303, path
         assert response.headers["location"] == f"/sticky_auth/login?next={quote(VIEWS + path, safe='')}"
 
 
@@ -278,7 +278,7 @@ def test_user_without_permission_gets_403(server, store):
 def test_terms_not_accepted_lead_to_the_terms_page(server, store, extra):
     token = _user(store, "views-reader@example.org")
     response = requests.get(server.url + f"{VIEWS}/datastack/{EXTRA}", headers={"Authorization": f"Bearer {token}"}, allow_redirects=False)
-    assert response.status_code == 302
+    assert response.status_code == 303
     location = response.headers["location"]
     assert location.startswith("/sticky_auth/api/v1/tos/") and f"redirect={quote(VIEWS + '/datastack/' + EXTRA, safe='')}" in location
 

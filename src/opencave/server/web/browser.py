@@ -16,35 +16,21 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from opencave.errors import BadRequest, Forbidden, NotFound, OpencaveError, Unauthorized
+from opencave.errors import BadRequest, Forbidden, OpencaveError
 from opencave.server.params import Name, text
-from opencave.server.security import authenticate, presented_token, runtime_of
+from opencave.server.security import runtime_of
 from opencave.server.web.mat_views import HtmlErrorRoute
-from opencave.server.web.pages import TOS_PATH, _render, _to_login
+from opencave.server.web.gate import NAMESPACE, to_terms, visible_datastacks, visitor
+from opencave.server.web.pages import _render, to_login
 from opencave.services.auth import AuthContext
 from opencave.services.browse import BrowseService, Moment
 from opencave.services.browse.service import SEARCH_KINDS
 
 # pages for people, not API operations: out of the OpenAPI document, bad input answered as a page
 router = APIRouter(tags=["data browser"], route_class=HtmlErrorRoute, include_in_schema=False)
-NAMESPACE = "datastack"
 PREFIX = "/browse/{datastack}"
 VersionText = Annotated[text(12) | None, Query(description="a materialization version (default: the newest)")]
 TimestampText = Annotated[text(40) | None, Query(description="an ISO 8601 time (UTC) instead of a version")]
-
-
-def _context(request: Request) -> AuthContext | None:
-    """The visitor's identity, or None when there is no usable session (then: the login page)."""
-    runtime = runtime_of(request)
-    if not runtime.settings.auth_enabled:
-        return authenticate(request, None)
-    token = presented_token(request)
-    if token is None:
-        return None
-    try:
-        return authenticate(request, token)
-    except Unauthorized:
-        return None
 
 
 def _browse(request: Request) -> BrowseService:
@@ -75,18 +61,15 @@ def _error_page(request: Request, context: AuthContext | None, error: OpencaveEr
 
 def _page(request: Request, datastack: str | None, make) -> Response:
     """Run ``make(context)`` for a visitor who may view ``datastack``, answering errors as pages."""
-    context = _context(request)
+    context = visitor(request)
     if context is None:
-        return _to_login(request)
+        return to_login(request)
     try:
         if datastack is not None:
             runtime_of(request).identities.require(context, "view", NAMESPACE, datastack)
         return make(context)
     except Forbidden as error:
-        if error.code == "missing_tos" and error.data:  # the terms page, then back here
-            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(_href(TOS_PATH.format(tos_id=error.data["tos_id"]), redirect=here), status_code=303)
-        return _error_page(request, context, error)
+        return to_terms(request, error) or _error_page(request, context, error)
     except OpencaveError as error:
         return _error_page(request, context, error)
 
@@ -100,28 +83,12 @@ def neuron_href(datastack: str, root_id: int, moment: Moment | None = None, **pa
     return _href(f"/browse/{datastack}/neuron/{root_id}", **((moment.query if moment else {}) | params))
 
 
-def _visible_datastacks(request: Request, context: AuthContext) -> list[dict]:
-    runtime = runtime_of(request)
-    out = []
-    for name in runtime.info.datastack_names():
-        try:
-            runtime.identities.require(context, "view", NAMESPACE, name)
-        except Forbidden as refused:
-            if refused.code != "missing_tos":  # listed: its page leads to the terms first
-                continue
-        except NotFound:
-            continue
-        record = runtime.info.datastack_info(name, runtime.settings.server_url)
-        out.append({"name": name, "description": record.get("description") or ""})
-    return out
-
-
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> HTMLResponse:
     """The datastacks the visitor may see (after logging in), and how to connect a client."""
     runtime = runtime_of(request)
-    context = _context(request)
-    datastacks = _visible_datastacks(request, context) if context is not None else []
+    context = visitor(request)
+    datastacks = visible_datastacks(request, context) if context is not None else []
     return _render(
         request,
         "browse/index.html",

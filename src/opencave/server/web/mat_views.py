@@ -17,18 +17,18 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.background import BackgroundTask
 
-from opencave.errors import Forbidden, OpencaveError, Unauthorized
+from opencave.errors import OpencaveError
 from opencave.server.errors import _describe_validation
 from opencave.server.params import Flag, Name
 from opencave.server.routers.materialize import Datastack
 from opencave.server.routers.materialize import Version as VersionNumber
-from opencave.server.security import authenticate, presented_token, runtime_of
-from opencave.server.web.pages import LOGIN_PATH, TOS_PATH, _render
-from opencave.services.auth import AuthContext
+from opencave.server.security import runtime_of
+from opencave.server.web.gate import admit, visible_datastacks
+from opencave.server.web.pages import _render
 from opencave.services.materialize import pages
 from opencave.services.materialize.service import VersionTable
 from opencave.services.materialize.versions import format_time
@@ -37,7 +37,6 @@ PREFIX = "/materialize/views"
 MAX_PAGE_SIZE = 500
 MAX_PAGE = 10_000_000
 DOWNLOAD_CHUNK = 1 << 20
-NAMESPACE = "datastack"
 
 
 class HtmlErrorRoute(APIRoute):
@@ -69,61 +68,15 @@ def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
     return _render(request, "views/error.html", status=status, identity=None, title=TITLES.get(status, "Request refused"), message=message)
 
 
-# -- the gate: session, terms of service, permission -----------------------------------------------
-def _here(request: Request) -> str:
-    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
-
-
-def _caller(request: Request) -> AuthContext | None:
-    """The caller's context from a header, query or cookie token; None when there is none usable."""
-    if not runtime_of(request).settings.auth_enabled:
-        return authenticate(request, None)
-    token = presented_token(request)
-    if token is None:
-        return None
-    try:
-        return authenticate(request, token)
-    except Unauthorized:
-        return None  # a stale session cookie: log in again
-
-
-def _to_login(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"{LOGIN_PATH}?next={quote(_here(request), safe='')}", status_code=302)
-
-
-def _gate(request: Request, datastack: str | None) -> AuthContext | Response:
-    """The caller allowed to view ``datastack``, or where to send them: the login page, the terms
-    page of the dataset, or a 403 page."""
-    context = _caller(request)
-    if context is None:
-        return _to_login(request)
-    if datastack is None:
-        return context
-    try:
-        runtime_of(request).identities.require(context, "view", NAMESPACE, datastack)
-    except Forbidden as refused:
-        if refused.code == "missing_tos" and refused.data:
-            target = TOS_PATH.format(tos_id=refused.data["tos_id"]) + "?" + urlencode({"redirect": _here(request)})
-            return RedirectResponse(target, status_code=302)
-        raise
-    return context
-
-
 # -- pages ---------------------------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
 @router.get("/index", response_class=HTMLResponse)
 def index(request: Request) -> Response:
     """The datastacks the caller may view (those under terms not yet accepted included)."""
-    gate = _gate(request, None)
+    gate = admit(request, None)
     if isinstance(gate, Response):
         return gate
-    runtime = runtime_of(request)
-    visible = []
-    for name in runtime.info.datastack_names():
-        dataset = runtime.identities.dataset_of(NAMESPACE, name, gate.generations)
-        if dataset is not None and gate.identity.has("view", dataset, ignore_tos=True):
-            info = runtime.info.cached_datastack_info(name, runtime.settings.server_url, gate.generations)
-            visible.append({"name": name, "description": info.get("description") or info["aligned_volume"].get("description") or ""})
+    visible = visible_datastacks(request, gate)
     return _render(request, "views/datastacks.html", identity=gate.identity, datastacks=visible)
 
 
@@ -131,7 +84,7 @@ def index(request: Request) -> Response:
 def datastack_page(
     request: Request, datastack: Datastack, show_all: Annotated[Flag, Query(alias="all", description="list expired versions too")] = False
 ) -> Response:
-    gate = _gate(request, datastack)
+    gate = admit(request, datastack)
     if isinstance(gate, Response):
         return gate
     versions = pages.versions(runtime_of(request).materialize, datastack, show_all)
@@ -142,7 +95,7 @@ def datastack_page(
 
 @router.get("/datastack/{datastack}/version/{version}", response_class=HTMLResponse)
 def version_page(request: Request, datastack: Datastack, version: VersionNumber) -> Response:
-    gate = _gate(request, datastack)
+    gate = admit(request, datastack)
     if isinstance(gate, Response):
         return gate
     contents = pages.version_contents(runtime_of(request).materialize, datastack, version)
@@ -168,7 +121,7 @@ def rows_page(
     request: Request, datastack: Datastack, version: VersionNumber, kind: Kind, name: NameOf, page: Page = 1, page_size: PageSize = 50
 ) -> Response:
     """A page of a table's or view's rows (tables in id order), filtered by ``f.<column>`` parameters."""
-    gate = _gate(request, datastack)
+    gate = admit(request, datastack)
     if isinstance(gate, Response):
         return gate
     found, filters, given = _frozen(request, datastack, version, kind, name)
@@ -206,7 +159,7 @@ def _download_name(datastack: str, version: int, name: str, suffix: str) -> str:
 @router.get("/datastack/{datastack}/version/{version}/{kind}/{name}/download.csv")
 def download_csv(request: Request, datastack: Datastack, version: VersionNumber, kind: Kind, name: NameOf) -> Response:
     """Every row matching the ``f.<column>`` filters as CSV, streamed."""
-    gate = _gate(request, datastack)
+    gate = admit(request, datastack)
     if isinstance(gate, Response):
         return gate
     found, filters, _ = _frozen(request, datastack, version, kind, name)
@@ -220,7 +173,7 @@ def download_csv(request: Request, datastack: Datastack, version: VersionNumber,
 @router.get("/datastack/{datastack}/version/{version}/{kind}/{name}/download.parquet")
 def download_parquet(request: Request, datastack: Datastack, version: VersionNumber, kind: Kind, name: NameOf) -> Response:
     """Every row matching the ``f.<column>`` filters as one Parquet file (spooled to disk when large)."""
-    gate = _gate(request, datastack)
+    gate = admit(request, datastack)
     if isinstance(gate, Response):
         return gate
     found, filters, _ = _frozen(request, datastack, version, kind, name)

@@ -103,7 +103,7 @@ def _safe_next(request: Request, target: str | None) -> str:
     return _location(request, url.href) if url is not None else TOKENS_PATH
 
 
-def _to_login(request: Request) -> RedirectResponse:
+def to_login(request: Request) -> RedirectResponse:
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"{LOGIN_PATH}?next={quote(here, safe='')}", status_code=303)
 
@@ -161,7 +161,7 @@ def _tokens_page(request: Request, identity: Identity, new_token: str | None = N
 def tokens_page(request: Request) -> Response:
     identity = _browser_identity(request)
     if identity is None:
-        return _to_login(request)
+        return to_login(request)
     return _tokens_page(request, identity)
 
 
@@ -171,7 +171,7 @@ def create_token_form(request: Request, description: Annotated[text(200), Form()
     csrf.verify(request, runtime.secret_key, csrf_token)
     identity = _browser_identity(request)
     if identity is None:
-        return _to_login(request)
+        return to_login(request)
     token = runtime.tokens.create(identity.id, API, description.strip())
     return _tokens_page(request, identity, new_token=token, status=201)
 
@@ -182,7 +182,7 @@ def revoke_token_form(token_id: SerialId, request: Request, csrf_token: FormToke
     csrf.verify(request, runtime.secret_key, csrf_token)
     identity = _browser_identity(request)
     if identity is None:
-        return _to_login(request)
+        return to_login(request)
     runtime.tokens.revoke_by_id(identity.id, token_id)
     return RedirectResponse(TOKENS_PATH, status_code=303)
 
@@ -209,7 +209,7 @@ def _confirm(request: Request, action: str, title: str, explanation: str, button
         )
     identity = _browser_identity(request)
     if identity is None:
-        return _to_login(request)
+        return to_login(request)
     return _render(request, "confirm.html", identity=identity, action=action, title=title, explanation=explanation, button=button)
 
 
@@ -241,7 +241,7 @@ def create_token(request: Request) -> Response:
 def create_token_confirmed(request: Request, csrf_token: FormToken = "") -> Response:
     identity = _confirmed_identity(request, csrf_token)
     if identity is None:
-        return _to_login(request)
+        return to_login(request)
     token = _issue_api_token(request, identity, "create_token")
     if request.headers.get("authorization"):
         return JSONResponse(token, headers=NO_STORE)
@@ -273,7 +273,7 @@ def refresh_token(request: Request) -> Response:
 def refresh_token_confirmed(request: Request, csrf_token: FormToken = "") -> Response:
     identity = _confirmed_identity(request, csrf_token)
     if identity is None:
-        return _to_login(request)
+        return to_login(request)
     token = _refresh(request, identity)
     if request.headers.get("authorization"):
         return JSONResponse(token, headers=NO_STORE)
@@ -296,7 +296,7 @@ def api_logout(request: Request) -> Response:
 def tos_page(tos_id: SerialId, request: Request, redirect: Annotated[UrlText | None, Query()] = None) -> Response:
     identity = _browser_identity(request)
     if identity is None:
-        return _to_login(request)
+        return to_login(request)
     tos = runtime_of(request).access.tos(tos_id)
     return _render(request, "tos.html", identity=identity, tos=tos, redirect=_safe_next(request, redirect), accepted=False)
 
@@ -307,7 +307,7 @@ def accept_tos(tos_id: SerialId, request: Request, redirect: Annotated[UrlText, 
     csrf.verify(request, runtime.secret_key, csrf_token)
     identity = _browser_identity(request)
     if identity is None:
-        return _to_login(request)
+        return to_login(request)
     runtime.access.accept_tos(identity.id, tos_id)
     tos = runtime.access.tos(tos_id)
     return _render(request, "tos.html", identity=identity, tos=tos, redirect=_safe_next(request, redirect), accepted=True)
@@ -326,7 +326,7 @@ def authorize(
     """
     identity = _browser_identity(request)
     if identity is None:
-        return _to_login(request)
+        return to_login(request)
     token = presented_token(request, cookie_only=True)
     settings = runtime_of(request).settings
     origins = _origins(request)
