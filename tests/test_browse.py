@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
@@ -14,10 +13,11 @@ from html.parser import HTMLParser
 import pytest
 import requests
 
+from tests.support.chromium import headless_chromium
+
 from opencave import CAVEclient
 
 DS = "opencave_demo"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 class Tables(HTMLParser):
@@ -274,15 +274,8 @@ def test_hostile_cell_types_are_escaped(server, admin_token, client, version):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("Chromium is not installed (Debian: apt-get install chromium)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+    with headless_chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.mark.browser

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 
 import caveclient
 import pytest
 import requests
 
 import opencave
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("Chromium is not installed (Debian: apt-get install chromium); .ci/run installs it")
-    return path
-
+from tests.support.chromium import headless_chromium
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+    with headless_chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.mark.browser

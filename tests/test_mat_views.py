@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.support.materialize import DS, caveclient_for
-from tests.test_browser import CHROMIUM_ARGS, _chromium
+from tests.support.chromium import headless_chromium
 
 VIEWS = "/materialize/views"
 EXTRA = "views_extra"
@@ -337,12 +337,8 @@ def test_hostile_strings_render_inert(server, admin, extra):
 # -- the set-up guide's first step in a browser ----------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+    with headless_chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.mark.browser

@@ -21,7 +21,7 @@ from opencave.services.viewer.bundle import ViewerBundle
 from opencave.services.viewer.links import neuroglancer_state, neuroglancer_url, viewer_source
 from tests.support.demo import demo_world
 from tests.test_auth_security import _logged_in
-from tests.test_browser import CHROMIUM_ARGS, _chromium
+from tests.support.chromium import headless_chromium
 
 INFO = {
     "aligned_volume": {"name": "v", "image_source": "precomputed://http://127.0.0.1:9/volumes/v/image"},
@@ -207,18 +207,12 @@ def test_viewer_site_is_chosen_by_serve_and_changed_per_datastack(server_factory
 
 # -- the viewer in a browser -------------------------------------------------------------------
 # WebGL without a GPU: Debian's Chromium renders through SwiftShader with these flags.
-WEBGL_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        args = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"] + WEBGL_ARGS
-        instance = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=args)
+    with headless_chromium(webgl=True) as instance:
         yield instance
-        instance.close()
 
 
 def _logged_in_page(browser, server, email: str):
