@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,21 +25,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import loopback_server, opencave_cli  # noqa: E402
+from bench.support import loopback_server, opencave_cli, p50_ms  # noqa: E402
 from opencave import CAVEclient  # noqa: E402
-
-
-def p50_ms(session: requests.Session, url: str, repeat: int) -> float:
-    """Median milliseconds of ``repeat`` GETs of ``url`` (after one warm-up), each checked to answer
-2xx or 3xx: a search that finds a neuron is timed up to its redirect."""
-    session.get(url, allow_redirects=False).raise_for_status()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        response = session.get(url, allow_redirects=False)
-        times.append(time.perf_counter() - start)
-        response.raise_for_status()
-    return round(1000 * statistics.median(times), 1)
 
 
 def main() -> int:

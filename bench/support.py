@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,3 +96,17 @@ def read_floor(source: Path | str, kind: str, reader: str = "duckdb") -> dict:
     own: the floor of an import. ``kind``: parquet, csv (a header row) or csv-noheader (a static
     export; DuckDB reads it as text, pyarrow infers types)."""
     return run_child(READ_FLOOR, str(source), kind, reader)
+
+
+def p50_ms(session: requests.Session, url: str, repeat: int) -> float:
+    """Median milliseconds of ``repeat`` GETs of ``url`` (after one warm-up), each checked to
+    answer 2xx or 3xx; redirects are not followed (a search that finds a neuron is timed up to
+    its redirect)."""
+    session.get(url, allow_redirects=False).raise_for_status()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        response = session.get(url, allow_redirects=False)
+        times.append(time.perf_counter() - start)
+        response.raise_for_status()
+    return round(1000 * statistics.median(times), 1)
