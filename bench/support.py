@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from tests.support.postgres import free_port  # noqa: E402
 # Clients made by a benchmark save datastack lookups and tokens under HOME: keep them out of the
 # user's own files (HOME is read when a file is written, so setting it here is in time).
 os.environ["HOME"] = tempfile.mkdtemp(prefix="opencave-bench-home-")
+atexit.register(shutil.rmtree, os.environ["HOME"], ignore_errors=True)
 
 
 def opencave_cli(*args: str, storage: list[str]) -> str:
