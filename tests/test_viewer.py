@@ -260,6 +260,36 @@ def test_viewer_loads_segmentation_and_draws_a_roots_mesh(browser, server, admin
 
 
 @pytest.mark.browser
+def test_viewer_shows_em_with_the_segmentation_over_it(browser, server, admin_token):
+    client = opencave.CAVEclient("opencave_demo", server_address=server.url, auth_token=admin_token)
+    world = demo_world(server)
+    soma = world.cells[3]["soma_supervoxel"]
+    root = int(client.chunkedgraph.get_root_id(soma))
+    state = neuroglancer_state(client.info.get_datastack_info(), root_ids=[root], points=[world.viewer_point(soma)])
+    state.update(showDefaultAnnotations=False, showAxisLines=False, layout="xy")
+    page = _logged_in_page(browser, server, "em-viewer@example.org")
+    answers: dict[str, int] = {}
+    page.on("response", lambda response: answers.__setitem__(response.url, response.status))
+    page.goto(neuroglancer_url(client.info.viewer_site(), state))
+
+    def image_chunks() -> list[str]:
+        return [url for url in answers if "/volumes/opencave_demo/image/" in url and not url.endswith("/info")]
+
+    for _ in range(120):  # up to 30 s on a loaded machine
+        if image_chunks() and all(answers[url] == 200 for url in image_chunks()):
+            page.wait_for_timeout(1500)  # decoded and drawn
+            break
+        page.wait_for_timeout(250)
+    assert image_chunks() and all(answers[url] == 200 for url in image_chunks()), "EM chunks were read with the login's token"
+    pixels = np.asarray(Image.open(io.BytesIO(page.locator("canvas").first.screenshot())).convert("RGB")).astype(int)
+    spread = pixels.max(axis=2) - pixels.min(axis=2)
+    gray = pixels[spread < 10].mean(axis=1)
+    assert gray.size > 0.3 * spread.size and gray.std() > 10, "most of the view is textured gray EM"
+    assert (spread > 40).mean() > 0.005, "the selected neuron is drawn in colour over it"
+    page.context.close()
+
+
+@pytest.mark.browser
 def test_genuine_caveclient_link_opens_the_stored_state(browser, server, admin_token):
     genuine = caveclient.CAVEclient("opencave_demo", server_address=server.url, auth_token=admin_token)
     root = int(genuine.chunkedgraph.get_root_id(demo_world(server).cells[5]["soma_supervoxel"]))
