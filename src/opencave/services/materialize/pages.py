@@ -8,6 +8,7 @@ same rows. Nothing here knows about HTTP or HTML.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -137,8 +138,25 @@ def rows_page(service: MaterializeService, found: VersionTable, filters: list[Fi
         total = int(_answer(service, found, filters, Paging(), count=True).table().column(0)[0].as_py())
     else:
         total = found.frozen.row_count
-    answer = _answer(service, found, filters, Paging(offset=(page - 1) * page_size, limit=page_size))
+    offset = (page - 1) * page_size
+    start = None if filters or found.frozen.kind != "table" else _id_at(found, offset)
+    if start is None:
+        answer = _answer(service, found, filters, Paging(offset=offset, limit=page_size))
+    else:  # a deep page starts at its first id, found from the row groups, not by skipping rows
+        answer = _answer(service, found, [Filter(found.source.name, "id", "greater_equal", start)], Paging(limit=page_size))
     return RowsPage(answer.table(), total, page, page_size, answer.warnings)
+
+
+def _id_at(found: VersionTable, offset: int) -> int | None:
+    """The id of the row ``offset`` rows into a table's file, which holds its rows sorted by id:
+    one row group's ids are read (None past the end)."""
+    metadata = pq.ParquetFile(Path(found.version.location) / found.frozen.file)
+    for group in range(metadata.num_row_groups):
+        rows = metadata.metadata.row_group(group).num_rows
+        if offset < rows:
+            return metadata.read_row_group(group, columns=["id"]).column(0)[offset].as_py()
+        offset -= rows
+    return None
 
 
 def all_rows(service: MaterializeService, found: VersionTable, filters: list[Filter]) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
