@@ -227,6 +227,28 @@ def _logged_in_page(browser, server, email: str):
     return page
 
 
+def _open_until_meshes_arrive(page, url: str) -> tuple[dict[str, int], list[str]]:
+    """Open ``url`` and wait until mesh fragments were fetched and drawn: every response's
+    status by URL, and the fragments' URLs."""
+    answers: dict[str, int] = {}
+    page.on("response", lambda response: answers.__setitem__(response.url, response.status))
+    page.goto(url)
+    fragments: list[str] = []
+    for _ in range(120):  # up to 30 s on a loaded machine
+        fragments = [url for url, status in answers.items() if "/graphene_meshes/" in url and url.rsplit("/", 1)[1] != "info"]
+        if fragments and all(answers[url] == 200 for url in fragments):
+            page.wait_for_timeout(1000)  # the fragments are decoded and drawn
+            break
+        page.wait_for_timeout(250)
+    return answers, fragments
+
+
+def _canvas_drawn(page) -> float:
+    """The share of the first canvas's pixels that are not (nearly) black."""
+    pixels = np.asarray(Image.open(io.BytesIO(page.locator("canvas").first.screenshot())).convert("RGB"))
+    return float((pixels.max(axis=2) > 40).mean())
+
+
 @pytest.mark.browser
 def test_viewer_loads_segmentation_and_draws_a_roots_mesh(browser, server, admin_token):
     client = opencave.CAVEclient("opencave_demo", server_address=server.url, auth_token=admin_token)
@@ -235,27 +257,40 @@ def test_viewer_loads_segmentation_and_draws_a_roots_mesh(browser, server, admin
     state = neuroglancer_state(client.info.get_datastack_info(), root_ids=[root])
     state.update(showDefaultAnnotations=False, showAxisLines=False, layout="3d")  # only meshes are drawn
     page = _logged_in_page(browser, server, "viewer@example.org")
-    answers: dict[str, int] = {}
-    page.on("response", lambda response: answers.__setitem__(response.url, response.status))
-
-    page.goto(neuroglancer_url(client.info.viewer_site(), state))
+    answers, fragments = _open_until_meshes_arrive(page, neuroglancer_url(client.info.viewer_site(), state))
     assert page.url.startswith(server.url + "/neuroglancer/v/opencave/#!"), "the link's state survives the redirect"
-    fragments: list[str] = []
-    for _ in range(120):  # up to 30 s on a loaded machine
-        fragments = [url for url, status in answers.items() if "/graphene_meshes/" in url and url.rsplit("/", 1)[1] != "info"]
-        if fragments and all(answers[url] == 200 for url in fragments):
-            page.wait_for_timeout(1000)  # the fragments are decoded and drawn
-            break
-        page.wait_for_timeout(250)
     manifests = [url for url in answers if f"/meshing/api/v1/table/opencave_demo/manifest/{root}:0" in url]
     assert manifests and all(answers[url] == 200 for url in manifests), answers
     assert fragments and all(answers[url] == 200 for url in fragments), "mesh fragments were fetched"
     credentials = [status for url, status in answers.items() if url.endswith("/neuroglancer/credentials/opencave")]
     assert credentials == [200], "the viewer got the login's token without asking the user"
 
-    pixels = np.asarray(Image.open(io.BytesIO(page.locator("canvas").first.screenshot())).convert("RGB"))
-    drawn = (pixels.max(axis=2) > 40).mean()
+    drawn = _canvas_drawn(page)
     assert drawn > 0.002, f"the 3D view is blank ({drawn:.4%} of pixels drawn)"
+    page.context.close()
+
+
+@pytest.mark.browser
+def test_a_table_pages_link_opens_the_viewer_on_the_rows_neurons(browser, server, admin_token):
+    """The Neuroglancer link of a row of the materialize views' table page opens the bundled
+    viewer, which draws the meshes of the row's neurons."""
+    import lxml.html
+
+    client = opencave.CAVEclient("opencave_demo", server_address=server.url, auth_token=admin_token)
+    version = client.materialize.most_recent_version()
+    row = client.materialize.query_table("synapses", materialization_version=version, limit=1)
+    listed = requests.get(
+        f"{server.url}/materialize/views/datastack/opencave_demo/version/{version}/table/synapses",
+        params={"page_size": 1}, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30,
+    )
+    assert listed.status_code == 200, listed.text
+    link = lxml.html.fromstring(listed.text).xpath('//table[@id="rows"]//a[@class="ng-link"]/@href')[0]
+    page = _logged_in_page(browser, server, "table-viewer@example.org")
+    answers, fragments = _open_until_meshes_arrive(page, link)
+    for root in (int(row["pre_pt_root_id"].iloc[0]), int(row["post_pt_root_id"].iloc[0])):
+        assert any(f"/manifest/{root}:0" in url and status == 200 for url, status in answers.items()), f"the mesh of {root} was asked for"
+    assert fragments and all(answers[url] == 200 for url in fragments), "mesh fragments were fetched"
+    assert _canvas_drawn(page) > 0.002, "the viewer is blank"
     page.context.close()
 
 
