@@ -137,5 +137,6 @@ def test_bad_query_values(server, admin_token):
 
 
 def test_pending_services_answer_501_json(server, admin_token):
-    response = requests.get(server.url + "/volumes/opencave_demo/image/info", headers={"Authorization": f"Bearer {admin_token}"})
+    # the watershed (ws) and the EM image are served; other layers of a volume are not
+    response = requests.get(server.url + "/volumes/opencave_demo/synapse_cleft/info", headers={"Authorization": f"Bearer {admin_token}"})
     _assert_error(response, 501, "service_not_available", "volume service")

@@ -89,6 +89,11 @@ SERVER = Path(opencave.__file__).parent / "server"
 ROUTER_SOURCES = sorted([*(SERVER / "routers").glob("*.py"), *(SERVER / "web").glob("*.py")])
 
 
+# Web pages (left out of the API document) whose filters are named after the columns of the table
+# shown (``f.<column>``): read in one place, each checked against the table's columns and limits.
+PER_COLUMN_QUERY = {"mat_views.py"}
+
+
 def test_openapi_declares_inputs(fuzz_server):
     """Every operation that reads a body says so, and query parameters are declared."""
     server, _ = fuzz_server
@@ -105,10 +110,13 @@ def test_routers_read_no_undeclared_input():
     a raw body is read only by operations that declare it (``openapi_extra``)."""
     for source in ROUTER_SOURCES:
         text = source.read_text()
-        assert "query_params" not in text, f"{source} reads the query string by hand"
+        if source.name not in PER_COLUMN_QUERY:
+            assert "query_params" not in text, f"{source} reads the query string by hand"
+        else:
+            assert text.count("query_params") == 1 and "parse_filters(found, request.query_params)" in text
         assert "request.json()" not in text and "request.form()" not in text, f"{source} parses a body by hand"
         if "await request.body()" in text:
-            assert "binary_body(" in text, f"{source} reads a raw body without declaring it"
+            assert "binary_body(" in text or "json_text_body(" in text, f"{source} reads a raw body without declaring it"
 
 
 def _schemathesis(server, token: str, workdir: Path, seconds: int, *selection: str) -> subprocess.CompletedProcess:

@@ -346,6 +346,18 @@ def binary_body(description: str, media_type: str = "application/octet-stream") 
     return {"requestBody": {"required": True, "description": description, "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}}
 
 
+def json_text_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` for an endpoint that reads a JSON body its callers may send as text/plain
+    (as Neuroglancer does, to avoid a CORS preflight)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}, "text/plain": {"schema": {"type": "string"}}},
+        }
+    }
+
+
 def media_answers(*media_types: str, description: str = "Successful answer") -> dict[int | str, dict[str, Any]]:
     """``responses`` for an endpoint that answers other media types than JSON (Arrow, binary, SWC …)."""
     return {200: {"description": description, "content": {media: {} for media in media_types}}}

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from opencave.errors import BadRequest, Forbidden, NotFound, OpencaveError, Unauthorized
+from opencave.server.params import json_text_body
 from opencave.server.security import authenticate, presented_token, runtime_of
 from opencave.server.web.redirects import origin_of
 from opencave.services.viewer.bundle import ViewerBundle
@@ -73,13 +74,7 @@ class CredentialsRequest(BaseModel):
     invalid: int | None = Field(None, description="the generation of credentials the source rejected")
 
 
-CREDENTIALS_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "JSON (the viewer sends it as text/plain)",
-        "content": {"application/json": {"schema": CredentialsRequest.model_json_schema()}, "text/plain": {"schema": {"type": "string"}}},
-    }
-}
+CREDENTIALS_BODY = json_text_body("JSON (the viewer sends it as text/plain)", CredentialsRequest.model_json_schema())
 
 
 @router.post(
