@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from tests.support.http import no_unhandled_errors
+
 from tests.support.materialize import DS, caveclient_for
 from tests.support.chromium import headless_chromium
 
@@ -37,12 +39,8 @@ TERMS = "Cite the extra dataset in every publication."
 @pytest.fixture(scope="module", autouse=True)
 def no_server_errors(server):
     """No request of this module may hit an unhandled error."""
-    start = server.log_path.stat().st_size
-    yield
-    with open(server.log_path, errors="replace") as log:
-        log.seek(start)
-        text = log.read()
-    assert "Traceback" not in text and "Exception in ASGI" not in text, text[-5000:]
+    with no_unhandled_errors(server):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import uuid
 import pytest
 import requests
 
+from tests.support.http import no_unhandled_errors
 from tests.support.materialize import DS, caveclient_for
 
 V2 = f"/materialize/api/v2/datastack/{DS}"
@@ -22,12 +23,8 @@ CREATE = f"/materialize/api/v2/materialize/run/create_frozen/datastack/{DS}"
 @pytest.fixture(scope="module", autouse=True)
 def no_server_errors(server):
     """No request of this module may hit an unhandled error (a 500 or a cut stream)."""
-    start = server.log_path.stat().st_size
-    yield
-    with open(server.log_path, errors="replace") as log:
-        log.seek(start)
-        text = log.read()
-    assert "Traceback" not in text and "Exception in ASGI" not in text, text[-5000:]
+    with no_unhandled_errors(server):
+        yield
 
 
 @pytest.fixture(scope="module")

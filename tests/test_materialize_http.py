@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import requests
 
+from tests.support.http import no_unhandled_errors
 from tests.support.demo import demo_world
 from tests.support.materialize import (
     DS,
@@ -38,12 +39,8 @@ TABLES = ["cell_types", "nucleus_detection", "proofreading_status", "synapses"]
 @pytest.fixture(scope="module", autouse=True)
 def no_server_errors(server):
     """No request of this module may hit an unhandled error (a 500 or a cut stream)."""
-    start = server.log_path.stat().st_size
-    yield
-    with open(server.log_path, errors="replace") as log:
-        log.seek(start)
-        text = log.read()
-    assert "Traceback" not in text and "Exception in ASGI" not in text, text[-5000:]
+    with no_unhandled_errors(server):
+        yield
 
 
 @pytest.fixture(scope="module")
