@@ -22,7 +22,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import loopback_server, opencave_cli, p50_ms  # noqa: E402
+from bench.support import demo_store, loopback_server, p50_ms  # noqa: E402
 from opencave import CAVEclient  # noqa: E402
 
 
@@ -32,11 +32,7 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
-    name = f"opencave_{args.size}"
-    data_dir = Path(args.data_dir or f"/tmp/opencave-bench-{args.size}")
-    storage = ["--data-dir", str(data_dir)]
-    opencave_cli("demo", "create", name, "--size", args.size, storage=storage)
-    token = opencave_cli("token", "create", "admin@localhost", storage=storage)
+    name, storage, token = demo_store(args.size, args.data_dir)
     with loopback_server(storage) as url:
         mat = CAVEclient(name, server_address=url, auth_token=token).materialize
         version = mat.most_recent_version()

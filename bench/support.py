@@ -113,3 +113,13 @@ def p50_ms(session: requests.Session, url: str, repeat: int) -> float:
         times.append(time.perf_counter() - start)
         response.raise_for_status()
     return round(1000 * statistics.median(times), 1)
+
+
+def demo_store(size: str, data_dir: str | None) -> tuple[str, list[str], str]:
+    """The demo world of ``size`` in ``data_dir`` (default ``/tmp/opencave-bench-<size>``), built
+    only when missing: its datastack name, the storage arguments and an admin token."""
+    name = f"opencave_{size}"
+    storage = ["--data-dir", str(Path(data_dir or f"/tmp/opencave-bench-{size}"))]
+    if name not in opencave_cli("datastack", "list", storage=storage).split():
+        opencave_cli("demo", "create", name, "--size", size, storage=storage)
+    return name, storage, opencave_cli("token", "create", "admin@localhost", storage=storage)

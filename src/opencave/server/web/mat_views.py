@@ -10,10 +10,11 @@ and back. Failures answer an HTML page with the status and what to fix. Every pa
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
+import pyarrow as pa
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
@@ -156,14 +157,22 @@ def _download_name(datastack: str, version: int, name: str, suffix: str) -> str:
     return f"{safe}.{suffix}"
 
 
-@router.get("/datastack/{datastack}/version/{version}/{kind}/{name}/download.csv")
-def download_csv(request: Request, datastack: Datastack, version: VersionNumber, kind: Kind, name: NameOf) -> Response:
-    """Every row matching the ``f.<column>`` filters as CSV, streamed."""
+def _download_rows(request: Request, datastack: str, version: int, kind: str, name: str) -> Response | tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Every row the ``f.<column>`` filters match, for a caller allowed to see them (else where to send them)."""
     gate = admit(request, datastack)
     if isinstance(gate, Response):
         return gate
     found, filters, _ = _frozen(request, datastack, version, kind, name)
-    schema, batches = pages.all_rows(runtime_of(request).materialize, found, filters)
+    return pages.all_rows(runtime_of(request).materialize, found, filters)
+
+
+@router.get("/datastack/{datastack}/version/{version}/{kind}/{name}/download.csv")
+def download_csv(request: Request, datastack: Datastack, version: VersionNumber, kind: Kind, name: NameOf) -> Response:
+    """Every row matching the ``f.<column>`` filters as CSV, streamed."""
+    rows = _download_rows(request, datastack, version, kind, name)
+    if isinstance(rows, Response):
+        return rows
+    schema, batches = rows
     filename = _download_name(datastack, version, name, "csv")
     return StreamingResponse(
         pages.csv_chunks(schema, batches), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
@@ -173,11 +182,10 @@ def download_csv(request: Request, datastack: Datastack, version: VersionNumber,
 @router.get("/datastack/{datastack}/version/{version}/{kind}/{name}/download.parquet")
 def download_parquet(request: Request, datastack: Datastack, version: VersionNumber, kind: Kind, name: NameOf) -> Response:
     """Every row matching the ``f.<column>`` filters as one Parquet file (spooled to disk when large)."""
-    gate = admit(request, datastack)
-    if isinstance(gate, Response):
-        return gate
-    found, filters, _ = _frozen(request, datastack, version, kind, name)
-    schema, batches = pages.all_rows(runtime_of(request).materialize, found, filters)
+    rows = _download_rows(request, datastack, version, kind, name)
+    if isinstance(rows, Response):
+        return rows
+    schema, batches = rows
     spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
     pages.write_parquet(schema, batches, spool)
     size = spool.tell()
