@@ -545,6 +545,33 @@ def cmd_import_table(args) -> int:
     return 0
 
 
+def cmd_ingest_segmentation(args) -> int:
+    from opencave.services.ingest.service import IngestRequest
+
+    runtime = _runtime(args)
+    request = IngestRequest(
+        name=args.name,
+        watershed=args.watershed,
+        agglomeration=args.agglomeration,
+        edges=args.edges,
+        threshold=args.threshold,
+        image=args.image,
+        chunk_size=tuple(args.chunk_size) if args.chunk_size else None,
+        layers=args.layers,
+        grant=tuple(args.grant or ()),
+        workers=args.processes,
+    )
+    result = runtime.ingest.ingest(request, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    verb = "completed the registration of" if result.resumed else "ingested"
+    print(
+        f"{verb} datastack {result.name}: {result.n_objects:,} objects in {result.n_supervoxels:,} supervoxels "
+        f"({result.n_voxels:,} voxels, {result.seconds:.1f} s); world in {result.world_dir}"
+    )
+    if not request.grant:
+        print(f"only admins see it yet; share it with `opencave permission grant GROUP {result.name} view` (and edit)")
+    return 0
+
+
 def cmd_export(args) -> int:
     from tqdm import tqdm
 
@@ -816,6 +843,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", metavar="NEW=OLD,…", help="rename columns of the files to the schema's names")
     p.add_argument("--on-error", choices=["reject", "skip"], default="reject", help="reject: import nothing when any row is bad (default); skip: leave bad rows out")
     p.add_argument("--user", metavar="EMAIL", help="the user who owns a new table (default: the first superadmin)")
+
+    ingest = top.add_parser("ingest", help="bring your own segmentation in as a proofreadable datastack").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(
+        ingest,
+        "segmentation",
+        cmd_ingest_segmentation,
+        "ingest a watershed (and its agglomeration) into a new datastack: chunkedgraph, aligned volume and dataset NAME",
+    )
+    p.add_argument("name", metavar="NAME", help="the new datastack, aligned volume, dataset and chunkedgraph")
+    p.add_argument("--watershed", required=True, metavar="URL", help="Neuroglancer precomputed segmentation: file://, precomputed://, gs://, s3://, https:// or a local path")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--agglomeration", metavar="FILE", help="supervoxel → segment mapping (Parquet, CSV or npz; columns supervoxel, segment)")
+    group.add_argument("--edges", metavar="FILE", help="supervoxel edges (Parquet, CSV or npz; columns sv1, sv2, affinity[, area])")
+    p.add_argument("--threshold", type=float, metavar="T", help="with --edges: join only edges of affinity above T (default: every listed edge)")
+    p.add_argument("--image", metavar="URL", help="the EM image layer to show with it (precomputed; local ones are served by this server)")
+    p.add_argument("--chunk-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="graph chunk size in voxels (default: the watershed's own, or 256 256 64)")
+    p.add_argument("--layers", type=int, metavar="N", help="layers of the graph (default: the fewest the chunk grid needs)")
+    p.add_argument("--grant", action="append", metavar="GROUP", help="let this group view and edit it (repeatable; e.g. default for every user)")
+    p.add_argument("--processes", type=int, metavar="N", help="worker processes reading the volume (default: one per CPU for large volumes)")
 
     p = _command(top, "export", cmd_export, "write a version as open files: Parquet datasets or the CAVE static-export CSV layout")
     p.add_argument("datastack")

@@ -26,6 +26,7 @@ from opencave.services.materialize.views import ViewRegistry
 from opencave.services.meshing.service import MeshService
 from opencave.services.skeleton import SkeletonService, SkeletonStore
 from opencave.services.state import DocumentStore
+from opencave.services.ingest.service import SegmentationIngest
 from opencave.services.transfer.table_import import TableImporter
 from opencave.services.transfer.version_import import VersionImporter
 from opencave.storage.snapshots import SnapshotEngine
@@ -85,6 +86,7 @@ class Runtime:
     materialize: MaterializeService
     imports: VersionImporter
     table_imports: TableImporter
+    ingest: SegmentationIngest
     live: LiveQueries
     skeletons: SkeletonService
     ngl_documents: DocumentStore
@@ -133,6 +135,7 @@ class Runtime:
             materialize=materialize,
             imports=VersionImporter(registry, info, access, settings.version_root, settings.data_dir / "imports"),
             table_imports=TableImporter(annotations, info, settings.data_dir / "imports"),
+            ingest=SegmentationIngest(graphs, access, info, settings.data_dir, settings.viewer_site),
             live=LiveQueries(materialize, graphs),
             skeletons=SkeletonService(SkeletonStore(engine), info, graphs, l2cache, annotations, background),
             ngl_documents=DocumentStore(engine),

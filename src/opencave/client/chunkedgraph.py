@@ -255,6 +255,22 @@ class ChunkedGraphClient(ServiceClient):
         url = self._url("handle_root", supervoxel_id=supervoxel_id)
         return np.int64(handle_response(self.session.get(url, params=params))["root_id"])
 
+    def get_label_roots(self, label: int, timestamp: datetime | None = None, return_voxels: bool = False) -> Any:
+        """Roots holding an original label of an ingested segmentation, the largest share first
+        (one root until an edit splits the label's supervoxels apart); with ``return_voxels``,
+        also the label's voxel count in each. opencave only."""
+        found = self._label_lookup(label, timestamp)
+        roots = np.asarray(found["root_ids"], dtype=np.uint64)
+        return (roots, np.asarray(found["voxels"], dtype=np.int64)) if return_voxels else roots
+
+    def get_label_supervoxels(self, label: int) -> np.ndarray:
+        """The supervoxels an original label of an ingested segmentation became (uint64). opencave only."""
+        return np.asarray(self._label_lookup(label, None)["supervoxel_ids"], dtype=np.uint64)
+
+    def _label_lookup(self, label: int, timestamp: datetime | None) -> dict[str, Any]:
+        params: dict[str, Any] = package_timestamp(self._process_timestamp(timestamp))
+        return handle_response(self.session.get(self._url("label_roots", label=int(label)), params=params))
+
     @check_version_compatibility(method_constraint=["<3,>=2.18.0", "<4,>=3.0.5"])
     def get_minimal_covering_nodes(self, node_ids: IntArrayLike) -> np.ndarray:
         """The fewest chunkedgraph nodes that together cover exactly ``node_ids`` (uint64).

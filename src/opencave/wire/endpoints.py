@@ -155,6 +155,7 @@ CHUNKEDGRAPH = ServiceEndpoints(
             "execute_split": _CG_TABLE + "/split",
             "undo": _CG_TABLE + "/undo",
             "oldest_timestamp": _CG_TABLE + "/oldest_timestamp",
+            "label_roots": _CG_TABLE + "/label/{label}/roots",  # opencave's own: an ingested label's roots
         },
     },
 )

@@ -279,6 +279,27 @@ def root(
     return _json({"root_id": np.uint64(found)}, as_str)
 
 
+@router.get(_path("label_roots"))
+def label_roots(
+    table_id: TableId,
+    label: Annotated[NodeId, Path(description="A label of the segmentation the graph was ingested from.")],
+    request: Request,
+    as_str: AsStr,
+    timestamp: Timestamp = None,
+    context: AuthContext = Depends(current_context),
+) -> Response:
+    """The roots holding an original label of an ingested segmentation (largest share first),
+    the voxels of the label in each, and the supervoxels the label became."""
+    handle = _graph(request, context, table_id)
+    if handle.labels is None:
+        raise BadRequest(f"Graph {table_id} was not ingested from a segmentation, so it has no original labels.", code="not_ingested")
+    found = handle.labels.roots(handle.index, label, _seq(handle.index, timestamp))
+    return _json(
+        {"label": np.uint64(found.label), "root_ids": found.root_ids, "voxels": found.voxels, "supervoxel_ids": found.supervoxels},
+        as_str,
+    )
+
+
 @router.post(_path("get_roots"), openapi_extra=binary_body("Little-endian uint64 node ids."), responses=media_answers(OCTET_STREAM))
 async def roots_binary(
     table_id: TableId,

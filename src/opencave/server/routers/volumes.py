@@ -29,6 +29,7 @@ from opencave.server.security import authenticate, presented_token, runtime_of
 from opencave.services.auth import AuthContext
 from opencave.services.auth.volume_keys import user_of_volume_key, volume_key
 from opencave.services.imagery import ImageVolume, image_volume
+from opencave.services.imagery.volume import ImageFile
 from opencave.services.segmentation.volume import WatershedVolume
 
 router = APIRouter(tags=["volumes"])
@@ -121,13 +122,17 @@ async def _image_file(request: Request, table_id: str, path: str, key: str | Non
     runtime = runtime_of(request)
     require_volume_access(request, table_id, key)
 
-    def read() -> bytes | None:
-        return image_volume(runtime.graphs.graph(table_id).world_dir).raw_file(path)
+    def read() -> ImageFile | None:
+        try:
+            volume = image_volume(runtime.graphs.graph(table_id).world_dir)
+        except FileNotFoundError:
+            return None
+        return volume.raw_file(path)
 
-    data = await run_in_threadpool(read)
-    if data is None:
+    found = await run_in_threadpool(read)
+    if found is None:
         raise NotFound(f"No image file {path!r} in {table_id}; the scales and chunk names are in its info.", code="no_such_file")
-    return Response(data, media_type="application/json" if path == "info" else "image/jpeg")
+    return Response(found.data, media_type=found.media_type, headers={"Content-Encoding": "gzip"} if found.gzipped else None)
 
 
 @router.api_route("/volumes/{table_id}/access/{key}/image/{path:path}", include_in_schema=False, methods=READ_METHODS)

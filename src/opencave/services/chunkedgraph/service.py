@@ -39,6 +39,7 @@ from opencave.wire.node_ids import NodeIdLayout, get_layer
 from .edits import EditPlan
 from .hierarchy import BuiltHierarchy, build_hierarchy
 from .index import Geometry, GraphIndex, Operation
+from .labels import OriginalLabels
 
 log = logging.getLogger("opencave.chunkedgraph")
 INSERT_BATCH = 5000
@@ -59,6 +60,11 @@ class GraphHandle:
     def volume(self) -> WatershedVolume:
         """The watershed (supervoxel label volume) of the graph."""
         return WatershedVolume(self.world_dir / "ws")
+
+    @cached_property
+    def labels(self) -> OriginalLabels | None:
+        """The original labels of an ingested segmentation (None for a synthetic world)."""
+        return OriginalLabels.load(self.world_dir)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import re
 import shutil
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,20 @@ TILE = 256  # x/y voxels rendered at once, bounding the build's memory whatever 
 HALO = 6  # x/y voxels of context around a tile: membranes are blurred about 4 voxels wide
 MIN_SCALE_SIZE = 64  # coarser scales are added while x and y stay at least this large
 NUCLEUS_FRACTION = 0.6  # nucleus radius relative to the soma's inscribed radius
-_CHUNK_PATH = re.compile(r"^(?P<key>[A-Za-z0-9_]+)/\d+-\d+_\d+-\d+_\d+-\d+$")
+_CHUNK_PATH = re.compile(r"^(?P<key>[A-Za-z0-9_.]+)/\d+-\d+_\d+-\d+_\d+-\d+$")
+_MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 _locks: dict[Path, threading.Lock] = {}
 _opened: dict[Path, ImageVolume] = {}
 _registry_lock = threading.Lock()
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    data: bytes
+    media_type: str
+    gzipped: bool = False  # served with Content-Encoding: gzip
 
 
 class ImageVolume:
@@ -46,33 +55,42 @@ class ImageVolume:
         self.directory = Path(directory)
         self.info_bytes = (self.directory / "info").read_bytes()
         self.info: dict[str, Any] = json.loads(self.info_bytes)
-        self._keys = {scale["key"] for scale in self.info["scales"]}
+        self._encodings = {scale["key"]: scale.get("encoding", "raw") for scale in self.info["scales"]}
+        self._keys = set(self._encodings)
 
     @staticmethod
     def can_exist(relative_path: str) -> bool:
         """Whether any image volume could have a file of this name (``info`` or a chunk)."""
         return relative_path == "info" or _CHUNK_PATH.match(relative_path) is not None
 
-    def raw_file(self, relative_path: str) -> bytes | None:
-        """The bytes of ``info`` or of a chunk (a JPEG), else None. Only chunk names under one
-        of the scales' keys resolve, so no path reaches outside the volume's directory."""
+    def raw_file(self, relative_path: str) -> ImageFile | None:
+        """``info`` or a chunk as stored (a gzipped one stays gzipped), else None. Only chunk
+        names under one of the scales' keys resolve, so no path reaches outside the volume."""
         if relative_path == "info":
-            return self.info_bytes
+            return ImageFile(self.info_bytes, "application/json")
         match = _CHUNK_PATH.match(relative_path)
         if match is None or match["key"] not in self._keys:
             return None
+        media = _MEDIA_TYPES.get(self._encodings[match["key"]], "application/octet-stream")
         path = self.directory / relative_path
-        return path.read_bytes() if path.is_file() else None
+        if path.is_file():
+            return ImageFile(path.read_bytes(), media)
+        packed = path.with_name(path.name + ".gz")
+        return ImageFile(packed.read_bytes(), media, gzipped=True) if packed.is_file() else None
 
 
 def image_volume(world_dir: Path, progress: Progress | None = None) -> ImageVolume:
     """The world's image volume, built first if it does not exist yet (once, however many
     threads and processes ask at the same time)."""
     world_dir = Path(world_dir).resolve()
-    target = world_dir / IMAGE_DIR
+    given = _ingested_image(world_dir)
+    target = given or world_dir / IMAGE_DIR
     with _registry_lock:
         if target in _opened:
             return _opened[target]
+        if given is not None:
+            volume = _opened[target] = ImageVolume(given)
+            return volume
         lock = _locks.setdefault(target, threading.Lock())
     with lock:
         if target not in _opened:
@@ -83,6 +101,18 @@ def image_volume(world_dir: Path, progress: Progress | None = None) -> ImageVolu
                         _build_in_place(world_dir, target, progress)
             _opened[target] = ImageVolume(target)
         return _opened[target]
+
+
+def _ingested_image(world_dir: Path) -> Path | None:
+    """The image directory an ingested segmentation was given (served in place, never built);
+    an ingested world without a local one has no image here."""
+    world = json.loads((world_dir / "world.json").read_text())
+    if world.get("kind") != "ingested":
+        return None
+    directory = (world.get("image") or {}).get("directory")
+    if not directory:
+        raise FileNotFoundError(f"{world_dir.name} has no image served by this server")
+    return Path(directory)
 
 
 def _build_in_place(world_dir: Path, target: Path, progress: Progress | None) -> None:

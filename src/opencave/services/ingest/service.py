@@ -1,0 +1,352 @@
+"""Ingest a lab's segmentation as a proofreadable datastack in one step.
+
+Order of work, so that any failure or interruption leaves either nothing or a state the next
+run completes:
+
+1. every input is checked (layers opened, agglomeration or edge file read) before anything is
+   written, and the names are checked free;
+2. the world files are written into ``<worlds>/NAME.partial`` (removed first if an earlier run
+   was interrupted) and renamed to ``<worlds>/NAME`` once complete;
+3. the chunkedgraph is created from them in one transaction;
+4. the dataset, resource mappings, grants and aligned volume are registered, the datastack
+   record last: until it exists there is no datastack, and a re-run with the same inputs
+   finishes the registration.
+
+One ingest of a name runs at a time (a file lock beside the world directory).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from opencave.errors import BadRequest, Conflict
+from opencave.services.auth import Access
+from opencave.services.chunkedgraph.service import GraphService
+from opencave.services.info import InfoRegistry
+from opencave.services.ingest.agglomeration import GraphEdges, Mapping, check_edges, graph_edges, read_edges
+from opencave.services.ingest.source import MAX_CHUNK_VOXELS, WatershedSource, normalise_url, open_layer
+from opencave.services.ingest.world import Supervoxels, split_volume
+from opencave.wire.node_ids import NodeIdLayout, layer_count
+
+WORLD_FORMAT = 1
+KIND = "ingested"
+NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_]{0,99}$"
+DEFAULT_CHUNK_SIZE = (256, 256, 64)  # when the watershed's own chunks are too small or too large
+MIN_CHUNK_VOXELS = 1 << 15
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """What ``opencave ingest segmentation`` was asked to do."""
+
+    name: str
+    watershed: str
+    agglomeration: str | None = None
+    edges: str | None = None
+    threshold: float | None = None
+    image: str | None = None
+    chunk_size: tuple[int, int, int] | None = None
+    layers: int | None = None
+    grant: tuple[str, ...] = ()
+    workers: int | None = None
+
+    def source_record(self) -> dict[str, Any]:
+        """The inputs that decide the world files (a re-run with the same ones may resume)."""
+        record = asdict(self)
+        for key in ("name", "grant", "workers", "image"):
+            record.pop(key)
+        record["watershed"] = normalise_url(self.watershed)
+        record["chunk_size"] = list(self.chunk_size) if self.chunk_size else None
+        return record
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    name: str
+    world_dir: Path
+    n_voxels: int
+    n_supervoxels: int
+    n_objects: int
+    n_edges: int
+    seconds: float
+    resumed: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class SegmentationIngest:
+    """Turns segmentation files into a registered, proofreadable datastack."""
+
+    def __init__(self, graphs: GraphService, access: Access, info: InfoRegistry, data_dir: Path, viewer_site: str) -> None:
+        self.graphs = graphs
+        self.access = access
+        self.info = info
+        self.worlds = Path(data_dir) / "worlds"
+        self.viewer_site = viewer_site
+
+    def ingest(self, request: IngestRequest, progress: Progress | None = None, bars: bool = True) -> IngestResult:
+        say = progress or (lambda message: None)
+        started = time.perf_counter()
+        _check_name(request.name)
+        if request.agglomeration and request.edges:
+            raise BadRequest("Give --agglomeration or --edges, not both.", code="conflicting_options")
+        if request.threshold is not None and not request.edges:
+            raise BadRequest("--threshold applies to an --edges file; give one.", code="conflicting_options")
+        world_dir = self.worlds / request.name
+        self.worlds.mkdir(parents=True, exist_ok=True)
+        with self._lock(request.name):
+            resumed = self._resumable(request, world_dir)
+            if resumed is not None:
+                say(f"{request.name}: completing the registration of an earlier ingest")
+                self._register(request, resumed)
+                return self._result(request, world_dir, started, resumed=True)
+            self._check_free(request.name)
+            source = WatershedSource.open(request.watershed)
+            chunk_size = _chunk_size(request.chunk_size, source)
+            image = _image(request.image)
+            mapping = Mapping.read(request.agglomeration) if request.agglomeration else None
+            edges = read_edges(request.edges) if request.edges else None
+            grid = tuple(-(-s // c) for s, c in zip(source.size, chunk_size))
+            layout = _layout(grid, request.layers)
+            say(
+                f"{request.name}: {source.n_voxels:,} voxels of {source.url} ({source.encoding}, chunks {_xyz(source.chunk_size)}) "
+                f"into graph chunks {_xyz(chunk_size)} ({int(np.prod(grid)):,} chunks, {layout.n_layers} layers)"
+            )
+            staging = world_dir.with_name(world_dir.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            timings: dict[str, float] = {}
+            try:
+                t0 = time.perf_counter()
+                supervoxels = split_volume(source, staging / "ws", chunk_size, layout, progress=bars, workers=request.workers, label=request.name)
+                timings["split"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                volume_labels = np.unique(supervoxels.sv_label)
+                segments = mapping.segments_of(volume_labels) if mapping is not None else None
+                if edges is not None:
+                    check_edges(edges, volume_labels)
+                joined = graph_edges(supervoxels.sv_label, supervoxels.contacts, segments, edges, request.threshold)
+                n_objects = _object_count(supervoxels, joined)
+                _write_world(staging, request, source, chunk_size, grid, layout, supervoxels, joined, image, n_objects)
+                timings["graph"] = time.perf_counter() - t0
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            shutil.rmtree(world_dir, ignore_errors=True)  # the files of an interrupted run
+            staging.rename(world_dir)
+            t0 = time.perf_counter()
+            try:
+                self.graphs.create_graph(request.name, world_dir, time.time(), progress=say)
+            except BaseException:
+                if not self.graphs.exists(request.name):
+                    shutil.rmtree(world_dir, ignore_errors=True)
+                raise
+            timings["store"] = time.perf_counter() - t0
+            world = _read_world(world_dir)
+            self._register(request, world)
+            result = self._result(request, world_dir, started, timings=timings)
+            say(
+                f"{request.name}: {result.n_supervoxels:,} supervoxels, {result.n_objects:,} objects, {result.n_edges:,} edges "
+                f"in {result.seconds:.1f} s ({result.n_voxels / max(result.seconds, 1e-9) / 1e6:.1f} M voxels/s)"
+            )
+            return result
+
+    # -- steps -------------------------------------------------------------------------------
+    @contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        with open(self.worlds / f"{name}.ingest.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Conflict(f"Another ingest of {name} is running; wait for it or stop it.", code="ingest_running") from None
+            yield
+
+    def _check_free(self, name: str) -> None:
+        if name in self.info.datastack_names():
+            raise Conflict(f"Datastack {name} exists already; choose another name.", code="datastack_exists")
+        if self.graphs.exists(name):
+            raise Conflict(f"A chunkedgraph {name} exists already; choose another name.", code="graph_exists")
+        if name in self.info.aligned_volume_names():
+            raise Conflict(f"An aligned volume {name} exists already; choose another name.", code="aligned_volume_exists")
+
+    def _resumable(self, request: IngestRequest, world_dir: Path) -> dict[str, Any] | None:
+        """The world of an earlier run of this same ingest whose graph is stored but whose
+        datastack is not registered yet, else None."""
+        if not (world_dir / "world.json").is_file() or not self.graphs.exists(request.name):
+            return None
+        world = _read_world(world_dir)
+        if world.get("kind") != KIND or request.name in self.info.datastack_names():
+            return None
+        if world.get("source") != request.source_record():
+            raise Conflict(
+                f"Chunkedgraph {request.name} was ingested from other inputs ({world.get('source')}); choose another name.",
+                code="graph_exists",
+            )
+        return world
+
+    def _register(self, request: IngestRequest, world: dict[str, Any]) -> None:
+        name = request.name
+        with suppress(Conflict):
+            self.access.create_dataset(name)
+        for namespace in ("aligned_volume", "pychunkedgraph", "datastack"):
+            self.access.map_resource(namespace, name, name)
+        for group in request.grant:
+            for permission in ("view", "edit"):
+                self.access.grant(group, name, permission)
+        image = world.get("image") or {}
+        image_source = image.get("source", "")
+        if name not in self.info.aligned_volume_names():
+            self.info.add_aligned_volume(
+                name, image_source=image_source, description=f"Aligned volume of the segmentation ingested from {world['source']['watershed']}.", display_name=name
+            )
+        resolution = world["resolution"]
+        self.info.add_datastack(
+            name,
+            name,
+            display_name=name,
+            description=f"Segmentation ingested from {world['source']['watershed']}.",
+            segmentation_source="graphene://{local_server}/segmentation/table/" + name,
+            skeleton_source="precomputed://{local_server}/skeletoncache/api/v1/" + name + "/precomputed/skeleton/",
+            viewer_site=self.viewer_site,
+            viewer_resolution_x=float(resolution[0]),
+            viewer_resolution_y=float(resolution[1]),
+            viewer_resolution_z=float(resolution[2]),
+        )
+
+    def _result(self, request: IngestRequest, world_dir: Path, started: float, resumed: bool = False, timings: dict[str, float] | None = None) -> IngestResult:
+        world = _read_world(world_dir)
+        return IngestResult(
+            name=request.name,
+            world_dir=world_dir,
+            n_voxels=int(np.prod(world["volume_size"])),
+            n_supervoxels=int(world["n_supervoxels"]),
+            n_objects=int(world["n_objects"]),
+            n_edges=int(world["n_edges"]),
+            seconds=time.perf_counter() - started,
+            resumed=resumed,
+            timings=timings or {},
+        )
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.match(NAME_PATTERN, name):
+        raise BadRequest(
+            f"{name!r} cannot name a datastack: use a letter followed by letters, digits or underscores (at most 100).",
+            code="bad_name",
+        )
+
+
+def _xyz(values: Any) -> str:
+    return "×".join(str(v) for v in values)
+
+
+def _chunk_size(asked: tuple[int, int, int] | None, source: WatershedSource) -> tuple[int, int, int]:
+    """The graph's chunk size: as asked, else the watershed's own when it is of a workable size."""
+    if asked is not None:
+        if any(int(v) < 1 for v in asked):
+            raise BadRequest(f"--chunk-size {_xyz(asked)}: every size must be at least 1 voxel.", code="bad_chunk_size")
+        if int(np.prod(asked)) > MAX_CHUNK_VOXELS:
+            raise BadRequest(f"--chunk-size {_xyz(asked)} holds more than {MAX_CHUNK_VOXELS:,} voxels; choose smaller chunks.", code="bad_chunk_size")
+        return tuple(int(v) for v in asked)  # type: ignore[return-value]
+    own = source.chunk_size
+    if MIN_CHUNK_VOXELS <= int(np.prod(own)) <= MAX_CHUNK_VOXELS:
+        return own
+    return DEFAULT_CHUNK_SIZE
+
+
+def _layout(grid: tuple[int, ...], layers: int | None) -> NodeIdLayout:
+    needed = layer_count(grid)  # type: ignore[arg-type]
+    if layers is not None and layers < needed:
+        raise BadRequest(f"--layers {layers} is too few for {_xyz(grid)} chunks; at least {needed} are needed.", code="bad_layers")
+    layout = NodeIdLayout.for_layers(layers or needed)
+    if max(grid) > 1 << layout.bits[1]:
+        raise BadRequest(f"{_xyz(grid)} chunks are too many for node ids; choose a larger --chunk-size.", code="bad_chunk_size")
+    return layout
+
+
+def _image(url: str | None) -> dict[str, Any] | None:
+    """The image layer: checked readable; a local one is served by this server, others linked."""
+    if not url:
+        return None
+    volume = open_layer(url, "image")
+    if volume.layer_type != "image":
+        raise BadRequest(f"The layer at {url} is a {volume.layer_type!r} layer; --image needs an image layer.", code="not_an_image")
+    location = normalise_url(url)
+    if location.startswith("file://"):
+        return {"url": location, "directory": location[len("file://") :], "source": None}
+    return {"url": location, "source": "precomputed://" + location}
+
+
+def _object_count(supervoxels: Supervoxels, joined: GraphEdges) -> int:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = supervoxels.sv_ids.size
+    active = joined.active
+    graph = coo_matrix((np.ones(int(active.sum()), np.int8), (joined.a[active], joined.b[active])), shape=(n, n))
+    return int(connected_components(graph, directed=False)[0]) if n else 0
+
+
+def _write_world(
+    directory: Path,
+    request: IngestRequest,
+    source: WatershedSource,
+    chunk_size: tuple[int, int, int],
+    grid: tuple[int, ...],
+    layout: NodeIdLayout,
+    supervoxels: Supervoxels,
+    joined: GraphEdges,
+    image: dict[str, Any] | None,
+    n_objects: int,
+) -> None:
+    ids = supervoxels.sv_ids
+    order = np.lexsort((joined.b, joined.a))
+    np.savez(
+        directory / "graph.npz",
+        chunk_sv_counts=supervoxels.chunk_sv_counts,
+        edges=np.stack([ids[joined.a[order]], ids[joined.b[order]]], axis=1),
+        affinity=joined.affinity[order],
+        area=joined.area[order],
+        initially_active=joined.active[order],
+        sv_ids=ids,
+        sv_label=supervoxels.sv_label,
+        sv_voxels=supervoxels.sv_voxels,
+    )
+    if image is not None and image.get("directory"):
+        image["source"] = "precomputed://{local_server}/volumes/" + request.name + "/image"
+    world = {
+        "format": WORLD_FORMAT,
+        "kind": KIND,
+        "name": request.name,
+        "source": request.source_record(),
+        "image": image,
+        "resolution": list(source.resolution),
+        "voxel_offset": list(source.voxel_offset),
+        "volume_size": list(source.size),
+        "chunk_size": list(chunk_size),
+        "chunks_per_axis": list(grid),
+        "n_layers": layout.n_layers,
+        "spatial_bit_masks": {str(k): v for k, v in layout.bits.items()},
+        "n_supervoxels": int(ids.size),
+        "n_edges": int(joined.a.size),
+        "n_objects": n_objects,
+    }
+    (directory / "world.json").write_text(json.dumps(world, indent=1) + "\n")
+
+
+def _read_world(world_dir: Path) -> dict[str, Any]:
+    return json.loads((world_dir / "world.json").read_text())
