@@ -116,6 +116,7 @@ class Runtime:
         meshes = MeshService(engine, graphs, background)
         graphs.subscribe(l2cache.after_edit)
         graphs.subscribe(meshes.after_edit)
+        materializer = Materializer(registry, annotations, graphs, info, views, settings.version_root, snapshots)
         runtime = cls(
             settings=settings,
             engine=engine,
@@ -131,11 +132,11 @@ class Runtime:
             meshes=meshes,
             annotations=annotations,
             views=views,
-            materializer=Materializer(registry, annotations, graphs, info, views, settings.version_root, snapshots),
+            materializer=materializer,
             materialize=materialize,
             imports=VersionImporter(registry, info, access, settings.version_root, settings.data_dir / "imports"),
             table_imports=TableImporter(annotations, info, settings.data_dir / "imports"),
-            ingest=SegmentationIngest(graphs, access, info, settings.data_dir, settings.viewer_site),
+            ingest=SegmentationIngest(graphs, access, info, materializer, settings.data_dir, settings.viewer_site),
             live=LiveQueries(materialize, graphs),
             skeletons=SkeletonService(SkeletonStore(engine), info, graphs, l2cache, annotations, background),
             ngl_documents=DocumentStore(engine),

@@ -45,9 +45,14 @@ class GraphEdges:
     active: np.ndarray  # bool
 
 
+LABEL_COLUMNS = ("supervoxel", "segment", "sv1", "sv2")
+
+
 def read_table(path: str, what: str) -> dict[str, np.ndarray]:
-    """Columns of a Parquet, CSV (optionally gzipped) or ``.npz`` file, by name."""
+    """Columns of a Parquet, CSV (optionally gzipped) or ``.npz`` file, by name; label columns
+    of a CSV are read as uint64 (a text reader would take labels above 2**63 for floats)."""
     import fsspec
+    import pyarrow as pa
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
@@ -59,7 +64,9 @@ def read_table(path: str, what: str) -> dict[str, np.ndarray]:
         if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
             options = pa_csv.ParseOptions(delimiter="\t" if ".tsv" in name else ",")
             with fsspec.open(path, "rb", compression="infer") as handle:
-                table = pa_csv.read_csv(handle, parse_options=options)
+                table = pa_csv.read_csv(
+                    handle, parse_options=options, convert_options=pa_csv.ConvertOptions(column_types={c: pa.uint64() for c in LABEL_COLUMNS})
+                )
         elif name.endswith((".parquet", ".pq")):
             with fsspec.open(path, "rb") as handle:
                 table = pq.read_table(handle)

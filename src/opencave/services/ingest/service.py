@@ -8,9 +8,10 @@ run completes:
 2. the world files are written into ``<worlds>/NAME.partial`` (removed first if an earlier run
    was interrupted) and renamed to ``<worlds>/NAME`` once complete;
 3. the chunkedgraph is created from them in one transaction;
-4. the dataset, resource mappings, grants and aligned volume are registered, the datastack
-   record last: until it exists there is no datastack, and a re-run with the same inputs
-   finishes the registration.
+4. the dataset, resource mappings, grants and aligned volume are registered, then the datastack
+   record, then its first version (empty until tables are added: caveclient's materialize
+   client needs a version to exist); a re-run with the same inputs finishes a registration
+   that was interrupted.
 
 One ingest of a name runs at a time (a file lock beside the world directory).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from opencave.errors import BadRequest, Conflict
 from opencave.services.auth import Access
 from opencave.services.chunkedgraph.service import GraphService
 from opencave.services.info import InfoRegistry
+from opencave.services.materialize.materializer import Materializer
 from opencave.services.ingest.agglomeration import GraphEdges, Mapping, check_edges, graph_edges, read_edges
 from opencave.services.ingest.source import MAX_CHUNK_VOXELS, WatershedSource, normalise_url, open_layer
 from opencave.services.ingest.world import Supervoxels, split_volume
@@ -88,8 +91,9 @@ class IngestResult:
 class SegmentationIngest:
     """Turns segmentation files into a registered, proofreadable datastack."""
 
-    def __init__(self, graphs: GraphService, access: Access, info: InfoRegistry, data_dir: Path, viewer_site: str) -> None:
+    def __init__(self, graphs: GraphService, access: Access, info: InfoRegistry, materializer: Materializer, data_dir: Path, viewer_site: str) -> None:
         self.graphs = graphs
+        self.materializer = materializer
         self.access = access
         self.info = info
         self.worlds = Path(data_dir) / "worlds"
@@ -165,12 +169,18 @@ class SegmentationIngest:
     # -- steps -------------------------------------------------------------------------------
     @contextmanager
     def _lock(self, name: str) -> Iterator[None]:
-        with open(self.worlds / f"{name}.ingest.lock", "w") as handle:
+        path = self.worlds / f"{name}.ingest.lock"
+        with open(path, "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise Conflict(f"Another ingest of {name} is running; wait for it or stop it.", code="ingest_running") from None
-            yield
+            if not path.exists() or os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino:
+                raise Conflict(f"Another ingest of {name} finished just now; run again to see its result.", code="ingest_running")
+            try:
+                yield
+            finally:  # nobody waits on the lock (others give up at once), so it can go while held
+                path.unlink(missing_ok=True)
 
     def _check_free(self, name: str) -> None:
         if name in self.info.datastack_names():
@@ -182,11 +192,13 @@ class SegmentationIngest:
 
     def _resumable(self, request: IngestRequest, world_dir: Path) -> dict[str, Any] | None:
         """The world of an earlier run of this same ingest whose graph is stored but whose
-        datastack is not registered yet, else None."""
+        registration did not finish, else None."""
         if not (world_dir / "world.json").is_file() or not self.graphs.exists(request.name):
             return None
         world = _read_world(world_dir)
-        if world.get("kind") != KIND or request.name in self.info.datastack_names():
+        if world.get("kind") != KIND:
+            return None
+        if request.name in self.info.datastack_names() and self.materializer.registry.list(request.name, include_expired=True):
             return None
         if world.get("source") != request.source_record():
             raise Conflict(
@@ -211,18 +223,21 @@ class SegmentationIngest:
                 name, image_source=image_source, description=f"Aligned volume of the segmentation ingested from {world['source']['watershed']}.", display_name=name
             )
         resolution = world["resolution"]
-        self.info.add_datastack(
-            name,
-            name,
-            display_name=name,
-            description=f"Segmentation ingested from {world['source']['watershed']}.",
-            segmentation_source="graphene://{local_server}/segmentation/table/" + name,
-            skeleton_source="precomputed://{local_server}/skeletoncache/api/v1/" + name + "/precomputed/skeleton/",
-            viewer_site=self.viewer_site,
-            viewer_resolution_x=float(resolution[0]),
-            viewer_resolution_y=float(resolution[1]),
-            viewer_resolution_z=float(resolution[2]),
-        )
+        if name not in self.info.datastack_names():
+            self.info.add_datastack(
+                name,
+                name,
+                display_name=name,
+                description=f"Segmentation ingested from {world['source']['watershed']}.",
+                segmentation_source="graphene://{local_server}/segmentation/table/" + name,
+                skeleton_source="precomputed://{local_server}/skeletoncache/api/v1/" + name + "/precomputed/skeleton/",
+                viewer_site=self.viewer_site,
+                viewer_resolution_x=float(resolution[0]),
+                viewer_resolution_y=float(resolution[1]),
+                viewer_resolution_z=float(resolution[2]),
+            )
+        if not self.materializer.registry.list(name, include_expired=True):
+            self.materializer.create_version(name)
 
     def _result(self, request: IngestRequest, world_dir: Path, started: float, resumed: bool = False, timings: dict[str, float] | None = None) -> IngestResult:
         world = _read_world(world_dir)
@@ -287,6 +302,11 @@ def _image(url: str | None) -> dict[str, Any] | None:
         raise BadRequest(f"The layer at {url} is a {volume.layer_type!r} layer; --image needs an image layer.", code="not_an_image")
     location = normalise_url(url)
     if location.startswith("file://"):
+        if any(scale.get("sharding") for scale in volume.info["scales"]):
+            raise BadRequest(
+                f"The image at {url} is sharded; this server serves local images unsharded only. Serve it over http(s) and give that URL.",
+                code="sharded_local_image",
+            )
         return {"url": location, "directory": location[len("file://") :], "source": None}
     return {"url": location, "source": "precomputed://" + location}
 

@@ -40,9 +40,16 @@ def open_layer(url: str, what: str) -> Any:
             normalise_url(url), mip=0, fill_missing=True, progress=False, cache=False, parallel=1, bounded=True
         )
     except (cv_errors.InfoUnavailableError, cv_errors.UnsupportedProtocolError) as error:
-        raise BadRequest(f"Could not read the {what} at {url}: {error}. Give the URL of a Neuroglancer precomputed layer (its directory, holding an info file).", code="unreadable_layer") from error
+        raise BadRequest(f"Could not read the {what} at {url}: {_plain(error)}. Give the URL of a Neuroglancer precomputed layer (its directory, holding an info file).", code="unreadable_layer") from error
     except Exception as error:  # network, credentials, malformed info: all say the same to the user
-        raise BadRequest(f"Could not open the {what} at {url}: {type(error).__name__}: {error}", code="unreadable_layer") from error
+        raise BadRequest(f"Could not open the {what} at {url}: {type(error).__name__}: {_plain(error)}", code="unreadable_layer") from error
+
+
+def _plain(error: Exception) -> str:
+    """An error's text without the terminal colour codes cloud-volume puts in some."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,11 @@ def split_chunk(url: str, layout: NodeIdLayout, coords: tuple[int, int, int], lo
     return replace(result, watershed=b"")
 
 
+def _global(face: np.ndarray, offset: int) -> np.ndarray:
+    """Local labels of a face → global supervoxel indices, -1 for background."""
+    return np.where(face > 0, face.astype(np.int64) + (offset - 1), -1)
+
+
 def _face_pairs(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Global supervoxel index pairs facing each other across a chunk boundary, with areas."""
     both = (high >= 0) & (low >= 0)
@@ -111,13 +116,13 @@ def split_volume(
             for axis in range(3):
                 if coords[axis] > 0:
                     below = tuple(c - (k == axis) for k, c in enumerate(coords))
-                    low = result.low_faces[axis].astype(np.int64) + offset - 1
+                    low = _global(result.low_faces[axis], offset)
                     pa, pb, parea = _face_pairs(pending.pop((below, axis)), low)  # type: ignore[arg-type]
                     a.append(pa)
                     b.append(pb)
                     area.append(parea)
                 if coords[axis] < grid[axis] - 1:
-                    pending[(coords, axis)] = result.high_faces[axis].astype(np.int64) + offset - 1
+                    pending[(coords, axis)] = _global(result.high_faces[axis], offset)
             offset += result.n
             bar.update(_chunk_voxels(scale, coords))
     sv_label = np.concatenate(labels) if labels else np.zeros(0, np.uint64)
