@@ -120,12 +120,29 @@ def nm(voxel) -> list[float]:
     return [(v + 0.5) * r for v, r in zip(voxel, RESOLUTION)]
 
 
+def write_image(path: Path) -> str:
+    """A JPEG image layer over the same voxels (a local one: the server serves it)."""
+    from cloudvolume import CloudVolume
+
+    info = CloudVolume.create_new_info(1, "image", "uint8", "jpeg", list(RESOLUTION), list(OFFSET), list(SHAPE), chunk_size=[32, 32, 8])
+    volume = CloudVolume("file://" + str(path), info=info, progress=False)
+    volume.commit_info()
+    grid = np.indices(SHAPE).sum(axis=0)
+    volume[OFFSET[0] : OFFSET[0] + SHAPE[0], OFFSET[1] : OFFSET[1] + SHAPE[1], OFFSET[2] : OFFSET[2] + SHAPE[2]] = (grid * 3 % 251).astype(np.uint8)
+    return "precomputed://file://" + str(path)
+
+
 @pytest.fixture(scope="module")
-def lab(server, admin_token, tmp_path_factory):
-    """The flat segmentation ingested into the shared server, with everyone allowed to edit."""
+def image(tmp_path_factory) -> str:
+    return write_image(tmp_path_factory.mktemp("image") / "image")
+
+
+@pytest.fixture(scope="module")
+def lab(server, admin_token, image, tmp_path_factory):
+    """The flat segmentation ingested into the shared server with its image, everyone allowed to edit."""
     labels = flat_labels()
     url = write_layer(tmp_path_factory.mktemp("lab") / "seg", labels)
-    result = server.cli("ingest", "segmentation", FLAT, "--watershed", url, "--chunk-size", *GRAPH_CHUNKS, "--grant", "default")
+    result = server.cli("ingest", "segmentation", FLAT, "--watershed", url, "--image", image, "--chunk-size", *GRAPH_CHUNKS, "--grant", "default")
     assert f"ingested datastack {FLAT}: {LABELS.size} objects" in result.stdout, result.stdout + result.stderr
     client = CAVEclient(FLAT, server_address=server.url, auth_token=admin_token)
     ours = OurClient(FLAT, server_address=server.url, auth_token=admin_token)
@@ -281,6 +298,16 @@ def test_watershed_is_served_for_cloudvolume(lab, server, admin_token, supervoxe
     volume = CloudVolume(f"precomputed://{server.url}/volumes/{FLAT}/ws", mip=0, progress=False, secrets={"user": "token", "password": admin_token})
     assert np.array_equal(whole(volume), supervoxels)
     assert tuple(volume.voxel_offset) == OFFSET and tuple(volume.resolution) == RESOLUTION
+
+
+def test_a_local_image_is_served_with_it(lab, server, admin_token, image):
+    from cloudvolume import CloudVolume
+
+    labels, client, ours = lab
+    source = client.info.image_source()
+    assert source == f"precomputed://{server.url}/volumes/{FLAT}/image"
+    served = whole(CloudVolume(source, mip=0, progress=False, secrets={"user": "token", "password": admin_token}))
+    assert np.array_equal(served, whole(CloudVolume(image, mip=0, progress=False))) and served.std() > 10
 
 
 # -- over-segmentations ---------------------------------------------------------------------------
