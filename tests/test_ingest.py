@@ -234,8 +234,11 @@ def test_split_inside_one_object(lab, server, admin_token, supervoxels):
     low, high = where[np.argmin(where[:, 0])], where[np.argmax(where[:, 0])]
     sv_low, sv_high = (int(supervoxels[tuple(v)]) for v in (low, high))
     root = int(client.chunkedgraph.get_root_id(sv_low))
+    before = dt.datetime.now(dt.timezone.utc)
+    time.sleep(0.05)
     _, new_roots = client.chunkedgraph.execute_split([nm(low + OFFSET)], [nm(high + OFFSET)], root, [sv_low], [sv_high])
     assert len(new_roots) >= 2
+    assert ours.chunkedgraph.get_label_roots(label, timestamp=before).tolist() == [root]
     found, voxels = ours.chunkedgraph.get_label_roots(label, return_voxels=True)
     assert sorted(found.tolist()) == sorted(int(r) for r in new_roots)
     assert voxels.sum() == (labels == label).sum()

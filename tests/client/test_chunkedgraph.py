@@ -616,6 +616,22 @@ def test_get_oldest_timestamp(cg, rsps):
     assert cg.get_oldest_timestamp() == datetime(2020, 1, 1, tzinfo=UTC)
 
 
+def test_label_roots_and_supervoxels(cg, rsps):
+    big = 2**63 + 5
+    answer = {"label": big, "root_ids": [2**60 + 3, 2**60 + 1], "voxels": [90, 10], "supervoxel_ids": [2**56 + 1, 2**56 + 2]}
+    rsps.get(f"{P}/label/{big}/roots", json=answer)
+    roots = cg.get_label_roots(big, timestamp=T)
+    assert last(rsps).url == f"{P}/label/{big}/roots?timestamp={TS}"
+    assert roots.dtype == np.uint64 and roots.tolist() == [2**60 + 3, 2**60 + 1]
+    roots, voxels = cg.get_label_roots(big, return_voxels=True)
+    assert voxels.tolist() == [90, 10]
+    svs = cg.get_label_supervoxels(big)
+    assert svs.dtype == np.uint64 and svs.tolist() == [2**56 + 1, 2**56 + 2]
+    rsps.get(f"{P}/label/7/roots", status=404, json={"code": 404, "error": "unknown_label", "message": "Label 7 is not in the segmentation"})
+    with pytest.raises(requests.HTTPError, match="not in the segmentation"):
+        cg.get_label_roots(7)
+
+
 # --------------------------------------------------------------------------------------------
 # Proofreading
 
