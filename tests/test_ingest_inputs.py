@@ -359,33 +359,18 @@ def test_names_in_use_are_refused(store, inputs):
     assert store.runtime.graphs.graph("taken").index.n_sv > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG service._layout: --layers 13 (or a grid needing more than 12 layers) reaches NodeIdLayout.for_layers, "
-    "whose ValueError ('spatial_bits 10 is smaller than n_layers - 2') escapes the CLI as a traceback, exit code 1",
-)
 def test_too_many_layers_is_a_clear_error(store, inputs, monkeypatch):
     code, out, err = run_cli(store, monkeypatch, "bad_many_layers", "--watershed", inputs.flat, "--layers", "13")
     assert code == 2 and "error: --layers 13" in err
     store.nothing("bad_many_layers")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG service.SegmentationIngest.ingest: --grant GROUP is first looked up in _register, after the pass and "
-    "the graph are stored: NotFound 'Unknown group' leaves the chunkedgraph, dataset and world dir behind",
-)
 def test_unknown_grant_group_is_refused_before_anything_is_written(store, inputs):
     with pytest.raises((BadRequest, NotFound), match="no_such_group"):
         store.ingest("bad_grant", inputs.flat, chunk_size=GRAPH_CHUNKS, grant=("no_such_group",))
     store.nothing("bad_grant")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG source.open_layer: cloud-files retries a refused connection 7 times with random exponential "
-    "back-off (wait_random_exponential(0.5, 60)): an http URL where nothing listens fails after 20-60 s, silently",
-)
 @pytest.mark.timeout(6)
 def test_unreachable_server_fails_promptly(sqlite_store):
     """An http URL where nothing listens: a clear error, nothing registered, in a few seconds."""

@@ -75,6 +75,12 @@ class Access:
             raise BadRequest(f"Unknown permission '{permission}'; use one of {list(PERMISSION_NAMES)}.", code="unknown_permission")
         return gid, did, pid
 
+    def require_group(self, group: str) -> None:
+        """Refuse a group name that does not exist (before work that would end by granting to it)."""
+        with self.engine.connect() as conn:
+            if conn.execute(select(groups.c.id).where(groups.c.name == group)).scalar() is None:
+                raise NotFound(f"Unknown group '{group}'; list groups with `opencave group list`.", code="unknown_group")
+
     def grant(self, group: str, dataset: str, permission: str) -> None:
         with self.engine.begin() as conn:
             gid, did, pid = self._ids(conn, group, dataset, permission)

@@ -39,13 +39,14 @@ from opencave.services.materialize.materializer import Materializer
 from opencave.services.ingest.agglomeration import GraphEdges, Mapping, check_edges, graph_edges, read_edges
 from opencave.services.ingest.source import MAX_CHUNK_VOXELS, WatershedSource, normalise_url, open_layer
 from opencave.services.ingest.world import Supervoxels, split_volume
-from opencave.wire.node_ids import NodeIdLayout, layer_count
+from opencave.wire.node_ids import SPATIAL_BITS, NodeIdLayout, layer_count
 
 WORLD_FORMAT = 1
 KIND = "ingested"
 NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_]{0,99}$"
 DEFAULT_CHUNK_SIZE = (256, 256, 64)  # when the watershed's own chunks are too small or too large
-MIN_CHUNK_VOXELS = 1 << 15
+MIN_CHUNK_VOXELS = 1 << 15  # a watershed's own chunks smaller than this are not taken as graph chunks
+SMALLEST_CHUNK = 1 << 10  # every chunk costs bookkeeping: smaller ones make a slow, huge graph
 
 Progress = Callable[[str], None]
 
@@ -116,6 +117,8 @@ class SegmentationIngest:
                 self._register(request, resumed)
                 return self._result(request, world_dir, started, resumed=True)
             self._check_free(request.name)
+            for group in request.grant:
+                self.access.require_group(group)
             source = WatershedSource.open(request.watershed)
             chunk_size = _chunk_size(request.chunk_size, source)
             image = _image(request.image)
@@ -274,6 +277,8 @@ def _chunk_size(asked: tuple[int, int, int] | None, source: WatershedSource) -> 
     if asked is not None:
         if any(int(v) < 1 for v in asked):
             raise BadRequest(f"--chunk-size {_xyz(asked)}: every size must be at least 1 voxel.", code="bad_chunk_size")
+        if int(np.prod(asked)) < SMALLEST_CHUNK:
+            raise BadRequest(f"--chunk-size {_xyz(asked)} holds fewer than {SMALLEST_CHUNK:,} voxels; choose larger chunks (e.g. 64 64 16).", code="bad_chunk_size")
         if int(np.prod(asked)) > MAX_CHUNK_VOXELS:
             raise BadRequest(f"--chunk-size {_xyz(asked)} holds more than {MAX_CHUNK_VOXELS:,} voxels; choose smaller chunks.", code="bad_chunk_size")
         return tuple(int(v) for v in asked)  # type: ignore[return-value]
@@ -287,6 +292,12 @@ def _layout(grid: tuple[int, ...], layers: int | None) -> NodeIdLayout:
     needed = layer_count(grid)  # type: ignore[arg-type]
     if layers is not None and layers < needed:
         raise BadRequest(f"--layers {layers} is too few for {_xyz(grid)} chunks; at least {needed} are needed.", code="bad_layers")
+    if (layers or needed) - 2 > SPATIAL_BITS:
+        raise BadRequest(
+            f"--layers {layers or needed} is more than node ids hold (at most {SPATIAL_BITS + 2}); "
+            + ("choose fewer layers." if layers else "choose a larger --chunk-size."),
+            code="bad_layers",
+        )
     layout = NodeIdLayout.for_layers(layers or needed)
     if max(grid) > 1 << layout.bits[1]:
         raise BadRequest(f"{_xyz(grid)} chunks are too many for node ids; choose a larger --chunk-size.", code="bad_chunk_size")

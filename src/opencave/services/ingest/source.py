@@ -35,6 +35,7 @@ def open_layer(url: str, what: str) -> Any:
     from cloudvolume import CloudVolume
     from cloudvolume import exceptions as cv_errors
 
+    _reachable(url, what)
     try:
         return CloudVolume(
             normalise_url(url), mip=0, fill_missing=True, progress=False, cache=False, parallel=1, bounded=True
@@ -43,6 +44,22 @@ def open_layer(url: str, what: str) -> Any:
         raise BadRequest(f"Could not read the {what} at {url}: {_plain(error)}. Give the URL of a Neuroglancer precomputed layer (its directory, holding an info file).", code="unreadable_layer") from error
     except Exception as error:  # network, credentials, malformed info: all say the same to the user
         raise BadRequest(f"Could not open the {what} at {url}: {type(error).__name__}: {_plain(error)}", code="unreadable_layer") from error
+
+
+def _reachable(url: str, what: str) -> None:
+    """An http(s) layer's info fetched once, quickly: cloud-volume retries a refused connection
+    for up to a minute without a word."""
+    import requests
+
+    location = normalise_url(url)
+    if not location.startswith(("http://", "https://")):
+        return
+    try:
+        answer = requests.get(location.rstrip("/") + "/info", timeout=15)
+    except requests.RequestException as error:
+        raise BadRequest(f"Could not open the {what} at {url}: {type(error).__name__}: {error}", code="unreadable_layer") from error
+    if answer.status_code >= 400:
+        raise BadRequest(f"Could not read the {what} at {url}: its info answered HTTP {answer.status_code}.", code="unreadable_layer")
 
 
 def _plain(error: Exception) -> str:

@@ -95,7 +95,7 @@ def split_volume(
     (ws_dir / scale["key"]).mkdir(exist_ok=True)
     grid = tuple(-(-s // c) for s, c in zip(source.size, chunk_size))
     if workers is None:
-        workers = os.cpu_count() or 1 if source.n_voxels >= WORKERS_FROM_VOXELS else 1
+        workers = (os.cpu_count() or 1) if source.n_voxels >= WORKERS_FROM_VOXELS else 1
     counts = np.zeros(grid, dtype=np.int64)
     labels: list[np.ndarray] = []
     voxels: list[np.ndarray] = []
