@@ -164,6 +164,17 @@ def test_encodings_and_layouts(sqlite_store, labels, tmp_path, layout):
         assert world["chunk_size"] == [32, 32, 32] and world["chunks_per_axis"] == [2, 2, 1]
 
 
+def test_worker_processes_write_the_same_world(sqlite_store, flat_url):
+    """The pass over the volume in two worker processes gives the files of the pass in one."""
+    one = sqlite_store.ingest("one_process", flat_url, chunk_size=GRAPH_CHUNKS, workers=1)
+    two = sqlite_store.ingest("two_processes", flat_url, chunk_size=GRAPH_CHUNKS, workers=2)
+    with np.load(one.world_dir / "graph.npz") as a, np.load(two.world_dir / "graph.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    files = sorted(p.relative_to(one.world_dir / "ws") for p in (one.world_dir / "ws").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two.world_dir / "ws") for p in (two.world_dir / "ws").rglob("*") if p.is_file())
+    assert all((one.world_dir / "ws" / f).read_bytes() == (two.world_dir / "ws" / f).read_bytes() for f in files)
+
+
 # -- 2. agglomeration files ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fragments(labels, tmp_path_factory):
