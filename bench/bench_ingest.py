@@ -370,6 +370,7 @@ def adjacent_pairs(gen: Generator, n: int) -> list[tuple[int, int, np.ndarray, n
 
 
 def graph_figures(data_dir: Path, gen: Generator, n_edits: int) -> dict:
+    import psutil
     from cloudvolume import CloudVolume
 
     from opencave import CAVEclient
@@ -436,14 +437,20 @@ def graph_figures(data_dir: Path, gen: Generator, n_edits: int) -> dict:
             return merged_s, split_s
 
         # back to back, as a proofreader works: the meshes of each edit are made behind it
+        server = psutil.Process(server_pid)
+        cpu_before = sum(server.cpu_times()[:2])
         merge_t, split_t = map(list, zip(*(merge_and_split(*pair, pace=False) for pair in http_pairs)))
-        assert int(np.unique(cg.get_roots(sv_ids)).size) == n_roots
         backlog = wait_idle(server_pid)
+        cpu_per_edit = (sum(server.cpu_times()[:2]) - cpu_before) / (2 * len(http_pairs))
         results["server_busy_after_edits_s"] = round(backlog, 1)
-        print(f"server busy for {backlog:.1f} s after the last edit (meshes, L2 attributes)", flush=True)
+        results["server_cpu_s_per_edit"] = round(cpu_per_edit, 3)
+        print(f"server busy for {backlog:.1f} s after the last edit (meshes, L2 attributes); {cpu_per_edit:.3f} CPU s per edit", flush=True)
+        assert int(np.unique(cg.get_roots(sv_ids)).size) == n_roots
         # paced: each edit starts on an idle server
+        cpu_before = sum(server.cpu_times()[:2])
         paced_merge, paced_split = map(list, zip(*(merge_and_split(*pair, pace=True) for pair in paced_pairs)))
         wait_idle(server_pid)
+        results["server_cpu_s_per_paced_edit"] = round((sum(server.cpu_times()[:2]) - cpu_before) / (2 * len(paced_pairs)), 3)
         graphs = GraphService(create_store_engine(f"sqlite:///{data_dir / 'opencave.db'}"))
         handle = graphs.graph(NAME)
         local_merge, local_split = [], []
