@@ -262,36 +262,42 @@ def run_ingest_in_process(url: str, data_dir: Path, processes: int | None) -> di
     return record
 
 
-def profile_split_chunk(url: str, size: int) -> str:
-    """cProfile of the worker function on one chunk in the middle of the volume (after a warm-up
-    chunk, so opening the layer is not counted)."""
-    from opencave.services.ingest.world import split_chunk
+def profile_split_block(url: str, size: int) -> str:
+    """cProfile of the worker function on one read block (one layer chunk, its graph chunks at
+    the ingest's default size) in the middle of the volume, after a warm-up block so opening
+    the layer is not counted."""
+    from opencave.services.ingest.service import default_chunk_size
+    from opencave.services.ingest.world import split_block
+    from opencave.services.segmentation.precomputed import segmentation_info
     from opencave.wire.node_ids import NodeIdLayout, layer_count
 
-    grid = tuple(-(-size // c) for c in CHUNK)
+    graph_chunk = default_chunk_size(CHUNK, RESOLUTION)
+    grid = tuple(-(-size // c) for c in graph_chunk)
     layout = NodeIdLayout.for_layers(layer_count(grid))
-    boxes = chunk_boxes(size)
+    scale = segmentation_info((size,) * 3, RESOLUTION, graph_chunk)["scales"][0]
+    per = [c // g for c, g in zip(CHUNK, graph_chunk)]
     out = Path(tempfile.mkdtemp(prefix="bench-ingest-prof-"))
+    (out / scale["key"]).mkdir()
+
+    def block(first: tuple[int, ...]) -> list[tuple[int, int, int]]:
+        return [tuple(f + d for f, d in zip(first, delta)) for delta in np.ndindex(*per)]  # type: ignore[misc]
+
     try:
-        lo, hi = boxes[0]
-        split_chunk(url, layout, (0, 0, 0), np.array(lo), np.array(hi), out / "warm")
-        coords = tuple(g // 2 for g in grid)
-        lo = np.array(coords) * np.array(CHUNK)
-        hi = np.minimum(lo + np.array(CHUNK), size)
+        split_block(url, layout, scale, block((0, 0, 0)), out)
+        middle = tuple((g // 2) // p * p for g, p in zip(grid, per))
         profiler = cProfile.Profile()
         start = time.perf_counter()
         profiler.enable()
-        split_chunk(url, layout, coords, lo, hi, out / "chunk")
+        split_block(url, layout, scale, block(middle), out)
         profiler.disable()
         seconds = time.perf_counter() - start
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(18)
-        return f"split_chunk of one {CHUNK} chunk: {seconds * 1000:.0f} ms\n" + text.getvalue()
+        return f"split_block of one {CHUNK} block ({len(block(middle))} graph chunks of {graph_chunk}): {seconds * 1000:.0f} ms\n" + text.getvalue()
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
-# -- the chunkedgraph on the ingested datastack ----------------------------------------------------------
 def wait_idle(pid: int, wait_s: float = 300, every: float = 0.5) -> float:
     """Seconds until process ``pid`` (and its children) use under 5% of a core over ``every`` s."""
     import psutil
@@ -496,7 +502,7 @@ def main() -> int:
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--no-breakdown", action="store_true")
     parser.add_argument("--no-graph", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="cProfile split_chunk on one chunk")
+    parser.add_argument("--profile", action="store_true", help="cProfile split_block on one read block")
     parser.add_argument("--keep", action="store_true", help="keep the ingest's data directory")
     args = parser.parse_args()
     cache = Path(args.cache) if args.size == 1024 else Path(f"{args.cache}-{args.size}")
@@ -545,7 +551,7 @@ def main() -> int:
             shutil.rmtree(work / "inproc", ignore_errors=True)
             print(f"ingest (in-process): {breakdown}", flush=True)
         if args.profile:
-            record["profile"] = profile_split_chunk(url, args.size)
+            record["profile"] = profile_split_block(url, args.size)
             print(record["profile"], flush=True)
         if not args.no_graph:
             record["chunkedgraph"] = graph_figures(data_dir, Generator(args.size), args.edits)

@@ -44,7 +44,10 @@ from opencave.wire.node_ids import SPATIAL_BITS, NodeIdLayout, layer_count
 WORLD_FORMAT = 1
 KIND = "ingested"
 NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_]{0,99}$"
-DEFAULT_CHUNK_SIZE = (256, 256, 64)  # when the watershed's own chunks are too small or too large
+DEFAULT_CHUNK_SIZE = (64, 64, 32)  # when the watershed's own chunks are too small
+# An edit re-meshes and re-measures whole L2 chunks in the background, and the mesh simplifier
+# holds the GIL meanwhile: small L2 chunks keep the next edit's latency low.
+LARGEST_DEFAULT_CHUNK = 1 << 17
 MIN_CHUNK_VOXELS = 1 << 15  # a watershed's own chunks smaller than this are not taken as graph chunks
 SMALLEST_CHUNK = 1 << 10  # every chunk costs bookkeeping: smaller ones make a slow, huge graph
 
@@ -273,7 +276,7 @@ def _xyz(values: Any) -> str:
 
 
 def _chunk_size(asked: tuple[int, int, int] | None, source: WatershedSource) -> tuple[int, int, int]:
-    """The graph's chunk size: as asked, else the watershed's own when it is of a workable size."""
+    """The graph's chunk size: as asked, else made from the watershed's own (``default_chunk_size``)."""
     if asked is not None:
         if any(int(v) < 1 for v in asked):
             raise BadRequest(f"--chunk-size {_xyz(asked)}: every size must be at least 1 voxel.", code="bad_chunk_size")
@@ -282,10 +285,23 @@ def _chunk_size(asked: tuple[int, int, int] | None, source: WatershedSource) -> 
         if int(np.prod(asked)) > MAX_CHUNK_VOXELS:
             raise BadRequest(f"--chunk-size {_xyz(asked)} holds more than {MAX_CHUNK_VOXELS:,} voxels; choose smaller chunks.", code="bad_chunk_size")
         return tuple(int(v) for v in asked)  # type: ignore[return-value]
-    own = source.chunk_size
-    if MIN_CHUNK_VOXELS <= int(np.prod(own)) <= MAX_CHUNK_VOXELS:
-        return own
-    return DEFAULT_CHUNK_SIZE
+    return default_chunk_size(source.chunk_size, source.resolution)
+
+
+def default_chunk_size(layer_chunk: tuple[int, int, int], resolution: tuple[float, float, float]) -> tuple[int, int, int]:
+    """The layer's chunk, halved along its physically longest even axis while it holds more than
+    ``LARGEST_DEFAULT_CHUNK`` voxels (so a graph chunk divides the layer's, which is then decoded
+    once for several of them); a layer with tiny chunks gets ``DEFAULT_CHUNK_SIZE``."""
+    size = [int(v) for v in layer_chunk]
+    if int(np.prod(size)) < MIN_CHUNK_VOXELS:
+        return DEFAULT_CHUNK_SIZE
+    while int(np.prod(size)) > LARGEST_DEFAULT_CHUNK:
+        even = [k for k in range(3) if size[k] % 2 == 0 and size[k] >= 16]
+        if not even:
+            break
+        longest = max(even, key=lambda k: size[k] * float(resolution[k]))
+        size[longest] //= 2
+    return tuple(size)  # type: ignore[return-value]
 
 
 def _layout(grid: tuple[int, ...], layers: int | None) -> NodeIdLayout:

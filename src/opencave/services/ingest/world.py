@@ -1,10 +1,10 @@
 """The pass over a lab's segmentation that writes an ingested graph's world files.
 
-Chunks are read and split into supervoxels by worker processes (each reads, relabels and
-writes its chunk's watershed file) and consumed in C order of (x, y, z) by this process, which
-pairs each chunk's lower faces with the upper faces its neighbours left pending, so only the
-chunks in flight and those faces are held at once: memory follows the chunk size, not the
-volume. The files are those of a demo world (``world.json``, ``graph.npz``, ``ws/``), so the
+Blocks of the volume (the layer's own chunk when it holds several graph chunks, so each is
+decoded once) are read and split into supervoxels by worker processes, which write each graph
+chunk's watershed file, and consumed in order by this process, which pairs each graph chunk's
+lower faces with the upper faces its neighbours left pending, so only the blocks in flight and
+those faces are held at once: memory follows the block size, not the volume. The files are those of a demo world (``world.json``, ``graph.npz``, ``ws/``), so the
 chunkedgraph, L2 cache, meshing and lookups read an ingested graph exactly as a synthetic one.
 """
 
@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from opencave.services.ingest.agglomeration import Contacts
 from opencave.services.ingest.chunks import ChunkSupervoxels, relabel_chunk
-from opencave.services.ingest.source import BlockReader, WatershedSource
+from opencave.services.ingest.source import MAX_CHUNK_VOXELS, BlockReader, WatershedSource
 from opencave.services.segmentation.precomputed import chunk_bounds, chunk_file, segmentation_info, write_info
 from opencave.wire.node_ids import NodeIdLayout
 
@@ -43,40 +43,66 @@ class Supervoxels:
     contacts: Contacts
 
 
-def chunk_tasks(scale: dict[str, Any], grid: tuple[int, int, int]) -> Iterator[tuple[tuple[int, int, int], np.ndarray, np.ndarray]]:
-    """(coords, lo, hi) of every graph chunk, in C order of (x, y, z)."""
-    for coords in np.ndindex(*grid):
-        lo, hi = chunk_bounds(scale, coords)
-        yield tuple(int(c) for c in coords), lo, hi  # type: ignore[misc]
+def read_block(graph_chunk: tuple[int, int, int], layer_chunk: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The box a worker reads at once: per axis the layer's chunk when it is a multiple of the
+    graph's (several graph chunks from one decoded chunk), else the graph chunk; never a box of
+    more than ``MAX_CHUNK_VOXELS``."""
+    block = tuple(c if c > g and c % g == 0 else g for g, c in zip(graph_chunk, layer_chunk))
+    return block if int(np.prod(block)) <= MAX_CHUNK_VOXELS else graph_chunk  # type: ignore[return-value]
 
 
 _readers: dict[str, BlockReader] = {}
 
 
-def split_chunk(url: str, layout: NodeIdLayout, coords: tuple[int, int, int], lo: np.ndarray, hi: np.ndarray, out: Path) -> ChunkSupervoxels:
-    """Read, split and store one chunk (in a worker process or this one); the answer carries no voxels."""
+def split_block(url: str, layout: NodeIdLayout, scale: dict[str, Any], chunks: list[tuple[int, int, int]], ws_dir: Path) -> list[ChunkSupervoxels]:
+    """Read the box covering ``chunks`` once, split and store each chunk (in a worker process or
+    this one); the answers carry no voxels."""
     reader = _readers.get(url)
     if reader is None:
         reader = _readers[url] = BlockReader(url)
-    result = relabel_chunk(reader.read(lo, hi), coords, layout)
-    if result.n:
-        out.write_bytes(result.watershed)
-    return replace(result, watershed=b"")
-
-
-def _global(face: np.ndarray, offset: int) -> np.ndarray:
-    """Local labels of a face → global supervoxel indices, -1 for background."""
-    return np.where(face > 0, face.astype(np.int64) + (offset - 1), -1)
+    bounds = [chunk_bounds(scale, coords) for coords in chunks]
+    lo = np.min([b[0] for b in bounds], axis=0)
+    block = reader.read(lo, np.max([b[1] for b in bounds], axis=0))
+    results = []
+    for coords, (c_lo, c_hi) in zip(chunks, bounds):
+        part = np.asfortranarray(block[tuple(slice(int(a), int(b)) for a, b in zip(c_lo - lo, c_hi - lo))])  # strided reads are slow
+        result = relabel_chunk(part, coords, layout)
+        if result.n:
+            (ws_dir / chunk_file(scale, coords)).write_bytes(result.watershed)
+        results.append(replace(result, watershed=b""))
+    return results
 
 
 def _face_pairs(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Global supervoxel index pairs facing each other across a chunk boundary, with areas."""
-    both = (high >= 0) & (low >= 0)
+    """Local labels facing each other across a chunk boundary (lower chunk's, upper chunk's),
+    with the number of voxel faces they share."""
+    both = (high != 0) & (low != 0)
     if not both.any():
         empty = np.zeros(0, np.int64)
         return empty, empty, empty
-    keys, area = np.unique((high[both] << 32) | low[both], return_counts=True)
+    keys, area = np.unique((high[both].astype(np.int64) << 32) | low[both].astype(np.int64), return_counts=True)
     return keys >> 32, keys & 0xFFFFFFFF, area.astype(np.int64)
+
+
+class _Contacts:
+    """Contacts as (chunk, local label) pairs until every chunk's supervoxel count is known."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[int, np.ndarray, int, np.ndarray, np.ndarray]] = []
+
+    def add(self, chunk_a: int, local_a: np.ndarray, chunk_b: int, local_b: np.ndarray, area: np.ndarray) -> None:
+        if area.size:
+            self.parts.append((chunk_a, local_a, chunk_b, local_b, area))
+
+    def resolve(self, offsets: np.ndarray) -> Contacts:
+        """Global supervoxel indices (``offsets``: first index of each chunk), a < b."""
+        if not self.parts:
+            empty = np.zeros(0, np.int64)
+            return Contacts(empty, empty, empty)
+        a = np.concatenate([offsets[ca] + la - 1 for ca, la, _, _, _ in self.parts])
+        b = np.concatenate([offsets[cb] + lb - 1 for _, _, cb, lb, _ in self.parts])
+        area = np.concatenate([part[4] for part in self.parts])
+        return Contacts(np.minimum(a, b), np.maximum(a, b), area)
 
 
 def split_volume(
@@ -96,47 +122,52 @@ def split_volume(
     grid = tuple(-(-s // c) for s, c in zip(source.size, chunk_size))
     if workers is None:
         workers = (os.cpu_count() or 1) if source.n_voxels >= WORKERS_FROM_VOXELS else 1
-    counts = np.zeros(grid, dtype=np.int64)
-    labels: list[np.ndarray] = []
-    voxels: list[np.ndarray] = []
-    a: list[np.ndarray] = []
-    b: list[np.ndarray] = []
-    area: list[np.ndarray] = []
+    counts = np.zeros(int(np.prod(grid)), dtype=np.int64)
+    labels: dict[int, np.ndarray] = {}
+    voxels: dict[int, np.ndarray] = {}
+    contacts = _Contacts()
     pending: dict[tuple[tuple[int, int, int], int], np.ndarray] = {}
-    offset = 0
+    per_block = tuple(r // g for r, g in zip(read_block(chunk_size, source.chunk_size), chunk_size))
     with tqdm(total=source.n_voxels, desc=label, unit="vx", unit_scale=True, disable=not progress, file=sys.stderr) as bar:
-        for result in _results(source.url, layout, scale, grid, ws_dir, workers):
-            coords = result.coords
-            counts[coords] = result.n
-            labels.append(result.labels)
-            voxels.append(result.voxels)
-            a.append(result.pairs[:, 0] + offset - 1)
-            b.append(result.pairs[:, 1] + offset - 1)
-            area.append(result.area)
-            for axis in range(3):
-                if coords[axis] > 0:
-                    below = tuple(c - (k == axis) for k, c in enumerate(coords))
-                    low = _global(result.low_faces[axis], offset)
-                    pa, pb, parea = _face_pairs(pending.pop((below, axis)), low)  # type: ignore[arg-type]
-                    a.append(pa)
-                    b.append(pb)
-                    area.append(parea)
-                if coords[axis] < grid[axis] - 1:
-                    pending[(coords, axis)] = _global(result.high_faces[axis], offset)
-            offset += result.n
-            bar.update(_chunk_voxels(scale, coords))
-    sv_label = np.concatenate(labels) if labels else np.zeros(0, np.uint64)
-    chunk_of = np.repeat(np.arange(counts.size), counts.ravel())
-    local = np.arange(sv_label.size) - np.repeat(np.cumsum(counts.ravel()) - counts.ravel(), counts.ravel())
-    coords = np.array(np.unravel_index(chunk_of, grid)).reshape(3, -1)
-    sv_ids = np.asarray(layout.node_id(1, coords[0], coords[1], coords[2], local + 1), dtype=np.uint64).reshape(-1)
+        for results in _results(source.url, layout, scale, _blocks(grid, per_block), ws_dir, workers):
+            for result in results:
+                coords = result.coords
+                linear = int(np.ravel_multi_index(coords, grid))
+                counts[linear] = result.n
+                labels[linear], voxels[linear] = result.labels, result.voxels
+                contacts.add(linear, result.pairs[:, 0], linear, result.pairs[:, 1], result.area)
+                for axis in range(3):
+                    if coords[axis] > 0:
+                        below = tuple(c - (k == axis) for k, c in enumerate(coords))
+                        la, lb, area = _face_pairs(pending.pop((below, axis)), result.low_faces[axis])  # type: ignore[arg-type]
+                        contacts.add(int(np.ravel_multi_index(below, grid)), la, linear, lb, area)
+                    if coords[axis] < grid[axis] - 1:
+                        pending[(coords, axis)] = result.high_faces[axis]
+                bar.update(_chunk_voxels(scale, coords))
+    order = sorted(labels)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sv_label = np.concatenate([labels[k] for k in order]) if order else np.zeros(0, np.uint64)
+    chunk_of = np.repeat(np.arange(counts.size), counts)
+    local = np.arange(sv_label.size) - np.repeat(offsets, counts)
+    xyz = np.array(np.unravel_index(chunk_of, grid)).reshape(3, -1)
+    sv_ids = np.asarray(layout.node_id(1, xyz[0], xyz[1], xyz[2], local + 1), dtype=np.uint64).reshape(-1)
     return Supervoxels(
-        chunk_sv_counts=counts,
+        chunk_sv_counts=counts.reshape(grid),
         sv_ids=sv_ids,
         sv_label=sv_label,
-        sv_voxels=np.concatenate(voxels) if voxels else np.zeros(0, np.int64),
-        contacts=Contacts(np.concatenate(a), np.concatenate(b), np.concatenate(area)),
+        sv_voxels=np.concatenate([voxels[k] for k in order]) if order else np.zeros(0, np.int64),
+        contacts=contacts.resolve(offsets),
     )
+
+
+def _blocks(grid: tuple[int, ...], per_block: tuple[int, ...]) -> Iterator[list[tuple[int, int, int]]]:
+    """The graph chunks of each read block, blocks and the chunks inside them in C order: a
+    chunk's lower neighbours always come before it."""
+    block_grid = tuple(-(-g // p) for g, p in zip(grid, per_block))
+    for block in np.ndindex(*block_grid):
+        first = [b * p for b, p in zip(block, per_block)]
+        ranges = [range(f, min(f + p, g)) for f, p, g in zip(first, per_block, grid)]
+        yield [(x, y, z) for x in ranges[0] for y in ranges[1] for z in ranges[2]]
 
 
 def _chunk_voxels(scale: dict[str, Any], coords: tuple[int, int, int]) -> int:
@@ -144,19 +175,20 @@ def _chunk_voxels(scale: dict[str, Any], coords: tuple[int, int, int]) -> int:
     return int(np.prod(hi - lo))
 
 
-def _results(url: str, layout: NodeIdLayout, scale: dict[str, Any], grid: tuple[int, int, int], ws_dir: Path, workers: int) -> Iterator[ChunkSupervoxels]:
-    """Every chunk split, in C order; with workers, a few chunks ahead are in flight."""
-    tasks = ((coords, lo, hi, ws_dir / chunk_file(scale, coords)) for coords, lo, hi in chunk_tasks(scale, grid))
+def _results(
+    url: str, layout: NodeIdLayout, scale: dict[str, Any], blocks: Iterator[list[tuple[int, int, int]]], ws_dir: Path, workers: int
+) -> Iterator[list[ChunkSupervoxels]]:
+    """Every block split, in order; with workers, a few blocks ahead are in flight."""
     if workers <= 1:
-        for coords, lo, hi, out in tasks:
-            yield split_chunk(url, layout, coords, lo, hi, out)
+        for chunks in blocks:
+            yield split_block(url, layout, scale, chunks, ws_dir)
         return
     context = multiprocessing.get_context("spawn")  # the parent holds threads and connections
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
-        flight: deque[Future[ChunkSupervoxels]] = deque()
-        for coords, lo, hi, out in tasks:
-            flight.append(pool.submit(split_chunk, url, layout, coords, lo, hi, out))
+        flight: deque[Future[list[ChunkSupervoxels]]] = deque()
+        for chunks in blocks:
+            flight.append(pool.submit(split_block, url, layout, scale, chunks, ws_dir))
             if len(flight) >= 2 * workers:
                 yield flight.popleft().result()
         while flight:
