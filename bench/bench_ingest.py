@@ -46,17 +46,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import opencave_cli, timed  # noqa: E402
-from tests.support.postgres import free_port  # noqa: E402
+from bench.support import opencave_cli, served, timed, wait_idle  # noqa: E402
 
 CELLS = 10  # cells per axis: CELLS**3 labels
 AMPLITUDE = 24  # voxels the cell walls are displaced at most (cells are ~102 voxels wide)
@@ -298,53 +295,6 @@ def profile_split_block(url: str, size: int) -> str:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def wait_idle(pid: int, wait_s: float = 300, every: float = 0.5) -> float:
-    """Seconds until process ``pid`` (and its children) use under 5% of a core over ``every`` s."""
-    import psutil
-
-    start = time.perf_counter()
-    procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
-    for proc in procs:
-        proc.cpu_percent(None)
-    while time.perf_counter() - start < wait_s:
-        time.sleep(every)
-        if sum(proc.cpu_percent(None) for proc in procs) < 5:
-            break
-    return time.perf_counter() - start - every
-
-
-@contextmanager
-def quiet_server(storage: list[str], wait_s: float = 300) -> Iterator[tuple[str, int]]:
-    """``opencave serve`` on loopback, as bench.support.loopback_server, but a health check that
-    times out (a first start sets up the demo datastack; on a busy machine that takes a while) is
-    retried rather than raised, and the server is given time to finish its start-up work (its CPU
-    use settles) before anything is timed. Yields its URL and process id."""
-    import requests
-
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "opencave", "serve", "--port", str(port), "--no-access-log", "--log-level", "warning", *storage],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + wait_s
-        while time.time() < deadline:
-            try:
-                if requests.get(url + "/health", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        else:
-            raise SystemExit("the server did not answer /health")
-        wait_idle(server.pid, wait_s=max(deadline - time.time(), 1))
-        yield url, server.pid
-    finally:
-        server.terminate()
-        server.wait(30)
-
-
 def adjacent_pairs(gen: Generator, n: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """(label a, label b, voxel of a, voxel of b) of ``n`` pairs of cells touching along an axis:
     the two voxels either side of the wall on a line through the middle of the shared face."""
@@ -393,7 +343,7 @@ def graph_figures(data_dir: Path, gen: Generator, n_edits: int) -> dict:
     results: dict[str, object] = {}
     pairs = adjacent_pairs(gen, n_edits + 4 + PACED)
     resolution = np.array(RESOLUTION)
-    with quiet_server(storage) as (url, server_pid):
+    with served(storage, settle=True) as (url, server_pid):
         client = CAVEclient(NAME, server_address=url, auth_token=token)
         cg = client.chunkedgraph
         rng = np.random.default_rng(0)

@@ -41,8 +41,12 @@ def timed(fn, repeat: int) -> list[float]:
 
 
 @contextmanager
-def loopback_server(storage: list[str], wait_s: float = 120) -> Iterator[str]:
-    """``opencave serve`` on a free loopback port for the duration; yields its URL."""
+def served(storage: list[str], wait_s: float = 300, settle: bool = False) -> Iterator[tuple[str, int]]:
+    """``opencave serve`` on a free loopback port for the duration; yields its URL and process id.
+
+    A health check that times out (a first start sets up the demo datastack, slowly on a busy
+    machine) is tried again until ``wait_s``; with ``settle`` nothing is timed before the server
+    has finished its start-up work (its CPU use falls under 5% of a core)."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "opencave", "serve", "--port", str(port), "--no-access-log", "--log-level", "warning", *storage],
@@ -52,16 +56,43 @@ def loopback_server(storage: list[str], wait_s: float = 120) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + wait_s
-        while time.time() < deadline:
+        while True:
             try:
-                if requests.get(url + "/health", timeout=1).ok:
+                if requests.get(url + "/health", timeout=5).ok:
                     break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        yield url
+            except requests.RequestException:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                raise SystemExit(f"opencave serve did not answer /health within {wait_s:.0f} s")
+            time.sleep(0.1)
+        if settle:
+            wait_idle(server.pid, wait_s=max(deadline - time.time(), 1))
+        yield url, server.pid
     finally:
         server.terminate()
-        server.wait(10)
+        server.wait(30)
+
+
+@contextmanager
+def loopback_server(storage: list[str], wait_s: float = 120) -> Iterator[str]:
+    """``served`` for benchmarks that only need the URL."""
+    with served(storage, wait_s) as (url, _):
+        yield url
+
+
+def wait_idle(pid: int, wait_s: float = 300, every: float = 0.5) -> float:
+    """Seconds until process ``pid`` (and its children) use under 5% of a core over ``every`` s."""
+    import psutil
+
+    start = time.perf_counter()
+    procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+    for proc in procs:
+        proc.cpu_percent(None)
+    while time.perf_counter() - start < wait_s:
+        time.sleep(every)
+        if sum(proc.cpu_percent(None) for proc in procs) < 5:
+            break
+    return time.perf_counter() - start - every
 
 
 def run_child(code: str, *args: str) -> dict:
