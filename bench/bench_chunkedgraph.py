@@ -34,7 +34,7 @@ from opencave.services.chunkedgraph import edits  # noqa: E402
 from opencave.services.chunkedgraph.service import GraphService  # noqa: E402
 from opencave.storage.sql import create_store_engine  # noqa: E402
 from tests.support.demo import DemoWorld, _neuron_pairs  # noqa: E402
-from bench.support import loopback_server, opencave_cli, timed  # noqa: E402
+from bench.support import get_roots_figures, loopback_server, opencave_cli, timed  # noqa: E402
 
 
 
@@ -71,17 +71,8 @@ def main() -> int:
 
         # -- get_roots ---------------------------------------------------------------------
         for label, ts in (("now", None), ("past", past)):
-            all_roots = cg.get_roots(sv_ids, timestamp=ts)
-            order = np.argsort(sv_ids)
-            sorted_svs, sorted_roots = sv_ids[order], all_roots[order]
-            floor = timed(lambda: sorted_roots[np.searchsorted(sorted_svs, query)], 5)
-            answer = cg.get_roots(query, timestamp=ts)
-            assert np.array_equal(answer, sorted_roots[np.searchsorted(sorted_svs, query)])
-            client_times = timed(lambda ts=ts: cg.get_roots(query, timestamp=ts), 5)
-            ids_s = query.size / statistics.median(client_times)
-            floor_s = query.size / statistics.median(floor)
-            results[f"get_roots_{label}"] = {"ids_per_s": round(ids_s), "floor_ids_per_s": round(floor_s), "ratio_to_floor": round(ids_s / floor_s, 4)}
-            print(f"get_roots 1M ({label}): {ids_s:,.0f} ids/s (floor {floor_s:,.0f} ids/s, ratio {ids_s / floor_s:.3f})", flush=True)
+            figures = results[f"get_roots_{label}"] = get_roots_figures(cg, sv_ids, query, ts)
+            print(f"get_roots 1M ({label}): {figures['ids_per_s']:,} ids/s (floor {figures['floor_ids_per_s']:,} ids/s, ratio {figures['ratio_to_floor']:.3f})", flush=True)
 
         # -- get_leaves of a big root --------------------------------------------------------
         roots_now = cg.get_roots(sv_ids)

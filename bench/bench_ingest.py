@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import opencave_cli, served, timed, wait_idle  # noqa: E402
+from bench.support import get_roots_figures, opencave_cli, served, wait_idle  # noqa: E402
 
 CELLS = 10  # cells per axis: CELLS**3 labels
 AMPLITUDE = 24  # voxels the cell walls are displaced at most (cells are ~102 voxels wide)
@@ -353,16 +353,8 @@ def graph_figures(data_dir: Path, gen: Generator, n_edits: int) -> dict:
         time.sleep(0.01)
 
         def get_roots(label: str, ts) -> None:
-            all_roots = cg.get_roots(sv_ids, timestamp=ts)
-            order = np.argsort(sv_ids)
-            sorted_svs, sorted_roots = sv_ids[order], all_roots[order]
-            floor = timed(lambda: sorted_roots[np.searchsorted(sorted_svs, query)], 5)
-            answer = cg.get_roots(query, timestamp=ts)
-            assert np.array_equal(answer, sorted_roots[np.searchsorted(sorted_svs, query)])
-            times = timed(lambda: cg.get_roots(query, timestamp=ts), 5)
-            ids_s, floor_s = query.size / statistics.median(times), query.size / statistics.median(floor)
-            results[f"get_roots_{label}"] = {"ids_per_s": round(ids_s), "floor_ids_per_s": round(floor_s), "ratio_to_floor": round(ids_s / floor_s, 3)}
-            print(f"get_roots 1M ({label}): {ids_s:,.0f} ids/s (floor {floor_s:,.0f}, ratio {ids_s / floor_s:.2f})", flush=True)
+            figures = results[f"get_roots_{label}"] = get_roots_figures(cg, sv_ids, query, ts)
+            print(f"get_roots 1M ({label}): {figures['ids_per_s']:,} ids/s (floor {figures['floor_ids_per_s']:,}, ratio {figures['ratio_to_floor']:.2f})", flush=True)
 
         get_roots("now", None)
         n_roots = int(np.unique(cg.get_roots(sv_ids)).size)

@@ -30,18 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.support import loopback_server, opencave_cli  # noqa: E402
 from tests.support.demo import DemoWorld, _neuron_pairs  # noqa: E402
-
-
-def _graphene(url: str, name: str, token: str):
-    from cloudvolume import CloudVolume
-
-    return CloudVolume(
-        f"graphene://{url}/segmentation/table/{name}",
-        mip=0,
-        progress=False,
-        use_https=False,
-        secrets={"token": token, "user": "token", "password": token},
-    )
+from tests.support.volumes import graphene_volume  # noqa: E402
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -73,7 +62,7 @@ def main() -> int:
     with loopback_server(storage) as url:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {token}"
-        volume = _graphene(url, name, token)
+        volume = graphene_volume(url, name, token)
 
         def root_of(sv: int) -> int:
             r = session.post(url + table + "/roots_binary", data=np.array([sv], dtype="<u8").tobytes())

@@ -95,6 +95,22 @@ def wait_idle(pid: int, wait_s: float = 300, every: float = 0.5) -> float:
     return time.perf_counter() - start - every
 
 
+def get_roots_figures(cg, sv_ids, query, timestamp=None) -> dict:
+    """get_roots of ``query`` through a chunkedgraph client, checked against and compared with
+    its in-process floor: a numpy lookup in the sorted (supervoxel, root) arrays of the graph."""
+    import numpy as np
+
+    all_roots = cg.get_roots(sv_ids, timestamp=timestamp)
+    order = np.argsort(sv_ids)
+    sorted_svs, sorted_roots = sv_ids[order], all_roots[order]
+    floor = timed(lambda: sorted_roots[np.searchsorted(sorted_svs, query)], 5)
+    answer = cg.get_roots(query, timestamp=timestamp)
+    assert np.array_equal(answer, sorted_roots[np.searchsorted(sorted_svs, query)])
+    client = timed(lambda: cg.get_roots(query, timestamp=timestamp), 5)
+    ids_s, floor_s = query.size / statistics.median(client), query.size / statistics.median(floor)
+    return {"ids_per_s": round(ids_s), "floor_ids_per_s": round(floor_s), "ratio_to_floor": round(ids_s / floor_s, 3)}
+
+
 def run_child(code: str, *args: str) -> dict:
     """Run ``code`` in a Python process of its own; the JSON object of its last output line."""
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)

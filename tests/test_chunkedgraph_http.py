@@ -16,6 +16,7 @@ from scipy.sparse.csgraph import connected_components
 
 from tests.support.demo import demo_world
 from tests.support.server import ServerProcess
+from tests.support.volumes import graphene_volume
 
 T = "/segmentation/api/v1/table/opencave_demo"
 
@@ -151,17 +152,7 @@ def test_cloudvolume_reads_the_watershed(server, admin_token, world):
 
 
 def test_graphene_source_reads_agglomerated_segmentation(server, admin_token, world, isolated_home):
-    from cloudvolume import CloudVolume
-
-    volume = CloudVolume(
-        f"graphene://{server.url}/segmentation/table/opencave_demo",
-        mip=0,
-        progress=False,
-        use_https=False,
-        # the CAVE token for the graphene API, and HTTP Basic credentials for the volume files
-        secrets={"token": admin_token, "user": "token", "password": admin_token},
-        agglomerate=True,
-    )
+    volume = graphene_volume(server.url, "opencave_demo", admin_token, agglomerate=True)
     cutout = np.asarray(volume[40:140, 30:130, 10:30])[..., 0]
     svs = world.volume.cutout((40, 30, 10), (140, 130, 30))
     present = np.unique(svs[svs > 0])

@@ -23,6 +23,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from opencave import CAVEclient as OurClient
+from tests.support.volumes import graphene_volume
 
 RESOLUTION = (8, 8, 40)
 OFFSET = (24, 16, 8)
@@ -90,16 +91,7 @@ def write_layer(path: Path, labels: np.ndarray, encoding: str = "compresso") -> 
 
 # -- reading it back through the server --------------------------------------------------------------
 def graphene(server, token: str, name: str, agglomerate: bool):
-    from cloudvolume import CloudVolume
-
-    return CloudVolume(
-        f"graphene://{server.url}/segmentation/table/{name}",
-        mip=0,
-        progress=False,
-        use_https=False,
-        secrets={"token": token, "user": "token", "password": token},
-        agglomerate=agglomerate,
-    )
+    return graphene_volume(server.url, name, token, agglomerate=agglomerate)
 
 
 def whole(volume) -> np.ndarray:

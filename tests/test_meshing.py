@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, select
 from opencave.storage.tables import l2_meshes, remesh_requests
 from opencave.wire.node_ids import chunk_coordinates
 from tests.support.demo import _neuron_pairs, demo_world
+from tests.support.volumes import graphene_volume
 
 TABLE = "opencave_demo"
 T = f"/segmentation/api/v1/table/{TABLE}"
@@ -60,16 +61,7 @@ def all_voxels(world) -> np.ndarray:
 
 
 def _graphene(server, token):
-    from cloudvolume import CloudVolume
-
-    return CloudVolume(
-        f"graphene://{server.url}/segmentation/table/{TABLE}",
-        mip=0,
-        progress=False,
-        use_https=False,
-        # the CAVE token for the graphene API, HTTP Basic credentials for the fragment files
-        secrets={"token": token, "user": "token", "password": token},
-    )
+    return graphene_volume(server.url, TABLE, token)
 
 
 def _error(response: requests.Response, status: int, *words: str) -> dict:
