@@ -131,6 +131,26 @@ def test_flat_segmentation_ingests_on_each_engine(store, labels, flat_url):
     assert {"group": "default", "dataset": "flat", "permission": "edit"} in store.runtime.access.grants("flat")
 
 
+def test_a_layer_served_over_http(sqlite_store, labels, flat_url):
+    """The same layer read from a web server (as from a lab's bucket behind https) ingests alike."""
+    import functools
+    import http.server
+    import threading
+
+    directory = Path(flat_url[len("file://") :])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory.parent))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        url = f"precomputed://http://127.0.0.1:{web.server_address[1]}/{directory.name}"
+        result = sqlite_store.ingest("over_http", url, chunk_size=GRAPH_CHUNKS)
+    finally:
+        web.shutdown()
+    assert result.n_objects == ALL_LABELS.size
+    check_flat(sqlite_store, "over_http", labels)
+
+
 LAYOUTS = {
     # name: (write_layer options, ingest options, uint32 labels)
     "compressed_segmentation": (dict(encoding="compressed_segmentation"), dict(chunk_size=(24, 20, 12)), False),
