@@ -305,8 +305,11 @@ def test_remesh_requests_are_consumed(server, admin_token, http, world, store):
     deadline = time.time() + 30
     while time.time() < deadline:
         with store.connect() as conn:
-            pending = conn.execute(select(remesh_requests.c.l2_id).where(remesh_requests.c.l2_id.in_(l2_ids))).all()
-            meshed = conn.execute(select(l2_meshes.c.l2_id).where(l2_meshes.c.l2_id.in_(l2_ids))).all()
+            # other graphs of the shared store (ingested ones) may hold the same node ids
+            pending = conn.execute(
+                select(remesh_requests.c.l2_id).where(remesh_requests.c.table_id == TABLE, remesh_requests.c.l2_id.in_(l2_ids))
+            ).all()
+            meshed = conn.execute(select(l2_meshes.c.l2_id).where(l2_meshes.c.table_id == TABLE, l2_meshes.c.l2_id.in_(l2_ids))).all()
         if not pending and len(meshed) == len(l2_ids):
             break
         time.sleep(0.2)
