@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -262,8 +263,6 @@ class SegmentationIngest:
 
 # -- helpers ------------------------------------------------------------------------------------
 def _check_name(name: str) -> None:
-    import re
-
     if not re.match(NAME_PATTERN, name):
         raise BadRequest(
             f"{name!r} cannot name a datastack: use a letter followed by letters, digits or underscores (at most 100).",

@@ -7,7 +7,9 @@ and sharding: cloud-volume decodes, so a block is read the same whatever the lay
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +26,6 @@ def normalise_url(url: str) -> str:
     if text.startswith("precomputed://") and "://" in text[len("precomputed://") :]:
         text = text[len("precomputed://") :]
     if "://" not in text:
-        from pathlib import Path
-
         text = "file://" + str(Path(text).expanduser().resolve())
     return text
 
@@ -64,8 +64,6 @@ def _reachable(url: str, what: str) -> None:
 
 def _plain(error: Exception) -> str:
     """An error's text without the terminal colour codes cloud-volume puts in some."""
-    import re
-
     return re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
 
 
