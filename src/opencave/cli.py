@@ -666,6 +666,24 @@ def cmd_mirror(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from opencave.client.doctor import run_doctor
+
+    return run_doctor(args.server, as_json=args.json)
+
+
+def cmd_cache_ls(args) -> int:
+    from opencave.client.cache import cli_ls
+
+    return cli_ls(args)
+
+
+def cmd_cache_rm(args) -> int:
+    from opencave.client.cache import cli_rm
+
+    return cli_rm(args)
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def _command(sub, name: str, func: Callable, help: str, storage: bool = True) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help, description=help)
@@ -889,6 +907,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(top, "setup-token", cmd_setup_token, "save a token for a server interactively (CAVEclient.setup_token)", storage=False)
     p.add_argument("server", help="server address, e.g. http://127.0.0.1:8765")
     p.add_argument("--no-open", action="store_true", help="do not open the tokens page in a browser")
+
+    p = _command(top, "doctor", cmd_doctor, "check which token goes to which server, whether it is accepted, terms to accept, datastacks and version expiries", storage=False)
+    p.add_argument("server", nargs="?", help="only this server (default: every server a token or datastack is saved for)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+    cache = top.add_parser("cache", help="the client's local query cache").add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, func, summary in (("ls", cmd_cache_ls, "list cached answers"), ("rm", cmd_cache_rm, "remove cached answers")):
+        p = _command(cache, name, func, summary, storage=False)
+        p.add_argument("--dir", help="the cache directory (default: $OPENCAVE_CACHE_DIR, else ~/.cache/opencave)")
+        p.add_argument("--server", help="only answers from this server")
+        p.add_argument("--datastack", help="only answers of this datastack")
+        if name == "ls":
+            p.add_argument("--json", action="store_true", help="print JSON lines")
+        else:
+            p.add_argument("entries", nargs="*", metavar="KEY", help="entries to remove (key prefixes, as `cache ls` shows)")
+            p.add_argument("--all", action="store_true", help="remove every entry that matches the other options")
+            p.add_argument("--older-than", type=float, metavar="DAYS", help="only entries last used more than DAYS ago")
     return parser
 
 
