@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from .annotation import AnnotationClient
 from .auth import AuthClient
 from .chunkedgraph import ChunkedGraphClient
+from .connectivity import ConnectivityClient
 from .datastack_lookup import handle_server_address
 from .default_server import default_server_address
 from .errors import GlobalClientError
@@ -28,7 +29,7 @@ from .skeleton import SkeletonClient
 from .session import Timeout, normalize_timeout
 
 T = TypeVar("T")
-SERVICES = ("auth", "info", "state", "schema", "chunkedgraph", "annotation", "materialize", "skeleton", "l2cache")
+SERVICES = ("auth", "info", "state", "schema", "chunkedgraph", "annotation", "materialize", "skeleton", "l2cache", "connectivity")
 
 
 class CAVEclient:
@@ -417,6 +418,20 @@ class CAVEclientFull(CAVEclientGlobal):
             lambda: SkeletonClient(
                 server_address=self.local_server,
                 datastack_name=self.datastack_name,
+                **self._subclient_options(),
+            ),
+        )
+
+    @property
+    def connectivity(self) -> ConnectivityClient:
+        """Connectivity at a version or a moment on the local server (``opencave.client.connectivity``;
+        an opencave extension: other CAVE servers do not offer it, see ``opencave.connectivity``)."""
+        return self._service(
+            "connectivity",
+            lambda: ConnectivityClient(
+                server_address=self.local_server,
+                datastack_name=self.datastack_name,
+                synapse_table=self.info.get_datastack_info().get("synapse_table"),
                 **self._subclient_options(),
             ),
         )

@@ -317,6 +317,23 @@ SKELETON = ServiceEndpoints(
     },
 )
 
+_CONN_V1 = "{connectivity_server_address}/connectivity/api/v1/datastack/{datastack_name}"
+# opencave's connectivity service (no CAVE counterpart): answers computed from a synapse table
+CONNECTIVITY = ServiceEndpoints(
+    server_key="connectivity_server_address",
+    versions={
+        1: {
+            "edges": _CONN_V1 + "/edges",
+            "adjacency": _CONN_V1 + "/adjacency",
+            "partners": _CONN_V1 + "/partners",
+            "common_partners": _CONN_V1 + "/common_partners",
+            "cell_type_matrix": _CONN_V1 + "/cell_type_matrix",
+            "paths": _CONN_V1 + "/paths",
+            "diff": _CONN_V1 + "/diff",
+        }
+    },
+)
+
 # URL prefixes whose other URLs this server does not provide; they answer 501. Under
 # ``/volumes`` only the watershed (``/volumes/{table_id}/ws/...``) exists: no image volume is
 # generated.
