@@ -19,7 +19,8 @@ Choices where the contract leaves room (the package makes the same ones):
 * ``diff``: a synapse counts in ``n_before`` only if its four roots (both sides, at both
   moments) are non-zero, in ``n_after`` if both its roots at *to* are. Synapses deleted between
   the moments are mapped to *to* roots only when they touch a given root (then
-  ``supervoxel_roots`` is required). Default successors of r: the non-zero *to* roots of r's side
+  ``supervoxel_roots`` is required; it gets an int64 array of the distinct non-zero supervoxels,
+  supervoxel 0 has root 0). Default successors of r: the non-zero *to* roots of r's side
   of every *before* row where r is that side's root at *from*. Rows that tie on the contract's
   order are ordered by ``root_id_after`` ascending.
 """
@@ -86,15 +87,18 @@ def _add(total: float, value) -> float:
     return value if math.isnan(total) else total + value
 
 
+def _ids(frame: pd.DataFrame, column: str) -> list[int]:
+    """A column of ids as Python ints, null as 0, read column-wise (a row-wise read of a frame
+    with a float column would turn 18-digit root ids into floats)."""
+    return [0 if _is_null(v) else int(v) for v in frame[column].tolist()]
+
+
 def _synapses(syn: pd.DataFrame) -> Iterable[tuple[int, int, float]]:
     """(pre, post, size) of every row with two non-zero roots; size NaN when absent or null."""
-    has_size = "size" in syn.columns
-    for _, row in syn.iterrows():
-        pre = int(row["pre_pt_root_id"])
-        post = int(row["post_pt_root_id"])
+    sizes = syn["size"].tolist() if "size" in syn.columns else [None] * len(syn)
+    for pre, post, size in zip(_ids(syn, "pre_pt_root_id"), _ids(syn, "post_pt_root_id"), sizes):
         if pre == 0 or post == 0:
             continue
-        size = row["size"] if has_size else None
         yield pre, post, (math.nan if _is_null(size) else float(size))
 
 
@@ -199,11 +203,10 @@ def oracle_common_partners(syn: pd.DataFrame, roots, direction: str = "input", m
 def oracle_root_types(cell_types: pd.DataFrame, column: str = "cell_type", root_column: str = "pt_root_id") -> tuple[dict[int, object], int]:
     """(root -> type for the typed roots, number of ambiguous roots)."""
     values: dict[int, set] = defaultdict(set)
-    for _, row in cell_types.iterrows():
-        root, value = row[root_column], row[column]
-        if _is_null(root) or int(root) == 0 or _is_null(value):
+    for root, value in zip(_ids(cell_types, root_column), cell_types[column].tolist()):
+        if root == 0 or _is_null(value):
             continue
-        values[int(root)].add(value)
+        values[root].add(value)
     typed = {root: next(iter(v)) for root, v in values.items() if len(v) == 1}
     return typed, sum(1 for v in values.values() if len(v) > 1)
 
@@ -289,10 +292,6 @@ def oracle_paths(syn: pd.DataFrame, sources, targets, max_hops: int = 3, min_syn
     return _frame(found, PATH_COLUMNS)
 
 
-def _int(value) -> int:
-    return 0 if _is_null(value) else int(value)
-
-
 def oracle_diff(
     before: pd.DataFrame,
     after: pd.DataFrame,
@@ -310,16 +309,18 @@ def oracle_diff(
     roots = _distinct(roots)
     root_set = set(roots)
     to_roots = {}
-    for _, row in after.iterrows():
-        to_roots[int(row["id"])] = (_int(row["pre_pt_root_id"]), _int(row["post_pt_root_id"]))
+    for syn_id, pre, post in zip(_ids(after, "id"), _ids(after, "pre_pt_root_id"), _ids(after, "post_pt_root_id")):
+        to_roots[syn_id] = (pre, post)
 
     # (pre_from, post_from, pre_to, post_to) of each before row that touches a given root
     touching = []
-    for _, row in before.iterrows():
-        pre_f, post_f = _int(row["pre_pt_root_id"]), _int(row["post_pt_root_id"])
+    no_svs = [None] * len(before)
+    pre_svs = _ids(before, "pre_pt_supervoxel_id") if "pre_pt_supervoxel_id" in before.columns else no_svs
+    post_svs = _ids(before, "post_pt_supervoxel_id") if "post_pt_supervoxel_id" in before.columns else no_svs
+    columns = zip(_ids(before, "id"), _ids(before, "pre_pt_root_id"), _ids(before, "post_pt_root_id"), pre_svs, post_svs)
+    for syn_id, pre_f, post_f, pre_sv, post_sv in columns:
         if pre_f in root_set or post_f in root_set:
-            svs = [_int(row[c]) if c in row.index else None for c in ("pre_pt_supervoxel_id", "post_pt_supervoxel_id")]
-            touching.append((int(row["id"]), pre_f, post_f, *svs))
+            touching.append((syn_id, pre_f, post_f, pre_sv, post_sv))
     deleted_svs = []
     for syn_id, _, _, pre_sv, post_sv in touching:
         if syn_id not in to_roots:
@@ -330,8 +331,8 @@ def oracle_diff(
             raise ValueError("synapses deleted between the moments need supervoxel_roots")
         if any(sv is None for sv in deleted_svs):
             raise ValueError("deleted synapses need pre_pt_supervoxel_id and post_pt_supervoxel_id")
-        unique_svs = sorted(set(deleted_svs))
-        mapped = supervoxel_roots(np.array(unique_svs, dtype=np.int64))
+        unique_svs = sorted(set(deleted_svs) - {0})  # supervoxel 0 is no segment: root 0
+        mapped = supervoxel_roots(np.array(unique_svs, dtype=np.int64)) if unique_svs else []
         for sv, root in zip(unique_svs, list(mapped)):
             sv_root[sv] = int(root)
         sv_root[0] = 0
