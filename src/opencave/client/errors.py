@@ -28,3 +28,8 @@ class ServerIncompatibilityError(Exception):
 
 class TokenFileError(ValueError):
     """A token file exists but cannot be used (not JSON, or not a JSON object)."""
+
+
+class LockfileError(Exception):
+    """A lockfile cannot be written or replayed: a call is not in it (or not replayable from
+    it), its content is missing or corrupt, or a replaying client was asked to reach a server."""

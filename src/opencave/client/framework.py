@@ -7,6 +7,7 @@ first use and share the token, retry, pool and timeout settings.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from numbers import Integral
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 from .annotation import AnnotationClient
 from .auth import AuthClient
+from .cache import QueryCache, resolve_cache_dir
 from .chunkedgraph import ChunkedGraphClient
 from .connectivity import ConnectivityClient
 from .datastack_lookup import handle_server_address
@@ -29,6 +31,7 @@ from .skeleton import SkeletonClient
 from .session import Timeout, normalize_timeout
 
 T = TypeVar("T")
+CacheOption = bool | str | os.PathLike[str] | None
 SERVICES = ("auth", "info", "state", "schema", "chunkedgraph", "annotation", "materialize", "skeleton", "l2cache", "connectivity")
 
 
@@ -63,6 +66,12 @@ class CAVEclient:
         Seconds to wait for each connection and each read, as one number or a
         ``(connect, read)`` tuple, for every request of every sub-client (opencave
         extension). Default: the session defaults, 10 s to connect and 300 s to read.
+    cache
+        The local query cache (opencave extension, see ``docs/reproducibility.md``): None or
+        False (default) keeps nothing; True keeps answers pinned to a version or a past moment
+        in ``$OPENCAVE_CACHE_DIR`` (else ``$XDG_CACHE_HOME/opencave``, else
+        ``~/.cache/opencave``); a path keeps them there. Cached answers are returned without
+        asking the server; ``client.lock(path)`` needs a cache.
     """
 
     def __new__(  # type: ignore[misc]  # a factory: returns another class, like caveclient's
@@ -81,8 +90,10 @@ class CAVEclient:
         write_server_cache: bool = True,
         version: int | None = None,
         timeout: Timeout | None = None,
+        cache: CacheOption = None,
     ) -> CAVEclientGlobal:
         common: dict[str, Any] = {
+            "cache": cache,
             "auth_token_file": auth_token_file,
             "auth_token_key": auth_token_key,
             "auth_token": auth_token,
@@ -113,12 +124,26 @@ class CAVEclient:
         """
         interactive_setup_token(server_address, overwrite=overwrite, open=open)
 
+    @staticmethod
+    def from_lockfile(path: str | os.PathLike[str], cache: CacheOption = None) -> CAVEclientFull:
+        """A client that replays the queries recorded in a lockfile (``client.lock``) offline.
+
+        It makes no HTTP request at all, construction included (the datastack's info record
+        comes from the lockfile); each recorded call is answered from the cache directory
+        (its content hash checked), and anything else raises ``LockfileError``. ``cache``: the
+        directory holding the content; None takes the one the lockfile was written with, else
+        the default directory (as for ``CAVEclient(cache=True)``).
+        """
+        from .lockfile import open_lockfile
+
+        return open_lockfile(path, cache)
+
 
 class CAVEclientGlobal:
     """A client of a CAVE deployment's global services: auth, info and schema.
 
     No request is made until a sub-client is first used. Parameters as for ``CAVEclient``;
-    ``timeout`` (opencave extension) applies to every request of every sub-client.
+    ``timeout`` and ``cache`` (opencave extensions) apply to every sub-client.
     """
 
     def __init__(
@@ -132,8 +157,11 @@ class CAVEclientGlobal:
         pool_block: bool | None = None,
         info_cache: dict[str, dict[str, Any]] | None = None,
         timeout: Timeout | None = None,
+        cache: CacheOption = None,
     ):
         self._server_address = server_address or default_server_address()
+        # The local query cache and the record of this client's queries (opencave extension).
+        self.query_cache = QueryCache(self._server_address, resolve_cache_dir(cache))
         self._max_retries = max_retries
         self._pool_maxsize = pool_maxsize
         self._pool_block = pool_block
@@ -180,6 +208,25 @@ class CAVEclientGlobal:
         for name in SERVICES:
             setattr(self, f"_{name}", None)
 
+    def _make(self, cls: Callable[..., T], **kwargs: Any) -> T:
+        """Build a sub-client (a replaying client builds offline ones instead)."""
+        return cls(**kwargs)
+
+    def lock(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write a lockfile of every query this client made (opencave extension).
+
+        JSON with, for each call: the call as made, the version or moment it resolved to, the
+        content hash of its answer and its rows; plus the server, the datastack's info record
+        and the client's pinned version, so ``CAVEclient.from_lockfile(path)`` can replay the
+        analysis offline. Needs a client made with ``cache=``: the answers' content lives in
+        the cache directory (``LockfileError`` otherwise). Truncated answers, and answers not
+        pinned to a version or a past moment, are recorded as not replayable. Returns the
+        lockfile's content.
+        """
+        from .lockfile import write_lockfile
+
+        return write_lockfile(self, path)
+
     def _service(self, name: str, build: Callable[[], T]) -> T:
         """The sub-client ``name``, built on first use (and after its attribute is reset)."""
         if getattr(self, f"_{name}") is None:
@@ -214,14 +261,15 @@ class CAVEclientGlobal:
     @property
     def auth(self) -> AuthClient:
         """The token and the auth service (``opencave.client.auth.AuthClient``)."""
-        return self._service("auth", lambda: AuthClient(**self._auth_config, timeout=self._timeout))
+        return self._service("auth", lambda: self._make(AuthClient, **self._auth_config, timeout=self._timeout))
 
     @property
     def info(self) -> InfoServiceClient:
         """The info service (``opencave.client.info.InfoServiceClient``)."""
         return self._service(
             "info",
-            lambda: InfoServiceClient(
+            lambda: self._make(
+                InfoServiceClient,
                 server_address=self.server_address,
                 datastack_name=self.datastack_name,
                 info_cache=self._info_cache,
@@ -233,7 +281,7 @@ class CAVEclientGlobal:
     def schema(self) -> SchemaClient:
         """The annotation schema service (``opencave.client.schema.SchemaClient``)."""
         return self._service(
-            "schema", lambda: SchemaClient(server_address=self.server_address, **self._subclient_options())
+            "schema", lambda: self._make(SchemaClient, server_address=self.server_address, **self._subclient_options())
         )
 
     @property
@@ -242,7 +290,8 @@ class CAVEclientGlobal:
         on a datastack's client its ``ngl_url`` is the datastack's ``viewer_site``."""
         return self._service(
             "state",
-            lambda: JSONService(
+            lambda: self._make(
+                JSONService,
                 server_address=self.server_address,
                 ngl_url=self.info.viewer_site() if self.datastack_name is not None else None,
                 **self._subclient_options(),
@@ -285,6 +334,7 @@ class CAVEclientFull(CAVEclientGlobal):
         info_cache: dict[str, dict[str, Any]] | None = None,
         version: int | None = None,
         timeout: Timeout | None = None,
+        cache: CacheOption = None,
     ):
         self._datastack_name = datastack_name
         self.local_server: str | None = None
@@ -298,6 +348,7 @@ class CAVEclientFull(CAVEclientGlobal):
             pool_block=pool_block,
             info_cache=info_cache,
             timeout=timeout,
+            cache=cache,
         )
         self.desired_resolution = desired_resolution
         self.local_server = self.info.local_server()
@@ -318,7 +369,7 @@ class CAVEclientFull(CAVEclientGlobal):
         # The local server is passed again after change_auth so save_token keeps syncing it.
         return self._service(
             "auth",
-            lambda: AuthClient(**self._auth_config, local_server=self.local_server, timeout=self._timeout),
+            lambda: self._make(AuthClient, **self._auth_config, local_server=self.local_server, timeout=self._timeout),
         )
 
     @property
@@ -354,7 +405,8 @@ class CAVEclientFull(CAVEclientGlobal):
         datastack's aligned volume. Building it builds ``schema`` too."""
         return self._service(
             "annotation",
-            lambda: AnnotationClient(
+            lambda: self._make(
+                AnnotationClient,
                 server_address=self.local_server,
                 aligned_volume_name=self._aligned_volume_name,
                 schema_client=self.schema,
@@ -374,7 +426,8 @@ class CAVEclientFull(CAVEclientGlobal):
         """
         return self._service(
             "chunkedgraph",
-            lambda: ChunkedGraphClient(
+            lambda: self._make(
+                ChunkedGraphClient,
                 server_address=self.local_server,
                 table_name=self._segmentation_table(),
                 **self._subclient_options(),
@@ -389,7 +442,8 @@ class CAVEclientFull(CAVEclientGlobal):
         """
         return self._service(
             "materialize",
-            lambda: MaterializationClient(
+            lambda: self._make(
+                MaterializationClient,
                 server_address=self.local_server,
                 datastack_name=self.datastack_name,
                 synapse_table=self.info.get_datastack_info().get("synapse_table"),
@@ -403,7 +457,8 @@ class CAVEclientFull(CAVEclientGlobal):
         """The level-2 cache on the local server (``opencave.client.l2cache``)."""
         return self._service(
             "l2cache",
-            lambda: L2CacheClient(
+            lambda: self._make(
+                L2CacheClient,
                 server_address=self.local_server,
                 table_name=self._segmentation_table(),
                 **self._subclient_options(),
@@ -415,7 +470,8 @@ class CAVEclientFull(CAVEclientGlobal):
         """The skeleton service on the local server (``opencave.client.skeleton``)."""
         return self._service(
             "skeleton",
-            lambda: SkeletonClient(
+            lambda: self._make(
+                SkeletonClient,
                 server_address=self.local_server,
                 datastack_name=self.datastack_name,
                 **self._subclient_options(),
@@ -428,7 +484,8 @@ class CAVEclientFull(CAVEclientGlobal):
         an opencave extension: other CAVE servers do not offer it, see ``opencave.connectivity``)."""
         return self._service(
             "connectivity",
-            lambda: ConnectivityClient(
+            lambda: self._make(
+                ConnectivityClient,
                 server_address=self.local_server,
                 datastack_name=self.datastack_name,
                 synapse_table=self.info.get_datastack_info().get("synapse_table"),

@@ -8,10 +8,12 @@ URL templates, the default datastack and version, and the metadata getters.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +26,7 @@ from ..wire.json_encoding import dumps
 from ..wire.materialize_query import FILTERS, encode, live_query_body, query_body
 from . import live
 from .base import check_version_compatibility, handle_response
+from .cache import Fetched, PassThrough
 from .query_frames import (
     DEFAULT_COMPRESSION,
     answer_encoding,
@@ -114,6 +117,79 @@ def _header_resolution(response: requests.Response, desired_resolution: Any) -> 
 def json_roundtrip(value: Any) -> Any:
     """``value`` as plain JSON types (numpy values, datetimes, tuples made JSON-native)."""
     return json.loads(dumps(value))
+
+
+# Arguments that are not part of a cached answer's parameters: they are in its key elsewhere
+# (table, datastack, version, moment) or do not change the DataFrame.
+_NOT_PARAMS = frozenset(
+    {"self", "table", "view_name", "datastack_name", "materialization_version", "timestamp", "log_warning", "return_df", "get_counts"}
+)
+
+
+def cached_query(method: str, table_of: Callable[[dict[str, Any]], str], live: bool = False) -> Callable[[Any], Any]:
+    """Send a query method's DataFrame answers through the client's ``query_cache``.
+
+    The call's parameters are normalised (``opencave.client.cache.normalise_params``) with the
+    client's default resolution filled in; the version asked is the one given, else the
+    CAVEclient's pinned version (so a hit needs no server). JSON answers (``return_df=False``,
+    ``get_counts``) and ``query_table(timestamp=...)`` (answered by ``live_query``) pass by.
+    Truncation is read from ``df.attrs["truncated"]`` (the server's row-cap warning).
+    """
+
+    def decorate(func: Any) -> Any:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            cache = getattr(self.fc, "query_cache", None) or PassThrough()
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:
+                return func(self, *args, **kwargs)
+            bound.apply_defaults()
+            call = bound.arguments
+            if not call.get("return_df", True) or call.get("get_counts") or (not live and call.get("timestamp") is not None):
+                return func(self, *args, **kwargs)
+            params = {name: value for name, value in call.items() if name not in _NOT_PARAMS}
+            if params.get("desired_resolution") is None:
+                params["desired_resolution"] = self.desired_resolution
+            if live:
+                version, timestamp = None, convert_timestamp(call["timestamp"])
+            else:
+                version = call.get("materialization_version")
+                if version is None:
+                    version = getattr(self.fc, "version", None)
+                timestamp = None
+
+            def fetch() -> Fetched:
+                df = func(self, *args, **kwargs)
+                truncated = bool(df.attrs.get("truncated", False))
+                if live:
+                    return Fetched(df, None, timestamp, truncated)
+                return Fetched(df, int(self._resolve_version(call.get("materialization_version"))), None, truncated)
+
+            return cache.answer(
+                service="materialize",
+                method=method,
+                datastack=self._datastack(call.get("datastack_name")),
+                table=table_of(call),
+                version=None if version is None else int(version),
+                timestamp=timestamp,
+                params=params,
+                fetch=fetch,
+            )
+
+        return wrapper
+
+    return decorate
+
+
+def _table(call: dict[str, Any]) -> str:
+    return call["table"]
+
+
+def _join_tables(call: dict[str, Any]) -> str:
+    return ",".join(str(pair[0]) for pair in call["tables"])
 
 
 class QueryMethods:
@@ -273,6 +349,7 @@ class QueryMethods:
 
     # -- queries -----------------------------------------------------------------------------
 
+    @cached_query("query_table", _table)
     @check_version_compatibility(**QUERY_GATE)
     def query_table(
         self,
@@ -389,6 +466,7 @@ class QueryMethods:
         df.attrs.update(warning_attrs(response))
         return self._finish(df, split_positions)
 
+    @cached_query("join_query", _join_tables)
     @check_version_compatibility(**QUERY_GATE)
     def join_query(
         self,
@@ -494,6 +572,7 @@ class QueryMethods:
             )
         return chosen
 
+    @cached_query("live_query", _table, live=True)
     @check_version_compatibility(**QUERY_GATE)
     def live_query(
         self,
@@ -612,6 +691,7 @@ class QueryMethods:
         df.attrs.update(warning_attrs(response))
         return df
 
+    @cached_query("live_live_query", _table, live=True)
     @check_version_compatibility(
         **QUERY_GATE, kwarg_use_api_constraints={"filter_regex_dict": ">=3.0.0", "allow_invalid_root_ids": ">=3.0.0"}
     )
@@ -782,6 +862,7 @@ class QueryMethods:
             return df.query("pre_pt_root_id!=post_pt_root_id")
         return df
 
+    @cached_query("query_view", lambda call: call["view_name"])
     @check_version_compatibility(method_api_constraint=">=3.0.0", **QUERY_GATE)
     def query_view(
         self,
