@@ -7,6 +7,7 @@ never to hold a whole token.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -70,6 +71,11 @@ def _server_file(home: Path, url: str, token: str) -> Path:
     return _save(home, url.split("://")[1] + "-cave-secret.json", token)
 
 
+def _shown(path: Path, home: Path) -> str:
+    """A path as the text output shows it (relative to ~)."""
+    return "~/" + str(path.relative_to(home))
+
+
 def _doctor(capsys, server: str | None, *tokens: str, as_json: bool = False) -> tuple[int, str]:
     status = run_doctor(server, as_json=as_json, timeout=(5, 60))
     out = capsys.readouterr().out
@@ -91,7 +97,7 @@ def test_good_token(served, isolated_home, capsys):
     path = _server_file(isolated_home, served.url, token)
     status, out = _doctor(capsys, served.url, token)
     assert status == 0, out
-    assert f"{token[:4]}… (32 characters) from the server file {path}" in out
+    assert f"{token[:4]}… (32 characters) from the server file {_shown(path, isolated_home)}" in out
     assert "accepted: good <good@example.org>" in out
     versions = _versions(served, token, "opencave_demo")
     assert versions, "the demo has versions"
@@ -145,7 +151,11 @@ def test_version_expiring_soon_and_datastack_without_versions(served, isolated_h
     status, out = _doctor(capsys, served.url, token)
     assert status == 0, "warnings are not problems"
     (version,) = _versions(served, token, "soon_stack")
-    assert f"soon_stack: versions {version} (expires " in out and "SOON)" in out
+    (meta,) = requests.get(
+        f"{served.url}/materialize/api/v3/datastack/soon_stack/metadata", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ).json()
+    expires = dt.datetime.fromisoformat(meta["expires_on"]).strftime("%Y-%m-%d %H:%M UTC")
+    assert re.search(rf"soon_stack: versions {version} — {version} expires {expires} \(in (2\.9|3\.0) days, SOON\)", out), out
     assert re.search(rf"WARNING: version {version} of soon_stack expires in (2\.9|3\.0) days", out), out
     assert f"`opencave materialize keep soon_stack {version} --until DATE`" in out
     assert "bare_stack: no versions" in out
@@ -193,7 +203,7 @@ def test_every_configured_server_and_the_generic_file(served, isolated_home, mon
     assert status == 1, "the dead server is a problem"
     first, second = out.split("\n\n")[:2]
     assert first.startswith(served.url) and "the default server ($OPENCAVE_SERVER_ADDRESS); 2 datastack(s) mapped to it" in first
-    assert f"from the generic file {generic}" in first and "accepted: good <good@example.org>" in first
+    assert f"from the generic file {_shown(generic, isolated_home)}" in first and "accepted: good <good@example.org>" in first
     assert "NOTE: " in first and "is sent to it (caveclient and opencave send that file to every server without its own file)" in first
     assert "WARNING: datastack gone_stack is mapped to" in first
     assert second.startswith(dead) and "cannot be reached" in second
@@ -206,8 +216,8 @@ def test_deprecated_file(served, isolated_home, capsys):
     path = _save(isolated_home, "chunkedgraph-secret.json", token)
     status, out = _doctor(capsys, served.url, token)
     assert status == 0
-    assert f"from the deprecated file {path}" in out
-    assert f"WARNING: the token comes from the deprecated file {path}" in out
+    assert f"from the deprecated file {_shown(path, isolated_home)}" in out
+    assert f"WARNING: the token comes from the deprecated file {_shown(path, isolated_home)}" in out
 
 
 def test_local_server_token_file(served, isolated_home, monkeypatch, capsys):

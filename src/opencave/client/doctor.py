@@ -342,9 +342,7 @@ def _versions(http: _Server, materialize_server: str, datastack: str) -> list[Ve
         expires = meta.get("expires_on")
         left = None
         if expires:
-            when = dt.datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
-            when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-            left = (when - now).total_seconds() / 86400
+            left = (_utc(expires) - now).total_seconds() / 86400
         reports.append(VersionReport(int(meta["version"]), meta.get("time_stamp"), expires, left))
     return sorted(reports, key=lambda v: v.version)
 
@@ -530,15 +528,23 @@ def diagnose(server: str | None = None, timeout: Timeout = DEFAULT_TIMEOUT) -> l
 # Output
 
 
-def _versions_text(versions: list[VersionReport]) -> str:
-    def one(v: VersionReport) -> str:
-        if v.expires_on is None:
-            return str(v.version)
-        flag = " EXPIRED" if v.days_left is not None and v.days_left <= 0 else (" SOON" if v.days_left is not None and v.days_left <= EXPIRY_WARNING_DAYS else "")
-        return f"{v.version} (expires {str(v.expires_on)[:16]}{flag})"
+def _utc(text: str) -> dt.datetime:
+    """A server's time (ISO 8601; without a zone it is UTC, as CAVE writes it)."""
+    when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
-    text = ", ".join(one(v) for v in versions)
-    return f"versions {text}" + ("" if any(v.expires_on for v in versions) else " (none expires)")
+
+def _versions_text(versions: list[VersionReport]) -> str:
+    text = "versions " + ", ".join(str(v.version) for v in versions)
+    expiring = [v for v in versions if v.expires_on is not None and v.days_left is not None]
+    if not expiring:
+        return text + " (none expires)"
+    notes = []
+    for v in expiring:
+        when = _utc(v.expires_on).strftime("%Y-%m-%d %H:%M UTC")
+        soon = "EXPIRED" if v.days_left <= 0 else f"in {v.days_left:.1f} days" + (", SOON" if v.days_left <= EXPIRY_WARNING_DAYS else "")
+        notes.append(f"{v.version} expires {when} ({soon})")
+    return text + " — " + "; ".join(notes)
 
 
 def render_text(reports: list[ServerReport]) -> str:
@@ -575,7 +581,8 @@ def render_text(reports: list[ServerReport]) -> str:
     problems = sum(f.level == PROBLEM for r in reports for f in r.findings)
     warnings = sum(f.level == WARNING for r in reports for f in r.findings)
     lines.append(f"{len(reports)} server(s) checked: {problems} problem(s), {warnings} warning(s)")
-    return "\n".join(lines)
+    home = os.path.expanduser("~").rstrip("/") + "/"
+    return "\n".join(lines).replace(home, "~/")  # shorter lines; JSON keeps full paths
 
 
 def render_json(reports: list[ServerReport]) -> str:
