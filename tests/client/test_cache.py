@@ -73,6 +73,10 @@ def test_round_trip_is_exact_and_content_addressed(tmp_path):
     assert store.write(changed)[0] != digest  # attrs are content
     empty = sample_frame().iloc[:0].drop(columns="kind")
     assert_same(store.read(store.write(empty)[0]), empty)
+    ranged = sample_frame().reset_index(drop=True)  # query answers have a RangeIndex
+    back = store.read(store.write(ranged)[0])
+    assert_same(back, ranged)
+    assert isinstance(back.index, pd.RangeIndex)
 
 
 def test_frames_parquet_would_change_are_refused(tmp_path):

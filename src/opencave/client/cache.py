@@ -63,7 +63,7 @@ def resolve_cache_dir(cache: bool | str | os.PathLike[str] | None) -> Path | Non
 def frame_table(frame: pd.DataFrame) -> pa.Table:
     """The Arrow table stored for ``frame``: its data, index and dtypes (pandas metadata), and
     its ``attrs`` as JSON in the schema metadata, in one chunk so equal frames give equal bytes."""
-    table = pa.Table.from_pandas(frame, preserve_index=True)
+    table = pa.Table.from_pandas(frame, preserve_index=None)  # a RangeIndex as metadata, others as columns
     metadata = dict(table.schema.metadata or {})
     metadata[ATTRS_KEY] = json.dumps(frame.attrs, ensure_ascii=False, allow_nan=True).encode()
     return table.replace_schema_metadata(metadata).combine_chunks()

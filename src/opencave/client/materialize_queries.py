@@ -132,7 +132,8 @@ def cached_query(method: str, table_of: Callable[[dict[str, Any]], str], live: b
     The call's parameters are normalised (``opencave.client.cache.normalise_params``) with the
     client's default resolution filled in; the version asked is the one given, else the
     CAVEclient's pinned version (so a hit needs no server). JSON answers (``return_df=False``,
-    ``get_counts``) and ``query_table(timestamp=...)`` (answered by ``live_query``) pass by.
+    ``get_counts``), random samples (``random_sample``) and ``query_table(timestamp=...)``
+    (answered by ``live_query``) pass by, unrecorded.
     Truncation is read from ``df.attrs["truncated"]`` (the server's row-cap warning).
     """
 
@@ -148,7 +149,12 @@ def cached_query(method: str, table_of: Callable[[dict[str, Any]], str], live: b
                 return func(self, *args, **kwargs)
             bound.apply_defaults()
             call = bound.arguments
-            if not call.get("return_df", True) or call.get("get_counts") or (not live and call.get("timestamp") is not None):
+            if (
+                not call.get("return_df", True)
+                or call.get("get_counts")
+                or call.get("random_sample")  # a sample is drawn anew by each call: never replayed
+                or (not live and call.get("timestamp") is not None)
+            ):
                 return func(self, *args, **kwargs)
             params = {name: value for name, value in call.items() if name not in _NOT_PARAMS}
             if params.get("desired_resolution") is None:
