@@ -122,6 +122,17 @@ def test_no_token(served, isolated_home, capsys):
     assert f"fix: run `opencave setup-token {served.url}`" in out
 
 
+def test_unreadable_token_file(served, isolated_home, capsys):
+    path = _server_file(isolated_home, served.url, "")
+    path.write_text('{"token": ')
+    status, out = _doctor(capsys, served.url)
+    assert status == 1
+    assert f"token:       none: the server file {_shown(path, isolated_home)} cannot be read" in out
+    assert "server:      reachable; no token sent" in out
+    assert f"PROBLEM: Token file {_shown(path, isolated_home)} is not valid JSON" in out
+    assert f"fix: fix or delete {_shown(path, isolated_home)}, then run `opencave setup-token {served.url}`" in out
+
+
 def test_unreachable_server_is_a_finding(isolated_home, capsys):
     url = f"http://127.0.0.1:{free_port()}"
     _server_file(isolated_home, url, WRONG_TOKEN)

@@ -44,6 +44,7 @@ _INFO = INFO.for_version(2)
 
 PROBLEM, WARNING, NOTE = "problem", "warning", "note"
 _LEVELS = (PROBLEM, WARNING, NOTE)
+_TELL_ADMINS = "try again later; if it persists, tell the server's administrators"
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,6 +86,7 @@ class DatastackReport:
     versions: list[VersionReport] | None = None
     status: str = "ok"  # "ok", "terms of service", "no permission", "error"
     detail: str = ""
+    terms: dict[str, Any] | None = None  # tos_id, tos_name, tos_form_url of terms to accept
 
 
 @dataclass
@@ -261,7 +263,10 @@ def _missing_tos(response: requests.Response) -> dict[str, Any] | None:
 def _unreachable_fix(address: str, scheme_assumed: bool) -> str:
     scheme_hint = ""
     if scheme_assumed:
-        scheme_hint = f"; https:// was assumed (only the host is known, from its token file): if it speaks plain HTTP, run `opencave doctor http://{server_netloc(address)}`"
+        scheme_hint = (
+            "; https:// was assumed (only the host is known, from its token file): "
+            f"if it speaks plain HTTP, run `opencave doctor http://{server_netloc(address)}`"
+        )
     return f"check the address, the network (VPN, proxy) and that the server runs{scheme_hint}"
 
 
@@ -311,6 +316,11 @@ def _check_auth(report: ServerReport, http: _Server, has_token: bool, scheme_ass
                 )
             )
         return False
+    if response.status_code >= 500:
+        report.findings.append(
+            Finding(PROBLEM, "server_error", f"{address}'s auth service fails ({_message(response)})", _TELL_ADMINS)
+        )
+        return False
     report.findings.append(
         Finding(
             PROBLEM,
@@ -352,12 +362,16 @@ def _check_datastack(http: _Server, address: str, name: str) -> DatastackReport:
     try:
         info = http.get(_INFO["datastack_info"].format_map({INFO.server_key: address, "datastack_name": name}))
         if info.status_code == 200:
-            report.local_server = (_body(info) or {}).get("local_server") or None
+            record = _body(info)
+            report.local_server = (record.get("local_server") if isinstance(record, dict) else None) or None
             versions = _versions(http, report.local_server or address, name)
         else:
             versions = info
     except requests.RequestException as err:
         report.status, report.detail = "error", _reason(err)
+        return report
+    except (KeyError, TypeError, ValueError) as err:  # an answer not shaped as CAVE's
+        report.status, report.detail = "error", f"unexpected answer: {type(err).__name__}: {err}"
         return report
     if isinstance(versions, list):
         report.versions = versions
@@ -369,7 +383,7 @@ def _check_datastack(http: _Server, address: str, name: str) -> DatastackReport:
     tos = _missing_tos(versions)
     if tos is not None:
         report.status = "terms of service"
-        report.detail = json.dumps({k: tos.get(k) for k in ("tos_id", "tos_name", "tos_form_url")})
+        report.terms = {k: tos.get(k) for k in ("tos_id", "tos_name", "tos_form_url")}
     elif versions.status_code == 403:
         report.status, report.detail = "no permission", _message(versions)
     else:
@@ -383,14 +397,21 @@ def _datastack_findings(report: ServerReport, mapping: dict[str, str]) -> None:
     terms: dict[str, tuple[dict[str, Any], list[str]]] = {}
     for ds in report.datastacks:
         if ds.status == "terms of service":
-            tos = json.loads(ds.detail)
+            tos = ds.terms or {}
             terms.setdefault(str(tos.get("tos_form_url")), (tos, []))[1].append(ds.name)
         elif ds.status == "no permission":
             report.findings.append(
-                Finding(WARNING, "no_permission", f"datastack {ds.name} is listed but its data is refused ({ds.detail})", "ask the server's administrators for access to its dataset")
+                Finding(
+                    WARNING,
+                    "no_permission",
+                    f"datastack {ds.name} is listed but its data is refused ({ds.detail})",
+                    "ask the server's administrators for access to its dataset",
+                )
             )
         elif ds.status == "error":
-            report.findings.append(Finding(PROBLEM, "datastack_error", f"datastack {ds.name} could not be checked ({ds.detail})", "try again; if it persists, tell the server's administrators"))
+            report.findings.append(
+                Finding(PROBLEM, "datastack_error", f"datastack {ds.name} could not be checked ({ds.detail})", _TELL_ADMINS)
+            )
         elif not ds.versions:
             report.findings.append(
                 Finding(
@@ -398,7 +419,8 @@ def _datastack_findings(report: ServerReport, mapping: dict[str, str]) -> None:
                     "no_versions",
                     f"datastack {ds.name} has no materialized version: query_table has nothing to read"
                     + (f" ({ds.detail})" if ds.detail else ""),
-                    f"use live queries (client.materialize.live_query), or ask the administrators for a version (opencave: `opencave materialize create {ds.name}`)",
+                    "use live queries (client.materialize.live_query), or ask the administrators for a "
+                    f"version (opencave: `opencave materialize create {ds.name}`)",
                 )
             )
         else:
@@ -410,7 +432,8 @@ def _datastack_findings(report: ServerReport, mapping: dict[str, str]) -> None:
                             WARNING,
                             "version_expiring",
                             f"version {version.version} of {ds.name} {when} ({version.expires_on})",
-                            f"move analyses to a version that lasts, or ask the administrators to keep it (opencave: `opencave materialize keep {ds.name} {version.version} --until DATE`)",
+                            "move analyses to a version that lasts, or ask the administrators to keep it "
+                            f"(opencave: `opencave materialize keep {ds.name} {version.version} --until DATE`)",
                         )
                     )
     for url, (tos, names) in terms.items():
@@ -431,12 +454,18 @@ def _datastack_findings(report: ServerReport, mapping: dict[str, str]) -> None:
                     "mapped_not_listed",
                     f"datastack {name} is mapped to {address} in the datastack-to-server map, but the server does not list it",
                     "ask the administrators whether it was renamed, removed or is no longer yours to see; to forget it: "
-                    f"`python -c \"from opencave.client.datastack_lookup import reset_server_address_cache; reset_server_address_cache('{name}')\"`",
+                    '`python -c "from opencave.client.datastack_lookup import reset_server_address_cache; '
+                    f"reset_server_address_cache('{name}')\"`",
                 )
             )
         elif name in listed and not same_server(target, address):
             report.findings.append(
-                Finding(NOTE, "mapped_elsewhere", f"datastack {name} is listed here but CAVEclient('{name}') goes to {target} (datastack-to-server map)", f"pass server_address='{address}' for this one")
+                Finding(
+                    NOTE,
+                    "mapped_elsewhere",
+                    f"datastack {name} is listed here but CAVEclient('{name}') goes to {target} (datastack-to-server map)",
+                    f"pass server_address='{address}' for this one",
+                )
             )
 
 
@@ -480,18 +509,21 @@ def check_server(
         try:
             names = http.get(_INFO["datastacks"].format_map({INFO.server_key: address}))
         except requests.RequestException as err:
-            report.findings.append(Finding(PROBLEM, "info_unreachable", f"the info service did not answer: {_reason(err)}", _unreachable_fix(address, scheme_assumed)))
+            message = f"the info service did not answer: {_reason(err)}"
+            report.findings.append(Finding(PROBLEM, "info_unreachable", message, _unreachable_fix(address, scheme_assumed)))
             return report, set()
         listed = _body(names)
         if names.status_code != 200 or not isinstance(listed, list):
-            report.findings.append(Finding(PROBLEM, "info_error", f"the info service refused to list datastacks ({_message(names)})", "tell the server's administrators"))
+            message = f"the info service refused to list datastacks ({_message(names)})"
+            report.findings.append(Finding(PROBLEM, "info_error", message, _TELL_ADMINS))
             return report, set()
         with ThreadPoolExecutor(max_workers=8) as pool:
             report.datastacks = list(pool.map(lambda name: _check_datastack(http, address, name), sorted(listed)))
     finally:
         http.close()
     if not report.datastacks:
-        report.findings.append(Finding(WARNING, "no_datastacks", f"the token sees no datastack on {address}", "ask the server's administrators for access to a dataset"))
+        message = f"the token sees no datastack on {address}"
+        report.findings.append(Finding(WARNING, "no_datastacks", message, "ask the server's administrators for access to a dataset"))
     _datastack_findings(report, read_map())
     return report, _check_local_files(report, token)
 
@@ -553,15 +585,19 @@ def render_text(reports: list[ServerReport]) -> str:
         lines.append(f"{report.server}")
         lines.append(f"  why checked: {'; '.join(report.why)}")
         token = report.token
-        if token.source is None:
-            lines.append("  token:       none")
-        else:
+        if token.prefix is not None:
             lines.append(f"  token:       {token.prefix}… ({token.length} characters) from the {token.source} {token.file}")
+        elif token.file is not None:
+            lines.append(f"  token:       none: the {token.source} {token.file} cannot be read")
+        else:
+            lines.append("  token:       none")
         if report.reachable is False:
             lines.append("  server:      unreachable")
         elif report.reachable:
             user = report.user
-            who = f"accepted: {user.get('name')} <{user.get('email')}>" if user else "the token is not accepted" if token.source else "no token sent"
+            who = "no token sent" if token.prefix is None else "the token is not accepted"
+            if user:
+                who = f"accepted: {user.get('name')} <{user.get('email')}>"
             lines.append(f"  server:      reachable; {who}")
         if report.user is not None:
             lines.append(f"  datastacks:  {len(report.datastacks)}")
