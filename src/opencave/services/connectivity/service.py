@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from opencave import connectivity as frames
 from opencave.errors import BadRequest
 from opencave.services.connectivity.moments import At, resolve
 from opencave.services.connectivity.sources import POST, PRE, CheckRead, Sources, Table, Workspace
@@ -171,8 +172,6 @@ class ConnectivityService:
         with Workspace(self.materialize.snapshots.cursor()) as ws:
             relation = self.sources.connections(ws, at, table)
             connections = ws.table(f"SELECT {PRE}, {POST}, n_synapses, size_sum FROM {relation} WHERE n_synapses >= ?", [request.min_synapses])
-        from opencave import connectivity as frames
-
         found = frames.paths(
             connections.to_pandas(), sources, targets, max_hops=request.max_hops, min_synapses=request.min_synapses, max_paths=request.max_paths
         )
@@ -199,8 +198,6 @@ class ConnectivityService:
         followed = sorted({s for found in successors.values() for s in found})
         before = self._rows_of(before_at, before_table, roots)
         after = self._rows_of(after_at, after_table, followed)
-        from opencave import connectivity as frames
-
         found = frames.diff(
             before,
             after,
