@@ -84,6 +84,13 @@ def _doctor(capsys, server: str | None, *tokens: str, as_json: bool = False) -> 
     return status, out
 
 
+def _caveclient_token(url: str) -> str | None:
+    """The token caveclient 8.2.1 sends to ``url``: the doctor must name the same one."""
+    from caveclient.auth import AuthClient
+
+    return AuthClient(server_address=url).token
+
+
 def _versions(served, token: str, datastack: str) -> list[int]:
     response = requests.get(
         f"{served.url}/materialize/api/v3/datastack/{datastack}/versions", headers={"Authorization": f"Bearer {token}"}, timeout=30
@@ -95,9 +102,11 @@ def _versions(served, token: str, datastack: str) -> list[int]:
 def test_good_token(served, isolated_home, capsys):
     token = served.tokens["good"]
     path = _server_file(isolated_home, served.url, token)
-    status, out = _doctor(capsys, served.url, token)
+    _save(isolated_home, "cave-secret.json", WRONG_TOKEN)  # not sent: the server has a file of its own
+    status, out = _doctor(capsys, served.url, token, WRONG_TOKEN)
     assert status == 0, out
     assert f"{token[:4]}… (32 characters) from the server file {_shown(path, isolated_home)}" in out
+    assert _caveclient_token(served.url) == token
     assert "accepted: good <good@example.org>" in out
     versions = _versions(served, token, "opencave_demo")
     assert versions, "the demo has versions"
@@ -215,6 +224,7 @@ def test_every_configured_server_and_the_generic_file(served, isolated_home, mon
     first, second = out.split("\n\n")[:2]
     assert first.startswith(served.url) and "the default server ($OPENCAVE_SERVER_ADDRESS); 2 datastack(s) mapped to it" in first
     assert f"from the generic file {_shown(generic, isolated_home)}" in first and "accepted: good <good@example.org>" in first
+    assert _caveclient_token(served.url) == _caveclient_token(dead) == token
     assert "NOTE: " in first and "is sent to it (caveclient and opencave send that file to every server without its own file)" in first
     assert "WARNING: datastack gone_stack is mapped to" in first
     assert second.startswith(dead) and "cannot be reached" in second
@@ -228,6 +238,7 @@ def test_deprecated_file(served, isolated_home, capsys):
     status, out = _doctor(capsys, served.url, token)
     assert status == 0
     assert f"from the deprecated file {_shown(path, isolated_home)}" in out
+    assert _caveclient_token(served.url) == token
     assert f"WARNING: the token comes from the deprecated file {_shown(path, isolated_home)}" in out
 
 
