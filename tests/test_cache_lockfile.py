@@ -72,9 +72,13 @@ def recorded(tmp_path_factory):
         client.materialize.query_table("synapses", materialization_version=2, return_df=False, limit=3)
         client.materialize.query_table("synapses", materialization_version=2, random_sample=50)
         content = client.lock(root / "analysis.lock.json")
+        # a client pinned to a version: its default-version queries name that version
+        pinned = opencave.CAVEclient(DS, server_address=server.url, auth_token=token, cache=root / "cache", version=1)
+        pinned_frame = pinned.materialize.query_table("nucleus_detection")
+        pinned.lock(root / "pinned.lock.json")
     finally:
         server.stop()
-    return {"root": root, "client": client, "moment": moment, "roots": roots, "frames": frames,
+    return {"pinned": pinned, "pinned_frame": pinned_frame,"root": root, "client": client, "moment": moment, "roots": roots, "frames": frames,
             "content": content, "lockfile": root / "analysis.lock.json", "url": server.url}
 
 
@@ -136,6 +140,15 @@ def test_replay_refuses_what_is_not_recorded(recorded, no_requests):
         replay.chunkedgraph.get_roots([1])
     with pytest.raises(LockfileError, match="cannot change version"):
         replay.version = 1
+    assert no_requests == []
+
+
+def test_a_pinned_client_replays_and_hits(recorded, no_requests):
+    assert_same(recorded["pinned"].materialize.query_table("nucleus_detection"), recorded["pinned_frame"])
+    replay = opencave.CAVEclient.from_lockfile(recorded["root"] / "pinned.lock.json")
+    assert replay.version == 1
+    assert_same(replay.materialize.query_table("nucleus_detection"), recorded["pinned_frame"])
+    assert recorded["pinned_frame"].attrs["materialization_version"] == 1
     assert no_requests == []
 
 

@@ -119,11 +119,15 @@ def test_index_entries_and_removal(tmp_path):
     assert store.lookup(key_b) is None
 
 
-def test_missing_file_is_a_miss(tmp_path):
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_missing_or_damaged_file_is_a_miss(tmp_path, damage):
     store = CacheStore(tmp_path)
     key = QueryKey(SERVER, "ds", "materialize", "query_table", "syn", 3, None, {})
-    digest = store.put(key, sample_frame())
-    store.path_of(digest).unlink()
+    path = store.path_of(store.put(key, sample_frame()))
+    if damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:100])
     assert store.lookup(key) is None and store.entries() == []
 
 

@@ -371,7 +371,10 @@ class CacheStore:
         row = self._db().execute("SELECT hash FROM entries WHERE key = ?", (key.digest,)).fetchone()
         if row is None:
             return None
-        frame = self.read(row[0])
+        try:
+            frame = self.read(row[0])
+        except (pa.ArrowException, OSError):  # a damaged file: a miss, and forgotten
+            frame = None
         if frame is None:  # the file went missing: forget the entry
             with self._transaction() as db:
                 db.execute("DELETE FROM entries WHERE key = ? AND hash = ?", (key.digest, row[0]))
