@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import opencave.connectivity as oc
+import opencave.connectivity.path_search as paths_module
 from tests.support.connectivity_oracle import (
     oracle_adjacency,
     oracle_cell_type_matrix,
@@ -154,9 +155,13 @@ def test_cell_type_matrix_without_typed_connections(table):
     same(oc.cell_type_matrix(syn, types), oracle_cell_type_matrix(syn, types))
 
 
+@pytest.mark.parametrize("search", ["breadth-first", "depth-first"])
 @pytest.mark.parametrize("min_synapses", THRESHOLDS)
 @pytest.mark.parametrize("max_hops", [1, 2, 3, 4])
-def test_paths(table, min_synapses, max_hops):
+def test_paths(table, min_synapses, max_hops, search, monkeypatch):
+    """Both searches (the depth-first one takes over when partial paths pass FRONTIER_LIMIT)."""
+    if search == "depth-first":
+        monkeypatch.setattr(paths_module, "FRONTIER_LIMIT", 0)
     syn, roots, seed = table
     rng = np.random.default_rng(seed + max_hops)
     sources = [*rng.choice(roots, 3, replace=False), UNKNOWN]

@@ -13,8 +13,8 @@ only pandas, numpy and scipy.
 """
 
 from opencave.connectivity.cell_types import cell_type_matrix, root_types
-from opencave.connectivity.diff import diff
-from opencave.connectivity.edges import adjacency, common_partners, edges, partners
-from opencave.connectivity.paths import paths
+from opencave.connectivity.lineage_diff import diff
+from opencave.connectivity.pairs import adjacency, common_partners, edges, partners
+from opencave.connectivity.path_search import paths
 
 __all__ = ["adjacency", "cell_type_matrix", "common_partners", "diff", "edges", "partners", "paths", "root_types"]

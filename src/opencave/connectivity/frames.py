@@ -2,8 +2,8 @@
 
 Every operation starts here: ``connections`` reduces synapse rows (or re-groups connection rows,
 as ``edges`` returns them) to one row per ordered root pair at or above ``min_synapses``, with
-roots 0 dropped. Grouping factorizes the two root columns into one integer key and counts with
-``np.bincount``: about twice as fast as a two-column ``groupby`` on 10 M rows.
+roots 0 dropped. Grouping is Arrow's hash aggregate (``pyarrow.Table.group_by``): on 10 M rows
+about 0.5 s, where a two-column pandas ``groupby`` takes several seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 PRE, POST = "pre_pt_root_id", "post_pt_root_id"
 CONNECTION_COLUMNS = [PRE, POST, "n_synapses", "size_sum"]
@@ -90,25 +92,21 @@ def check_synapses(synapses: Any) -> None:
 
 def _grouped(pre: np.ndarray, post: np.ndarray, counts: np.ndarray | None, sizes: np.ndarray | None) -> pd.DataFrame:
     """One row per (pre, post): n_synapses (row count, or sum of ``counts``) and SQL-style size sum."""
-    if pre.size == 0:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "size_sum" else "int64") for c in CONNECTION_COLUMNS})
-    pre_codes, pre_values = pd.factorize(pre)
-    post_codes, post_values = pd.factorize(post)
-    key_codes, keys = pd.factorize(pre_codes.astype(np.int64) * len(post_values) + post_codes)
-    n_keys = len(keys)
-    n = np.bincount(key_codes, minlength=n_keys) if counts is None else np.bincount(key_codes, weights=counts, minlength=n_keys)
-    if sizes is None:
-        size_sum = np.full(n_keys, np.nan)
-    else:
-        valid = ~np.isnan(sizes)
-        size_sum = np.bincount(key_codes, weights=np.where(valid, sizes, 0.0), minlength=n_keys)
-        size_sum[np.bincount(key_codes, weights=valid, minlength=n_keys) == 0] = np.nan
+    columns = {PRE: pre, POST: post}
+    aggregates: list[tuple] = [([], "count_all") if counts is None else ("n", "sum")]
+    if counts is not None:
+        columns["n"] = counts
+    if sizes is not None:
+        columns["size"] = pa.array(sizes, type=pa.float64(), from_pandas=True)  # NaN -> null: skipped
+        aggregates.append(("size", "sum", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)))
+    grouped = pa.table(columns).group_by([PRE, POST], use_threads=False).aggregate(aggregates)
+    n = grouped.column("count_all" if counts is None else "n_sum").to_numpy()
     return pd.DataFrame(
         {
-            PRE: pre_values[keys // len(post_values)].astype(np.int64),
-            POST: post_values[keys % len(post_values)].astype(np.int64),
+            PRE: grouped.column(PRE).to_numpy(),
+            POST: grouped.column(POST).to_numpy(),
             "n_synapses": n.astype(np.int64),
-            "size_sum": size_sum,
+            "size_sum": grouped.column("size_sum").to_numpy(zero_copy_only=False) if sizes is not None else np.full(len(n), np.nan),
         }
     )
 
@@ -138,15 +136,10 @@ def connections(
         keep &= pd.Series(pre).isin(pre_roots).to_numpy()
     if post_roots is not None:
         keep &= pd.Series(post).isin(post_roots).to_numpy()
-    if is_connections(synapses):
-        counts = pd.to_numeric(synapses["n_synapses"], errors="coerce").to_numpy(dtype=np.float64, na_value=0)
-        sizes = _float_column(synapses, "size_sum")
-        if sizes is None:
-            sizes = np.full(len(synapses), np.nan)
-        grouped = _grouped(pre[keep], post[keep], counts[keep], sizes[keep])
-    else:
-        sizes = _float_column(synapses, "size")
-        grouped = _grouped(pre[keep], post[keep], None, None if sizes is None else sizes[keep])
+    rows = slice(None) if keep.all() else keep
+    sizes = _float_column(synapses, "size_sum" if is_connections(synapses) else "size")
+    counts = root_array(synapses["n_synapses"])[rows] if is_connections(synapses) else None
+    grouped = _grouped(pre[rows], post[rows], counts, None if sizes is None else sizes[rows])
     return grouped[grouped["n_synapses"].to_numpy() >= min_synapses].reset_index(drop=True)
 
 
