@@ -140,6 +140,9 @@ def test_replay_refuses_what_is_not_recorded(recorded, no_requests):
         replay.chunkedgraph.get_roots([1])
     with pytest.raises(LockfileError, match="cannot change version"):
         replay.version = 1
+    # the connectivity client is built offline too, and goes through the same cache
+    with pytest.raises(LockfileError, match=r"connectivity\..*not in the lockfile"):
+        replay.connectivity.partners(recorded["roots"][0], version=2)
     assert no_requests == []
 
 

@@ -262,6 +262,9 @@ def test_only_settled_moments_are_stored(tmp_path):
     ask(cache, past, timestamp=naive)
     ask(cache, past, timestamp=PAST.astimezone(timezone(timedelta(hours=2))))
     assert past.calls == 1
+    ask(cache, past, timestamp=PAST.timestamp())  # POSIX seconds
+    ask(cache, past, timestamp="2025-01-02T03:04:05Z")
+    assert past.calls == 1
     (entry,) = cache.store.entries()
     assert entry.timestamp == PAST.isoformat() and entry.version is None
 

@@ -32,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .query_frames import convert_timestamp
+
 ATTRS_KEY = b"opencave.attrs"
 # A moment counts as past (its answer can no longer change) this long after it; edits are
 # stamped when they start, so a moment a few seconds old may still gain an edit.
@@ -531,6 +533,8 @@ class QueryCache:
         with self._outermost() as outermost:
             if not outermost:
                 return fetch().frame
+            if timestamp is not None and not isinstance(timestamp, datetime):
+                timestamp = convert_timestamp(timestamp)  # POSIX seconds or an ISO string
             call = self.key(service, method, datastack, table, version, timestamp, params)
             return self._answer(call, fetch)
 
