@@ -20,26 +20,42 @@ import requests
 
 from opencave.client.doctor import run_doctor
 from tests.support.postgres import free_port
+from tests.support.server import ServerProcess
 
 SECRETS = Path(".cloudvolume/secrets")
 WRONG_TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def served(server_factory):
+def served(tmp_path_factory):
     """A server of its own (its datasets, terms and versions are changed here), with users:
     ``good`` sees the demo, ``tos`` also a datastack under unaccepted terms, ``soon`` a
     datastack whose only version expires in 3 days and one without versions, ``far`` a
     datastack whose local server is this server under another name. Set up through the store
     in this process (as the administration commands do), the versions with the command."""
+    server = ServerProcess(tmp_path_factory.mktemp("doctor-server") / "data", None).start()  # SQLite: no PostgreSQL needed
+    try:
+        server.tokens = _populate(server)
+        server.cli("materialize", "create", "soon_stack", "--expires-after", "3")
+        server.cli("materialize", "create", "far_stack")
+        yield server
+    finally:
+        server.stop()
+
+
+def _populate(server: ServerProcess) -> dict[str, str]:
+    """Datasets, datastacks, terms, groups and users; returns each user's token by name."""
     from opencave.config import resolve_settings
     from opencave.runtime import Runtime
 
-    server = server_factory("sqlite")
-    far_local = f"http://localhost:{server.port}"
+    stacks_of = {
+        "tos_ds": {"tos_stack": server.url},
+        "soon_ds": {"soon_stack": server.url, "bare_stack": server.url},
+        "far_ds": {"far_stack": f"http://localhost:{server.port}"},
+    }
     runtime = Runtime.open(resolve_settings(str(server.data_dir), server.database))
     try:
-        for dataset, stacks in (("tos_ds", {"tos_stack": server.url}), ("soon_ds", {"soon_stack": server.url, "bare_stack": server.url}), ("far_ds", {"far_stack": far_local})):
+        for dataset, stacks in stacks_of.items():
             runtime.access.create_dataset(dataset)
             runtime.accounts.create_group(dataset + "_team")
             runtime.access.grant(dataset + "_team", dataset, "view")
@@ -47,17 +63,15 @@ def served(server_factory):
                 runtime.info.add_datastack(name, "opencave_demo", local_server=local_server, viewer_site=runtime.settings.viewer_site)
                 runtime.access.map_resource("datastack", name, dataset)
         runtime.access.create_tos("Doctor terms", "Cite the dataset.", "tos_ds")
-        server.tokens = {}
+        tokens = {}
         for name, team in (("good", None), ("tos", "tos_ds_team"), ("soon", "soon_ds_team"), ("far", "far_ds_team")):
             user = runtime.accounts.create_user(f"{name}@example.org", None)
             if team:
                 runtime.accounts.add_member(team, user.email)
-            server.tokens[name] = runtime.tokens.create(user.id)
+            tokens[name] = runtime.tokens.create(user.id)
+        return tokens
     finally:
         runtime.close()
-    server.cli("materialize", "create", "soon_stack", "--expires-after", "3")
-    server.cli("materialize", "create", "far_stack")
-    return server
 
 
 def _save(home: Path, name: str, token: str) -> Path:
