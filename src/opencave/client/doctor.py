@@ -139,9 +139,14 @@ def _normalise(address: str, known: list[str]) -> tuple[str, bool]:
     return "https://" + address, True
 
 
+def _mapping() -> dict[str, str]:
+    """The datastack-to-server map, without entries that are not addresses."""
+    return {ds: target for ds, target in read_map().items() if isinstance(target, str) and target}
+
+
 def _candidates(server: str | None) -> list[_Candidate]:
     """The servers to check, in order: given, default, mapped from datastacks, token files."""
-    mapping = read_map()
+    mapping = _mapping()
     default = default_server_address()
     known = [default, *mapping.values()]
     found: dict[str, _Candidate] = {}
@@ -524,7 +529,7 @@ def check_server(
     if not report.datastacks:
         message = f"the token sees no datastack on {address}"
         report.findings.append(Finding(WARNING, "no_datastacks", message, "ask the server's administrators for access to a dataset"))
-    _datastack_findings(report, read_map())
+    _datastack_findings(report, _mapping())
     return report, _check_local_files(report, token)
 
 
