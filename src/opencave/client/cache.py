@@ -129,6 +129,10 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (set, frozenset)):
         return sorted((_plain(v) for v in value), key=_sort_key)
+    if isinstance(value, (np.ndarray, pd.Series, pd.Index)) and value.dtype.kind in "iub":
+        return np.asarray(value).tolist()  # fast for long id arrays; Python ints and bools
+    if isinstance(value, (list, tuple)) and all(type(v) is int or type(v) is str for v in value):
+        return list(value)
     if isinstance(value, (list, tuple, np.ndarray, pd.Series, pd.Index)):
         return [_plain(v) for v in value]
     if isinstance(value, (np.bool_, bool)):
@@ -153,6 +157,14 @@ def _sorted_sets(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _sorted_sets(v) for k, v in value.items()}
     if isinstance(value, list):
+        if all(type(v) is int for v in value):  # the usual case: ids, often many
+            for dtype in (np.int64, np.uint64):
+                try:
+                    return np.unique(np.asarray(value, dtype=dtype)).tolist()
+                except OverflowError:
+                    continue
+        if all(type(v) is int for v in value) or all(type(v) is str for v in value):
+            return sorted(set(value))
         unique = {json.dumps(v, sort_keys=True): v for v in value}
         return sorted(unique.values(), key=_sort_key)
     return value
@@ -460,10 +472,10 @@ def _iso(moment: datetime | None) -> str | None:
 class QueryCache:
     """Answers a client's queries from the store when it can, records every call.
 
-    One per client; ``directory`` None means caching is off (calls are still recorded, with
-    rows but no content hash). Calls made while another is being answered (a live query
-    that turns into a version query) belong to the outer call and are neither recorded nor
-    looked up on their own.
+    One per client; ``directory`` None means caching is off: calls then go straight to the
+    server and are not recorded (a lockfile needs the content anyway). Calls made while
+    another is being answered (a live query that turns into a version query) belong to the
+    outer call and are neither recorded nor looked up on their own.
     """
 
     def __init__(self, server: str, directory: str | os.PathLike[str] | None = None):
@@ -531,7 +543,7 @@ class QueryCache:
         """The answer of a call: from the store if it holds it (no server contact when the
         version or moment is given), else ``fetch()``, stored if pinned and not truncated."""
         with self._outermost() as outermost:
-            if not outermost:
+            if not outermost or self.store is None:  # caching off: nothing to keep or lock
                 return fetch().frame
             if timestamp is not None and not isinstance(timestamp, datetime):
                 timestamp = convert_timestamp(timestamp)  # POSIX seconds or an ISO string
@@ -553,9 +565,8 @@ class QueryCache:
             fetched.version, _iso(fetched.timestamp), call.params,
         )
         digest, stored, reason = None, False, None
-        if self.store is None:
-            reason = "caching was off"
-        elif fetched.truncated:
+        assert self.store is not None
+        if fetched.truncated:
             reason = "the server truncated the answer"
         elif not self.pinned(fetched.version, fetched.timestamp):
             reason = "the answer is not pinned to a version or a past moment"
