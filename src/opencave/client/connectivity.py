@@ -90,7 +90,7 @@ class ConnectivityClient(ServiceClient):
     def _ask(self, method: str, body: dict[str, Any], moment: dict[str, Any]) -> pd.DataFrame:
         """POST ``body`` (plus the moment) to ``method``; the answer as a DataFrame with its
         metadata in ``attrs``, through the client's query cache when it has one."""
-        payload = {k: v for k, v in {**body, **moment}.items() if v is not None}
+        payload = {k: v for k, v in {**body, **(moment if method != "diff" else {})}.items() if v is not None}
 
         def fetch() -> Any:
             response = self.session.post(self._url(method), json=payload, headers={"Accept": wire.ARROW_STREAM})
@@ -106,9 +106,11 @@ class ConnectivityClient(ServiceClient):
         from .cache import Fetched
 
         def fetched() -> Fetched:
+            # keyed as a call naming its moment is: by version, else by timestamp (a diff by its
+            # second moment; the first is in its parameters)
             frame, meta = fetch()
             pinned = meta.get("to", meta)
-            when = pinned.get("timestamp")
+            when = pinned.get("timestamp") if pinned.get("version") is None else None
             return Fetched(
                 frame=frame,
                 version=pinned.get("version"),
@@ -288,4 +290,4 @@ class ConnectivityClient(ServiceClient):
             "from_timestamp": _moment(from_timestamp),
             "to_timestamp": _moment(to_timestamp),
         }
-        return self._ask("diff", body, {})
+        return self._ask("diff", body, {"version": to_version, "timestamp": _moment(to_timestamp)})

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 PRE, POST = "pre_pt_root_id", "post_pt_root_id"
 INLINE_IDS = 64  # id lists this short are written into the SQL, so DuckDB can prune row groups
+ROW_GROUP = 8192  # rows per row group of a connections file
 CheckRead = Callable[[str, "dict[str, Any] | None"], None]  # (table, its frozen metadata or None)
 
 _making = threading.Lock()
@@ -56,7 +57,11 @@ class Workspace:
         return name
 
     def roots(self, ids: list[int]) -> str:
-        """A relation ``(root, ord)`` of ids in the order given."""
+        """A relation ``(root, ord)`` of ids in the order given (a few written into the SQL:
+        registering a table costs milliseconds)."""
+        if 0 < len(ids) <= INLINE_IDS:
+            values = ", ".join(f"({int(root)}::BIGINT, {n}::BIGINT)" for n, root in enumerate(ids))
+            return f"(SELECT * FROM (VALUES {values}) AS v(root, ord))"
         return self.register(pa.table({"root": pa.array(ids, pa.int64()), "ord": pa.array(range(len(ids)), pa.int64())}))
 
     def member(self, column: str, ids: list[int]) -> str:
@@ -68,7 +73,7 @@ class Workspace:
         return f"{column} IN (SELECT root FROM {self.roots(ids)})"
 
     def table(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        return self.cursor.execute(sql, params or []).to_arrow_table()
+        return self.cursor.sql(sql, params=params or None).to_arrow_table()
 
     def close(self) -> None:
         self.cursor.close()
@@ -146,7 +151,7 @@ class Sources:
         size_sum)``; at a timestamp only those touching ``pre``/``post`` when given (a version's
         file holds them all; callers filter)."""
         if table.version_table is not None:
-            return self._connections_file(table)
+            return self._connections_file(table, by_post=post is not None and pre is None)
         filters = []
         if pre is not None:
             filters.append(Filter(table.name, PRE, "in", pre))
@@ -158,35 +163,42 @@ class Sources:
         columns = [PRE, POST] + (["size"] if has_size else [])
         return ws.register(_aggregate(self.rows(at, table, filters, columns), has_size))
 
-    def _connections_file(self, table: Table) -> str:
+    def _connections_file(self, table: Table, by_post: bool) -> str:
+        """The version's connections file sorted by (pre, post), or its copy sorted by (post, pre)
+        for questions about given postsynaptic roots (small row groups: one root's rows are read
+        from one or two of them)."""
         found = table.version_table
         assert found is not None
         directory = Path(found.version.location)
         stem = found.frozen.file.removesuffix(".parquet")
-        path = directory / f"{stem}.connections.parquet"
-        if path.exists():
-            return parquet_source(path)
+        paths = {False: directory / f"{stem}.connections.parquet", True: directory / f"{stem}.connections.by_post.parquet"}
+        if all(path.exists() for path in paths.values()):
+            return parquet_source(paths[by_post])
         size = "sum(size)::DOUBLE" if "size" in table.layout.names else "NULL::DOUBLE"
         select = (
             f"SELECT {PRE}, {POST}, count(*)::BIGINT AS n_synapses, {size} AS size_sum FROM {found.source.relation} "
-            f"WHERE {PRE} <> 0 AND {POST} <> 0 GROUP BY 1, 2 ORDER BY 1, 2"
+            f"WHERE {PRE} <> 0 AND {POST} <> 0 GROUP BY 1, 2"
         )
         with _making:
-            if path.exists():
-                return parquet_source(path)
-            partial = directory / f".{path.name}.{uuid.uuid4().hex}.partial"
+            if all(path.exists() for path in paths.values()):
+                return parquet_source(paths[by_post])
             cursor = self.materialize.snapshots.cursor().cursor()
+            partials = {side: directory / f".{path.name}.{uuid.uuid4().hex}.partial" for side, path in paths.items()}
             try:
-                target = str(partial).replace("'", "''")
-                cursor.execute(f"COPY ({select}) TO '{target}' (FORMAT parquet, ROW_GROUP_SIZE 65536)")
-                os.replace(partial, path)
+                for side, order in ((False, f"{PRE}, {POST}"), (True, f"{POST}, {PRE}")):
+                    source = f"({select})" if side is False else parquet_source(partials[False])
+                    target = str(partials[side]).replace("'", "''")
+                    cursor.execute(f"COPY (SELECT * FROM {source} ORDER BY {order}) TO '{target}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})")
+                os.replace(partials[True], paths[True])
+                os.replace(partials[False], paths[False])
             except (OSError, duckdb.IOException):
                 # a read-only version directory: aggregate on every request instead
-                partial.unlink(missing_ok=True)
                 return f"({select})"
             finally:
                 cursor.close()
-        return parquet_source(path)
+                for partial in partials.values():
+                    partial.unlink(missing_ok=True)
+        return parquet_source(paths[by_post])
 
     # -- cell types ------------------------------------------------------------------------------
     def cell_types(self, ws: Workspace, at: At, name: str, column: str) -> str:
