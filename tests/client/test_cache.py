@@ -418,3 +418,26 @@ def test_cache_rm_misuse(filled, capsys, args, message):
     assert main(["cache", "rm", "--dir", str(filled), *args]) == 2
     assert message in capsys.readouterr().err
     assert len(CacheStore(filled).entries()) == 3
+
+
+# -- lockfiles that cannot be replayed ----------------------------------------------------------
+
+
+def test_from_lockfile_refuses_what_it_cannot_replay(tmp_path):
+    from opencave import CAVEclient
+    from opencave.client.errors import LockfileError
+
+    (tmp_path / "not.json").write_text("{")
+    with pytest.raises(LockfileError, match="cannot read the lockfile"):
+        CAVEclient.from_lockfile(tmp_path / "not.json")
+    (tmp_path / "other.json").write_text(json.dumps({"queries": []}))
+    with pytest.raises(LockfileError, match="not an opencave lockfile"):
+        CAVEclient.from_lockfile(tmp_path / "other.json")
+    lockfile = {"opencave_lockfile": 1, "datastack": "ds", "info": {"local_server": SERVER}, "server_address": SERVER,
+                "cache_dir": str(tmp_path / "gone"), "client": {}, "services": {}, "queries": []}
+    (tmp_path / "lock.json").write_text(json.dumps(lockfile))
+    with pytest.raises(LockfileError, match="no opencave cache"):
+        CAVEclient.from_lockfile(tmp_path / "lock.json", cache=tmp_path / "empty")
+    with pytest.raises(LockfileError, match="records no datastack"):
+        (tmp_path / "global.json").write_text(json.dumps({**lockfile, "datastack": None}))
+        CAVEclient.from_lockfile(tmp_path / "global.json")

@@ -25,7 +25,7 @@ from packaging.version import Version
 
 from .. import __version__
 from .auth import AuthClient
-from .cache import Fetched, QueryCache, QueryKey, Recorded, default_cache_dir, resolve_cache_dir
+from .cache import QueryCache, QueryKey, Recorded, default_cache_dir, resolve_cache_dir
 from .errors import LockfileError
 from .session import TimeoutSession
 
@@ -251,4 +251,4 @@ def open_lockfile(path: str | os.PathLike[str], cache: bool | str | os.PathLike[
     return ReplayingClient()
 
 
-__all__ = ["Fetched", "LockfileError", "open_lockfile", "read_lockfile", "write_lockfile"]
+__all__ = ["LockfileError", "open_lockfile", "read_lockfile", "write_lockfile"]
