@@ -145,17 +145,21 @@ def diff(
         ],
         "n_before",
     )
+    # after counts per (successor, direction, partner) first, then per given root: a successor
+    # shared by many roots (a big merge) is counted once, not once per root
+    successor_ids = pairs["root_id_after"].unique()
     live = (after_pre != 0) & (after_post != 0)
-    later = pd.DataFrame({PRE: after_pre[live], POST: after_post[live]})
-    received = pairs.merge(later, left_on="root_id_after", right_on=POST)
-    sent = pairs.merge(later, left_on="root_id_after", right_on=PRE)
-    after_counts = _count(
+    received = live & pd.Series(after_post).isin(successor_ids).to_numpy()
+    sent = live & pd.Series(after_pre).isin(successor_ids).to_numpy()
+    per_successor = pd.concat(
         [
-            pd.DataFrame({"root_id": received["root_id"], "root_id_after": received["root_id_after"], "direction": 0, "partner_root_id": received[PRE]}),
-            pd.DataFrame({"root_id": sent["root_id"], "root_id_after": sent["root_id_after"], "direction": 1, "partner_root_id": sent[POST]}),
+            pd.DataFrame({"root_id_after": after_post[received], "direction": 0, "partner_root_id": after_pre[received]}),
+            pd.DataFrame({"root_id_after": after_pre[sent], "direction": 1, "partner_root_id": after_post[sent]}),
         ],
-        "n_after",
+        ignore_index=True,
     )
+    per_successor = per_successor.groupby(KEYS[1:], sort=False).size().rename("n_after").reset_index()
+    after_counts = pairs.merge(per_successor, on="root_id_after")[[*KEYS, "n_after"]]
 
     both = before_counts.merge(after_counts, on=KEYS, how="outer")
     n_before = both["n_before"].fillna(0).to_numpy(dtype=np.int64)

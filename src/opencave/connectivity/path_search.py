@@ -9,11 +9,12 @@ Two exact searches give the same answer:
   out level by level in n_hops order, so it stops once ``max_paths`` are found and it is known
   whether more exist.
 * when the partial paths would exceed ``FRONTIER_LIMIT`` (hubs make their number explode), an
-  ordered depth-first search takes over: for each number of hops, and for each weight w from
-  the largest down, it lists in lexicographic order the paths whose bottleneck is w, in the
-  graph of connections >= w, pruned by "reaches a target in exactly the hops left" (sparse
-  matrix-vector products), and stops after ``max_paths`` + 1 paths in all. Its work is bounded
-  by the answer's size, not by the number of paths in the graph.
+  ordered depth-first search takes over. It lists paths in lexicographic order over the
+  connections >= w, pruned by "reaches a target in exactly the hops left" (sparse
+  matrix-vector products), never more than ``max_paths`` + 1 at a time, and binary-searches
+  the weight w that separates the paths of the answer from the rest. Its work is bounded by
+  the answer's size (times the log of the number of distinct weights), not by the number of
+  paths in the graph.
 """
 
 from __future__ import annotations
@@ -115,13 +116,23 @@ def _in_order(walks: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 class _Enough(Exception):
-    """max_paths + 1 paths are found: the answer is known to be truncated."""
+    """The walk has listed as many paths as it was asked for."""
+
+
+def _as_arrays(paths: list[list[int]], weights: list[list[int]], hops: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.array(paths, dtype=np.int64).reshape(-1, hops + 1), np.array(weights, dtype=np.int64).reshape(-1, hops)
 
 
 def _depth_first(
     graph: sp.csr_array, starts: np.ndarray, is_target: np.ndarray, max_hops: int, max_paths: int
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
-    """The same answer as ``_breadth_first``, with work bounded by max_paths (see the module)."""
+    """The same answer as ``_breadth_first``, with work bounded by max_paths.
+
+    For each number of hops, a binary search over the weights finds the largest w such that at
+    least ``needed`` paths have bottleneck >= w (each probe lists at most ``needed`` paths);
+    the answer is then every path with bottleneck above w, ordered, followed by the first paths
+    with bottleneck w in lexicographic order.
+    """
     rows = np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))
     reach_cache: dict[int, list[np.ndarray]] = {}
 
@@ -137,43 +148,71 @@ def _depth_first(
             reach_cache[w] = levels
         return reach_cache[w]
 
-    found: list[tuple[np.ndarray, np.ndarray]] = []
-    paths: list[list[int]] = []
-    weights: list[list[int]] = []
-    total = 0
+    ordered_starts = np.sort(starts)
 
-    def extend(path: list[int], hop_weights: list[int], hops: int, w: int, levels: list[np.ndarray]) -> None:
-        u = path[-1]
-        left = hops - len(hop_weights) - 1
-        lo, hi = graph.indptr[u], graph.indptr[u + 1]
-        near, strength = graph.indices[lo:hi], graph.data[lo:hi]
-        ok = (strength >= w) & levels[left][near]
-        for v, x in zip(near[ok].tolist(), strength[ok].tolist()):
-            if v in path:
-                continue
-            if left == 0:
-                if x == w or min(hop_weights, default=x) == w:
+    def walk(hops: int, w: int, exact: bool, limit: int) -> tuple[list[list[int]], list[list[int]]]:
+        """Up to ``limit`` paths of ``hops`` hops over connections >= w (with bottleneck w when
+        ``exact``), in lexicographic order: starts and CSR neighbours are visited in root order."""
+        levels = reach(w)
+        paths: list[list[int]] = []
+        weights: list[list[int]] = []
+
+        def extend(path: list[int], hop_weights: list[int]) -> None:
+            u = path[-1]
+            left = hops - len(hop_weights) - 1
+            lo, hi = graph.indptr[u], graph.indptr[u + 1]
+            near, strength = graph.indices[lo:hi], graph.data[lo:hi]
+            ok = (strength >= w) & levels[left][near]
+            for v, x in zip(near[ok].tolist(), strength[ok].tolist()):
+                if v in path:
+                    continue
+                if left > 0:
+                    extend(path + [v], hop_weights + [x])
+                elif not exact or x == w or min(hop_weights, default=x) == w:
                     paths.append(path + [v])
                     weights.append(hop_weights + [x])
-                    if total + len(paths) > max_paths:
+                    if len(paths) >= limit:
                         raise _Enough
-            else:
-                extend(path + [v], hop_weights + [x], hops, w, levels)
+
+        try:
+            for start in ordered_starts[levels[hops][ordered_starts]].tolist():
+                extend([start], [])
+        except _Enough:
+            pass
+        return paths, weights
 
     strengths = np.unique(graph.data)[::-1].tolist()
-    ordered_starts = np.sort(starts)
-    try:
-        for hops in range(1, max_hops + 1):
-            paths, weights = [], []
-            for w in strengths:
-                levels = reach(w)
-                for start in ordered_starts[levels[hops][ordered_starts]].tolist():
-                    extend([start], [], hops, w, levels)
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    total = 0
+    for hops in range(1, max_hops + 1):
+        needed = max_paths + 1 - total  # one more than fits tells that the answer is truncated
+        listed: dict[int, tuple[list[list[int]], list[list[int]]]] = {}
+
+        def at_least(i: int) -> tuple[list[list[int]], list[list[int]]]:
+            """Up to ``needed`` paths with bottleneck >= strengths[i]."""
+            if i not in listed:
+                listed[i] = walk(hops, strengths[i], False, needed)
+            return listed[i]
+
+        last = len(strengths) - 1
+        if len(at_least(last)[0]) < needed:  # every path of this length fits
+            paths, weights = at_least(last)
             if paths:
-                found.append((np.array(paths, dtype=np.int64), np.array(weights, dtype=np.int64)))
+                found.append(_in_order(*_as_arrays(paths, weights, hops)))
                 total += len(paths)
-    except _Enough:
-        found.append((np.array(paths, dtype=np.int64), np.array(weights, dtype=np.int64)))
+            continue
+        lo, hi = 0, last
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(at_least(mid)[0]) >= needed:
+                hi = mid
+            else:
+                lo = mid + 1
+        above = at_least(lo - 1) if lo > 0 else ([], [])
+        tied = walk(hops, strengths[lo], True, needed - len(above[0]))
+        above_walks, above_weights = _in_order(*_as_arrays(*above, hops))
+        tied_walks, tied_weights = _as_arrays(*tied, hops)
+        found.append((np.concatenate([above_walks, tied_walks]), np.concatenate([above_weights, tied_weights])))
         return found, True
     return found, False
 
