@@ -339,3 +339,24 @@ def test_bad_arguments_are_refused(call, message):
     syn, roots = random_synapses(2)
     with pytest.raises(ValueError, match=message):
         call(syn, roots)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_path_searches_agree_on_a_graph_with_hubs(seed, monkeypatch):
+    """On a graph where a few hubs carry most connections (many ties, many truncated levels),
+    the depth-first search gives the breadth-first search's answers."""
+    rng = np.random.default_rng(seed + 300)
+    n_roots, n_conns = 3000, 12000
+    roots = BASE + rng.choice(10**7, n_roots, replace=False)
+    weight = rng.pareto(1.0, n_roots) + 1
+    pick = lambda: rng.choice(roots, n_conns, p=weight / weight.sum())  # noqa: E731
+    conns = oc.edges(pd.DataFrame({"pre_pt_root_id": pick(), "post_pt_root_id": pick(), "n_synapses": rng.integers(1, 9, n_conns)}))
+    sources, targets = rng.choice(roots, 6, replace=False), rng.choice(roots, 40, replace=False)
+    for max_hops, max_paths, min_synapses in ((3, 5000, 1), (4, 300, 1), (4, 40, 3), (5, 25, 2)):
+        wide = oc.paths(conns, sources, targets, max_hops, min_synapses, max_paths)
+        with monkeypatch.context() as patched:
+            patched.setattr(paths_module, "FRONTIER_LIMIT", 0)
+            deep = oc.paths(conns, sources, targets, max_hops, min_synapses, max_paths)
+        same(deep, wide)
+        assert deep.attrs["truncated"] == wide.attrs["truncated"]
+        assert len(wide) > 0
