@@ -13,6 +13,7 @@ kept locally. Against other CAVE deployments, compute the same from a synapse Da
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
@@ -98,6 +99,12 @@ class ConnectivityClient(ServiceClient):
             table, meta = wire.decode_arrow(content)
             frame = table.to_pandas()
             frame.attrs.update(meta)
+            if meta.get("row_limit") is not None:
+                warnings.warn(
+                    f"The server cut this answer at its row limit of {meta['row_limit']:,} rows; ask about fewer roots "
+                    "or raise min_synapses for the rest.",
+                    stacklevel=4,
+                )
             return frame, meta
 
         cache = getattr(self.fc, "query_cache", None)

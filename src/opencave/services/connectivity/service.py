@@ -45,6 +45,10 @@ class Result:
 
 
 class ConnectivityService:
+    """Answers a datastack's connectivity questions; lists (edges, partners, common partners,
+    paths, diffs) are cut at the operator's row cap (``opencave serve --row-limit``) and say so,
+    matrices are refused whole rather than cut, since a cut matrix reads as zeros."""
+
     def __init__(self, materialize: "MaterializeService", live: "LiveQueries", graphs: "GraphService", check_read: CheckRead) -> None:
         self.materialize = materialize
         self.live = live
@@ -78,6 +82,24 @@ class ConnectivityService:
                 data={"invalid_root_ids": bad[:1000]},
             )
 
+    def _capped(self, result: Result) -> Result:
+        limit = self.materialize.row_limit
+        if limit is not None and result.table.num_rows > limit:
+            result.table = result.table.slice(0, limit)
+            result.meta["truncated"] = True
+            result.meta["row_limit"] = limit
+        return result
+
+    def _whole(self, result: Result, what: str) -> Result:
+        limit = self.materialize.row_limit
+        if limit is not None and result.table.num_rows > limit:
+            raise BadRequest(
+                f"The {what} has {result.table.num_rows:,} non-zero cells, more than this server's row limit of {limit:,}; "
+                "ask about fewer roots (or raise min_synapses).",
+                code="answer_too_large",
+            )
+        return result
+
     # -- operations ------------------------------------------------------------------------------
     def edges(self, datastack: str, request: wire.EdgesRequest) -> Result:
         at, table, meta = self._start(datastack, request)
@@ -94,14 +116,21 @@ class ConnectivityService:
                 f"SELECT {PRE}, {POST}, n_synapses, size_sum FROM {relation} WHERE {' AND '.join(conditions)} "
                 f"ORDER BY n_synapses DESC, {PRE}, {POST}"
             )
-            return Result(_typed(ws.table(sql, [request.min_synapses]), _EDGE_TYPES), meta)
+            return self._capped(Result(_typed(ws.table(sql, [request.min_synapses]), _EDGE_TYPES), meta))
 
     def adjacency(self, datastack: str, request: wire.AdjacencyRequest) -> Result:
         """The connections among ``roots`` (the matrix's non-zero cells)."""
-        edges = wire.EdgesRequest(**request.model_dump(exclude={"roots"}), pre_roots=request.roots, post_roots=request.roots)
-        result = self.edges(datastack, edges)
-        result.meta["roots"] = len(request.roots)
-        return result
+        at, table, meta = self._start(datastack, request)
+        roots = request.roots
+        self._check_roots(at, roots)
+        meta["roots"] = len(roots)
+        with Workspace(self.materialize.snapshots.cursor()) as ws:
+            relation = self.sources.connections(ws, at, table, roots, roots)
+            sql = (
+                f"SELECT {PRE}, {POST}, n_synapses, size_sum FROM {relation} "
+                f"WHERE n_synapses >= ? AND {ws.member(PRE, roots)} AND {ws.member(POST, roots)} ORDER BY {PRE}, {POST}"
+            )
+            return self._whole(Result(_typed(ws.table(sql, [request.min_synapses]), _EDGE_TYPES), meta), "adjacency matrix")
 
     def _partners(self, ws: Workspace, at: At, table: Table, roots: list[int], direction: str, min_synapses: int) -> tuple[str, str]:
         """SQL of the partner rows (unordered) and the relation of the roots with their order."""
@@ -122,7 +151,7 @@ class ConnectivityService:
         with Workspace(self.materialize.snapshots.cursor()) as ws:
             found, _ = self._partners(ws, at, table, roots, request.direction, request.min_synapses)
             sql = f"SELECT root_id, partner_root_id, n_synapses, size_sum FROM ({found}) ORDER BY ord, n_synapses DESC, partner_root_id"
-            return Result(_typed(ws.table(sql), _PARTNER_TYPES), meta)
+            return self._capped(Result(_typed(ws.table(sql), _PARTNER_TYPES), meta))
 
     def common_partners(self, datastack: str, request: wire.PartnersRequest) -> Result:
         at, table, meta = self._start(datastack, request)
@@ -136,7 +165,7 @@ class ConnectivityService:
                 "SELECT p.partner_root_id, p.root_id, p.n_synapses, p.size_sum FROM p JOIN c USING (partner_root_id) "
                 "ORDER BY c.total DESC, p.partner_root_id, p.ord"
             )
-            return Result(_typed(ws.table(sql), _COMMON_TYPES), meta)
+            return self._capped(Result(_typed(ws.table(sql), _COMMON_TYPES), meta))
 
     def cell_type_matrix(self, datastack: str, request: wire.CellTypeRequest) -> Result:
         at, table, meta = self._start(datastack, request)
@@ -162,7 +191,7 @@ class ConnectivityService:
         meta["neurons"] = {str(k): int(v) for k, v in zip(neurons["cell_type"].to_pylist(), neurons["n_neurons"].to_pylist())}
         meta["neuron_types"] = [_plain(v) for v in neurons["cell_type"].to_pylist()]
         meta["n_ambiguous"] = int(ambiguous)
-        return Result(matrix, meta)
+        return self._whole(Result(matrix, meta), "cell-type matrix")
 
     def paths(self, datastack: str, request: wire.PathsRequest) -> Result:
         at, table, meta = self._start(datastack, request)
@@ -177,7 +206,7 @@ class ConnectivityService:
         )
         meta["truncated"] = bool(found.attrs.get("truncated", False))
         schema = pa.schema([("path", pa.list_(pa.int64())), ("n_hops", pa.int64()), ("weights", pa.list_(pa.int64())), ("bottleneck", pa.int64())])
-        return Result(pa.Table.from_pandas(found[list(wire.PATH_COLUMNS)], schema=schema, preserve_index=False), meta)
+        return self._capped(Result(pa.Table.from_pandas(found[list(wire.PATH_COLUMNS)], schema=schema, preserve_index=False), meta))
 
     def diff(self, datastack: str, request: wire.DiffRequest) -> Result:
         before_at = resolve(self.materialize, datastack, request.from_version, request.from_timestamp)
@@ -214,7 +243,7 @@ class ConnectivityService:
             "min_synapses": request.min_synapses,
             "truncated": False,
         }
-        return Result(_typed(pa.Table.from_pandas(found[list(wire.DIFF_COLUMNS)], preserve_index=False), _DIFF_TYPES), meta)
+        return self._capped(Result(_typed(pa.Table.from_pandas(found[list(wire.DIFF_COLUMNS)], preserve_index=False), _DIFF_TYPES), meta))
 
     def _rows_of(self, at: At, table: Table, roots: list[int]) -> pd.DataFrame:
         """The synapses at ``at`` with either side on one of ``roots`` (diff's columns, by id)."""
