@@ -36,10 +36,14 @@ def _service(request: Request, context: AuthContext, datastack: str) -> Connecti
     runtime = runtime_of(request)
     runtime.identities.require(context, "view", NAMESPACE, datastack)
 
+    aligned_volume: list[str] = []
+
     def check_read(table: str, frozen: dict[str, Any] | None) -> None:
         # as a query of the table: its owner's permissions as set now, else the version's copy
+        if not aligned_volume:
+            aligned_volume.append(runtime.info.aligned_volume_of(datastack))
         try:
-            current = runtime.annotations.table_metadata(runtime.info.aligned_volume_of(datastack), table, include_deleted=True)
+            current = runtime.annotations.table_metadata(aligned_volume[0], table, include_deleted=True)
         except NotFound:
             if frozen is None:
                 raise

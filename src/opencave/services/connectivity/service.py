@@ -54,6 +54,7 @@ class ConnectivityService:
         self.live = live
         self.graphs = graphs
         self.sources = Sources(materialize, live, check_read)
+        self._graph_tables: dict[str, str | None] = {}
 
     # -- shared ----------------------------------------------------------------------------------
     def _start(self, datastack: str, request: wire._Request) -> tuple[At, Table, dict[str, Any]]:
@@ -63,7 +64,9 @@ class ConnectivityService:
         return at, table, meta
 
     def _index(self, datastack: str) -> "GraphIndex | None":
-        graph = self.materialize.annotations.segmentation_of(self.materialize.info.aligned_volume_of(datastack))
+        if datastack not in self._graph_tables:
+            self._graph_tables[datastack] = self.materialize.annotations.segmentation_of(self.sources.aligned_volume(datastack))
+        graph = self._graph_tables[datastack]
         return self.graphs.graph(graph).index if graph else None
 
     def _check_roots(self, at: At, ids: list[int]) -> None:

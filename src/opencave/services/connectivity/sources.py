@@ -104,16 +104,29 @@ class Sources:
         self.materialize = materialize
         self.live = live
         self.check_read = check_read
+        # one request asks for the same records several times: kept for the life of this object
+        self._aligned_volumes: dict[str, str] = {}
+        self._records: dict[str, dict[str, Any]] = {}
+
+    def aligned_volume(self, datastack: str) -> str:
+        if datastack not in self._aligned_volumes:
+            self._aligned_volumes[datastack] = self.materialize.info.aligned_volume_of(datastack)
+        return self._aligned_volumes[datastack]
+
+    def record(self, datastack: str) -> dict[str, Any]:
+        if datastack not in self._records:
+            self._records[datastack] = self.materialize.info.datastack_info(datastack, "")
+        return self._records[datastack]
 
     # -- tables ----------------------------------------------------------------------------------
     def table(self, at: At, name: str) -> Table:
         """A table of the moment, after the caller's read permission is checked (NotFound for
         tables the moment does not have)."""
         if at.version is not None:
-            found = self.materialize.frozen_table(at.datastack, at.version.version, name)
+            found = self.materialize.table_of(at.version, name)
             self.check_read(name, found.frozen.metadata)
             return Table(name, found.source.layout, found.frozen.metadata, found)
-        aligned_volume = self.materialize.info.aligned_volume_of(at.datastack)
+        aligned_volume = self.aligned_volume(at.datastack)
         self.live.require_live_tables(at.datastack, [name])
         metadata = self.materialize.annotations.table_metadata(aligned_volume, name)
         self.check_read(name, None)
@@ -121,7 +134,7 @@ class Sources:
 
     def synapse_table(self, at: At, name: str | None) -> Table:
         if name is None:
-            name = self.materialize.info.datastack_info(at.datastack, "").get("synapse_table")
+            name = self.record(at.datastack).get("synapse_table")
             if not name:
                 raise BadRequest(f"Datastack {at.datastack} names no synapse table; pass synapse_table.", code="no_synapse_table")
         table = self.table(at, name)

@@ -93,7 +93,11 @@ class MaterializeService:
     def frozen_table(self, datastack: str, version: int, name: str, kind: str = "table") -> VersionTable:
         """A table (or view) of a version, found once per request: its registry row, metadata
         and planner source (NotFound for unknown versions and names)."""
-        found = self._usable(datastack, version)
+        return self.table_of(self._usable(datastack, version), name, kind)
+
+    def table_of(self, found: Version, name: str, kind: str = "table") -> VersionTable:
+        """``frozen_table`` of a version already found (and checked usable) by the caller."""
+        version, datastack = found.version, found.datastack
         frozen = {t.table_name: t for t in self.registry.tables(found, kind)}
         if name not in frozen:
             what = "Table" if kind == "table" else "View"
