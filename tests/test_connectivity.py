@@ -278,3 +278,29 @@ def test_json_answers_and_client_side_errors(world):
     assert payload["data"]["partner_root_id"] == expected["partner_root_id"].tolist()
     with pytest.raises(ValueError, match="distinct"):
         world["client"].connectivity.adjacency([roots[0], roots[0]])
+
+
+def test_permissions_are_those_of_the_tables_read(world):
+    """A table its owner keeps private answers connectivity to the owner only, as a query would."""
+    import os
+
+    server, cave = world["server"], world["cave"]
+    table = f"private_synapses_{os.getpid()}"
+    cave.annotation.create_table(table, "synapse", "private", voxel_resolution=[8, 8, 40], read_permission="PRIVATE")
+    source = cave.annotation.get_annotation(SYNAPSES, [1, 2, 3])
+    cave.annotation.post_annotation(
+        table, [{k: ({"position": r[f"{k}_position"]} if k != "size" else r["size"]) for k in ("pre_pt", "post_pt", "ctr_pt", "size")} for r in source]
+    )
+    moment = _now()
+    email = f"reader-{os.getpid()}@example.org"
+    server.cli("user", "add", email)
+    reader = CAVEclient(DS, server_address=server.url, auth_token=server.new_token(email), write_server_cache=False).connectivity
+    owner = world["client"].connectivity
+    assert owner.edges(synapse_table=table, timestamp=moment)["n_synapses"].sum() == 3
+    for attempt in (
+        lambda: reader.edges(synapse_table=table, timestamp=moment),
+        lambda: reader.cell_type_matrix(table, timestamp=moment),
+    ):
+        with pytest.raises(requests.HTTPError, match="can only be read by its owner"):
+            attempt()
+    assert len(reader.edges(timestamp=moment)) > 0  # the datastack's own synapse table stays readable
