@@ -22,6 +22,7 @@ import requests
 import opencave
 from opencave.client.cache import CacheStore
 from opencave.client.errors import LockfileError
+from tests.support.offline import no_requests  # noqa: F401 - a fixture
 from tests.support.server import ServerProcess
 
 DS = "opencave_demo"
@@ -80,19 +81,6 @@ def recorded(tmp_path_factory):
         server.stop()
     return {"pinned": pinned, "pinned_frame": pinned_frame,"root": root, "client": client, "moment": moment, "roots": roots, "frames": frames,
             "content": content, "lockfile": root / "analysis.lock.json", "url": server.url}
-
-
-@pytest.fixture
-def no_requests(monkeypatch):
-    """Every request any code tries to send, refused and counted."""
-    sent: list[str] = []
-
-    def refuse(adapter, request, *args, **kwargs):
-        sent.append(f"{request.method} {request.url}")
-        raise requests.ConnectionError("the test forbids requests")
-
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", refuse)
-    return sent
 
 
 def test_the_server_is_stopped(recorded):

@@ -21,6 +21,7 @@ import requests
 import opencave
 from opencave.client.cache import CacheStore
 from opencave.client.errors import LockfileError
+from tests.support.offline import no_requests  # noqa: F401 - a fixture
 from tests.support.server import ServerProcess
 
 DS = "opencave_demo"
@@ -65,18 +66,6 @@ def recorded(tmp_path_factory):
         server.stop()
     return {"root": root, "roots": roots, "old_roots": old_roots, "frames": frames, "moment": stamps[3] + dt.timedelta(seconds=1), "url": server.url,
             "other": other}
-
-
-@pytest.fixture
-def no_requests(monkeypatch):
-    sent: list[str] = []
-
-    def refuse(adapter, request, *args, **kwargs):
-        sent.append(f"{request.method} {request.url}")
-        raise requests.ConnectionError("the test forbids requests")
-
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", refuse)
-    return sent
 
 
 def test_the_server_is_stopped(recorded):

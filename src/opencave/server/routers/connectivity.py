@@ -60,50 +60,25 @@ async def _answer(request: Request, work: Callable[[], Result]) -> Response:
     return JSONResponse(wire.json_answer(result.table, result.meta))
 
 
-@router.post(route_path(V1["edges"]), responses=ANSWERS)
-async def edges(datastack_name: Datastack, body: Annotated[wire.EdgesRequest, Body()], request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    """Connections (pre root, post root, synapse count, summed size) among the given roots, or all."""
-    service = _service(request, context, datastack_name)
-    return await _answer(request, lambda: service.edges(datastack_name, body))
+def _register(operation: str, body_type: type, summary: str) -> None:
+    """One POST route per operation: the declared body, the caller's permissions, the answer."""
+
+    async def handler(datastack_name: Datastack, body: Any, request: Request, context: AuthContext = Depends(current_context)) -> Response:
+        service = _service(request, context, datastack_name)
+        return await _answer(request, lambda: getattr(service, operation)(datastack_name, body))
+
+    handler.__name__ = operation
+    handler.__annotations__["body"] = Annotated[body_type, Body()]  # a real type: annotations are text here
+    router.add_api_route(route_path(V1[operation]), handler, methods=["POST"], responses=ANSWERS, summary=summary, description=summary)
 
 
-@router.post(route_path(V1["adjacency"]), responses=ANSWERS)
-async def adjacency(datastack_name: Datastack, body: Annotated[wire.AdjacencyRequest, Body()], request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    """The non-zero cells of the roots × roots matrix of synapse counts."""
-    service = _service(request, context, datastack_name)
-    return await _answer(request, lambda: service.adjacency(datastack_name, body))
-
-
-@router.post(route_path(V1["partners"]), responses=ANSWERS)
-async def partners(datastack_name: Datastack, body: Annotated[wire.PartnersRequest, Body()], request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    """Each root's input or output partners, strongest first."""
-    service = _service(request, context, datastack_name)
-    return await _answer(request, lambda: service.partners(datastack_name, body))
-
-
-@router.post(route_path(V1["common_partners"]), responses=ANSWERS)
-async def common_partners(datastack_name: Datastack, body: Annotated[wire.PartnersRequest, Body()], request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    """The partners every given root shares."""
-    service = _service(request, context, datastack_name)
-    return await _answer(request, lambda: service.common_partners(datastack_name, body))
-
-
-@router.post(route_path(V1["cell_type_matrix"]), responses=ANSWERS)
-async def cell_type_matrix(datastack_name: Datastack, body: Annotated[wire.CellTypeRequest, Body()], request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    """Synapses, connections and neurons per (presynaptic type, postsynaptic type)."""
-    service = _service(request, context, datastack_name)
-    return await _answer(request, lambda: service.cell_type_matrix(datastack_name, body))
-
-
-@router.post(route_path(V1["paths"]), responses=ANSWERS)
-async def paths(datastack_name: Datastack, body: Annotated[wire.PathsRequest, Body()], request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    """Directed paths of up to ``max_hops`` connections from sources to targets."""
-    service = _service(request, context, datastack_name)
-    return await _answer(request, lambda: service.paths(datastack_name, body))
-
-
-@router.post(route_path(V1["diff"]), responses=ANSWERS)
-async def diff(datastack_name: Datastack, body: Annotated[wire.DiffRequest, Body()], request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    """Partners gained and lost by roots between two moments, roots followed through lineage."""
-    service = _service(request, context, datastack_name)
-    return await _answer(request, lambda: service.diff(datastack_name, body))
+for _operation, _body, _summary in (
+    ("edges", wire.EdgesRequest, "Connections (pre root, post root, synapse count, summed size) among the given roots, or all"),
+    ("adjacency", wire.AdjacencyRequest, "The non-zero cells of the roots × roots matrix of synapse counts"),
+    ("partners", wire.PartnersRequest, "Each root's input or output partners, strongest first"),
+    ("common_partners", wire.PartnersRequest, "The partners every given root shares"),
+    ("cell_type_matrix", wire.CellTypeRequest, "Synapses, connections and neurons per (presynaptic type, postsynaptic type)"),
+    ("paths", wire.PathsRequest, "Directed paths of up to max_hops connections from sources to targets"),
+    ("diff", wire.DiffRequest, "Partners gained and lost by roots between two moments, roots followed through lineage"),
+):
+    _register(_operation, _body, _summary)

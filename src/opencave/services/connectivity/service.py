@@ -11,6 +11,7 @@ them here too, on the rows this service selects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -135,40 +136,39 @@ class ConnectivityService:
             )
             return self._whole(Result(_typed(ws.table(sql, [request.min_synapses]), _EDGE_TYPES), meta), "adjacency matrix")
 
-    def _partners(self, ws: Workspace, at: At, table: Table, roots: list[int], direction: str, min_synapses: int) -> tuple[str, str]:
-        """SQL of the partner rows (unordered) and the relation of the roots with their order."""
-        own, other = (POST, PRE) if direction == "input" else (PRE, POST)
-        relation = self.sources.connections(ws, at, table, *((None, roots) if direction == "input" else (roots, None)))
-        order = ws.roots(roots)
-        sql = (
-            f"SELECT r.root AS root_id, e.{other} AS partner_root_id, e.n_synapses, e.size_sum, r.ord AS ord "
-            f"FROM {relation} e JOIN {order} r ON e.{own} = r.root WHERE e.n_synapses >= {int(min_synapses)} AND {ws.member('e.' + own, roots)}"
-        )
-        return sql, order
+    def _partner_answer(self, datastack: str, request: wire.PartnersRequest, shape: Callable[[str, int], str], types: dict[str, pa.DataType]) -> Result:
+        """Partner rows ``(root_id, partner_root_id, n_synapses, size_sum, ord)`` of the roots
+        (``ord``: the root's place in the request), turned into the answer by ``shape(sql,
+        number of roots)``."""
+        at, table, meta = self._start(datastack, request)
+        roots = wire.ordered_unique(request.roots)
+        self._check_roots(at, roots)
+        meta["direction"] = request.direction
+        own, other = (POST, PRE) if request.direction == "input" else (PRE, POST)
+        with Workspace(self.materialize.snapshots.cursor()) as ws:
+            relation = self.sources.connections(ws, at, table, *((None, roots) if request.direction == "input" else (roots, None)))
+            rows = (
+                f"SELECT r.root AS root_id, e.{other} AS partner_root_id, e.n_synapses, e.size_sum, r.ord AS ord "
+                f"FROM {relation} e JOIN {ws.roots(roots)} r ON e.{own} = r.root "
+                f"WHERE e.n_synapses >= {int(request.min_synapses)} AND {ws.member('e.' + own, roots)}"
+            )
+            return self._capped(Result(_typed(ws.table(shape(rows, len(roots))), types), meta))
 
     def partners(self, datastack: str, request: wire.PartnersRequest) -> Result:
-        at, table, meta = self._start(datastack, request)
-        roots = wire.ordered_unique(request.roots)
-        self._check_roots(at, roots)
-        meta["direction"] = request.direction
-        with Workspace(self.materialize.snapshots.cursor()) as ws:
-            found, _ = self._partners(ws, at, table, roots, request.direction, request.min_synapses)
-            sql = f"SELECT root_id, partner_root_id, n_synapses, size_sum FROM ({found}) ORDER BY ord, n_synapses DESC, partner_root_id"
-            return self._capped(Result(_typed(ws.table(sql), _PARTNER_TYPES), meta))
+        def ranked(rows: str, _: int) -> str:
+            return f"SELECT root_id, partner_root_id, n_synapses, size_sum FROM ({rows}) ORDER BY ord, n_synapses DESC, partner_root_id"
+
+        return self._partner_answer(datastack, request, ranked, _PARTNER_TYPES)
 
     def common_partners(self, datastack: str, request: wire.PartnersRequest) -> Result:
-        at, table, meta = self._start(datastack, request)
-        roots = wire.ordered_unique(request.roots)
-        self._check_roots(at, roots)
-        meta["direction"] = request.direction
-        with Workspace(self.materialize.snapshots.cursor()) as ws:
-            found, _ = self._partners(ws, at, table, roots, request.direction, request.min_synapses)
-            sql = (
-                f"WITH p AS ({found}), c AS (SELECT partner_root_id, sum(n_synapses) AS total FROM p GROUP BY 1 HAVING count(*) = {len(roots)}) "
+        def shared(rows: str, count: int) -> str:
+            return (
+                f"WITH p AS ({rows}), c AS (SELECT partner_root_id, sum(n_synapses) AS total FROM p GROUP BY 1 HAVING count(*) = {count}) "
                 "SELECT p.partner_root_id, p.root_id, p.n_synapses, p.size_sum FROM p JOIN c USING (partner_root_id) "
                 "ORDER BY c.total DESC, p.partner_root_id, p.ord"
             )
-            return self._capped(Result(_typed(ws.table(sql), _COMMON_TYPES), meta))
+
+        return self._partner_answer(datastack, request, shared, _COMMON_TYPES)
 
     def cell_type_matrix(self, datastack: str, request: wire.CellTypeRequest) -> Result:
         at, table, meta = self._start(datastack, request)
