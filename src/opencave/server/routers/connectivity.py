@@ -43,7 +43,7 @@ def _service(request: Request, context: AuthContext, datastack: str) -> Connecti
         if not aligned_volume:
             aligned_volume.append(runtime.info.aligned_volume_of(datastack))
         try:
-            current = runtime.annotations.table_metadata(aligned_volume[0], table, include_deleted=True)
+            current = runtime.annotations.permissions(aligned_volume[0], table, include_deleted=True)
         except NotFound:
             if frozen is None:
                 raise

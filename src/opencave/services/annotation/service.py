@@ -332,6 +332,17 @@ class AnnotationService:
     def _render(record: Any, pcg: str | None) -> dict:
         return metadata.render(record, pcg, bool(row_layout(record.schema_type).bound_points))
 
+    def permissions(self, aligned_volume: str, table_name: str, *, include_deleted: bool = False) -> dict:
+        """What ``access.require`` reads of a table (owner, name, read and write permission):
+        one query, where the whole metadata also looks the segmentation up."""
+        record = self._record(aligned_volume, table_name, include_deleted=include_deleted)
+        return {
+            "user_id": record.user_id,
+            "table_name": record.table_name,
+            "read_permission": record.read_permission,
+            "write_permission": record.write_permission,
+        }
+
     def authorize(self, aligned_volume: str, table_name: str, identity: Identity, action: Action) -> dict:
         """The table's metadata, after checking its read/write permission (or ownership) for ``identity``."""
         found = self.table_metadata(aligned_volume, table_name)

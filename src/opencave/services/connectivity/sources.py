@@ -57,11 +57,7 @@ class Workspace:
         return name
 
     def roots(self, ids: list[int]) -> str:
-        """A relation ``(root, ord)`` of ids in the order given (a few written into the SQL:
-        registering a table costs milliseconds)."""
-        if 0 < len(ids) <= INLINE_IDS:
-            values = ", ".join(f"({int(root)}::BIGINT, {n}::BIGINT)" for n, root in enumerate(ids))
-            return f"(SELECT * FROM (VALUES {values}) AS v(root, ord))"
+        """A relation ``(root, ord)`` of ids in the order given."""
         return self.register(pa.table({"root": pa.array(ids, pa.int64()), "ord": pa.array(range(len(ids)), pa.int64())}))
 
     def member(self, column: str, ids: list[int]) -> str:
