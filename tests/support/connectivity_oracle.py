@@ -45,6 +45,8 @@ CELL_TYPE_COLUMNS = {
     "n_connections": "int64",
     "n_pre_neurons": "int64",
     "n_post_neurons": "int64",
+    "synapses_per_pre_neuron": "float64",
+    "synapses_per_post_neuron": "float64",
 }
 NEURON_COLUMNS = {"cell_type": "object", "n_neurons": "int64"}
 PATH_COLUMNS = {"path": "object", "n_hops": "int64", "weights": "object", "bottleneck": "int64"}
@@ -230,11 +232,11 @@ def oracle_cell_types(
         group["pairs"] += 1
         group["pre"].add(pre)
         group["post"].add(post)
+    per_type = Counter(typed.values())
     rows = [
-        (pre_type, post_type, g["n"], g["size"], g["pairs"], len(g["pre"]), len(g["post"]))
+        (pre_type, post_type, g["n"], g["size"], g["pairs"], len(g["pre"]), len(g["post"]), g["n"] / per_type[pre_type], g["n"] / per_type[post_type])
         for (pre_type, post_type), g in sorted(groups.items(), key=lambda item: item[0])
     ]
-    per_type = Counter(typed.values())
     neurons = [(cell_type, per_type[cell_type]) for cell_type in sorted(per_type)]
     return _frame(rows, CELL_TYPE_COLUMNS), _frame(neurons, NEURON_COLUMNS), n_ambiguous
 

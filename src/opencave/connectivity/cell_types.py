@@ -16,7 +16,10 @@ from opencave.connectivity.frames import (
     root_array,
 )
 
-LONG_COLUMNS = ["pre_type", "post_type", "n_synapses", "size_sum", "n_connections", "n_pre_neurons", "n_post_neurons"]
+LONG_COLUMNS = [
+    "pre_type", "post_type", "n_synapses", "size_sum", "n_connections", "n_pre_neurons", "n_post_neurons",
+    "synapses_per_pre_neuron", "synapses_per_post_neuron",
+]
 
 
 def root_types(cell_types: pd.DataFrame, column: str = "cell_type", root_column: str = "pt_root_id") -> tuple[pd.Series, int]:
@@ -57,7 +60,9 @@ def cell_type_matrix(
     type of a typed root, sorted; ``attrs["neurons"]`` = {type: typed roots},
     ``attrs["n_ambiguous"]`` = roots with several types. With ``long=True``: one row per
     (pre_type, post_type) pair with n_synapses, size_sum, n_connections (root pairs),
-    n_pre_neurons and n_post_neurons (distinct roots), ordered by pre_type then post_type.
+    n_pre_neurons and n_post_neurons (distinct roots), and synapses_per_pre_neuron /
+    synapses_per_post_neuron (n_synapses over every typed neuron of the pre / post type),
+    ordered by pre_type then post_type.
     """
     check_synapses(synapses)
     min_synapses = check_min_synapses(min_synapses)
@@ -77,13 +82,17 @@ def cell_type_matrix(
         )
         .reset_index()
     )
+    per_type = typed.value_counts(sort=False)
+    aggregate["synapses_per_pre_neuron"] = aggregate["n_synapses"] / per_type.reindex(aggregate["pre_type"]).to_numpy()
+    aggregate["synapses_per_post_neuron"] = aggregate["n_synapses"] / per_type.reindex(aggregate["post_type"]).to_numpy()
     long_form = pd.DataFrame(
         {
-            name: aggregate[name].to_numpy().astype(object if name.endswith("_type") else "float64" if name == "size_sum" else "int64")
+            name: aggregate[name].to_numpy().astype(
+                object if name.endswith("_type") else "float64" if name == "size_sum" or name.startswith("synapses_per") else "int64"
+            )
             for name in LONG_COLUMNS
         }
     )
-    per_type = typed.value_counts(sort=False)
     order = sorted(per_type.index)
     neurons = {cell_type: int(per_type[cell_type]) for cell_type in order}
     if long:

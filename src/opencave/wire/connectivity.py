@@ -34,7 +34,10 @@ DIRECTIONS = ("input", "output")
 EDGE_COLUMNS = ("pre_pt_root_id", "post_pt_root_id", "n_synapses", "size_sum")
 PARTNER_COLUMNS = ("root_id", "partner_root_id", "n_synapses", "size_sum")
 COMMON_PARTNER_COLUMNS = ("partner_root_id", "root_id", "n_synapses", "size_sum")
-CELL_TYPE_COLUMNS = ("pre_type", "post_type", "n_synapses", "size_sum", "n_connections", "n_pre_neurons", "n_post_neurons")
+CELL_TYPE_COLUMNS = (
+    "pre_type", "post_type", "n_synapses", "size_sum", "n_connections", "n_pre_neurons", "n_post_neurons",
+    "synapses_per_pre_neuron", "synapses_per_post_neuron",
+)
 PATH_COLUMNS = ("path", "n_hops", "weights", "bottleneck")
 DIFF_COLUMNS = ("root_id", "root_id_after", "direction", "partner_root_id", "n_before", "n_after", "change", "status")
 

@@ -185,14 +185,19 @@ class ConnectivityService:
             ))
             typed = f"(SELECT root, cell_type FROM {per_root} WHERE kinds = 1)"
             neurons = ws.table(f"SELECT cell_type, count(*)::BIGINT AS n_neurons FROM {typed} GROUP BY 1 ORDER BY 1")
+            per_type = ws.register(neurons)
             ambiguous = ws.table(f"SELECT count(*) AS n FROM {per_root} WHERE kinds > 1")["n"][0].as_py()
             relation = self.sources.connections(ws, at, table)
-            sql = (
+            pairs = (
                 "SELECT a.cell_type AS pre_type, b.cell_type AS post_type, sum(e.n_synapses)::BIGINT AS n_synapses, "
                 "sum(e.size_sum)::DOUBLE AS size_sum, count(*)::BIGINT AS n_connections, "
                 f"count(DISTINCT e.{PRE})::BIGINT AS n_pre_neurons, count(DISTINCT e.{POST})::BIGINT AS n_post_neurons "
                 f"FROM {relation} e JOIN {typed} a ON e.{PRE} = a.root JOIN {typed} b ON e.{POST} = b.root "
-                "WHERE e.n_synapses >= ? GROUP BY 1, 2 ORDER BY 1, 2"
+                "WHERE e.n_synapses >= ? GROUP BY 1, 2"
+            )
+            sql = (
+                "SELECT g.*, g.n_synapses / n.n_neurons AS synapses_per_pre_neuron, g.n_synapses / m.n_neurons AS synapses_per_post_neuron "
+                f"FROM ({pairs}) g JOIN {per_type} n ON g.pre_type = n.cell_type JOIN {per_type} m ON g.post_type = m.cell_type ORDER BY 1, 2"
             )
             matrix = ws.table(sql, [request.min_synapses])
         meta["neurons"] = {str(k): int(v) for k, v in zip(neurons["cell_type"].to_pylist(), neurons["n_neurons"].to_pylist())}
