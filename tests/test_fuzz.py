@@ -22,8 +22,8 @@ import requests
 import opencave
 
 DS = "opencave_demo"
-SCHEMATHESIS_SECONDS = 40  # per storage engine
-BODY_FUZZ_SECONDS = 12
+SCHEMATHESIS_SECONDS = 25  # per storage engine
+BODY_FUZZ_SECONDS = 8
 # 501 is a declared answer ("not served yet"), not a failure.
 CHECKS = """
 [checks.not_a_server_error]
