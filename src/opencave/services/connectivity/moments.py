@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -30,21 +31,23 @@ class At:
         return {"version": self.version.version if self.version is not None else None, "timestamp": format_time(self.timestamp)}
 
 
-def resolve(materialize: "MaterializeService", datastack: str, version: int | None, timestamp: datetime | None) -> At:
-    """The moment asked for; neither a version nor a timestamp: the newest version, else now."""
+def resolve(
+    materialize: "MaterializeService", aligned_volume_of: Callable[[str], str], datastack: str, version: int | None, timestamp: datetime | None
+) -> At:
+    """The moment asked for; neither a version nor a timestamp: the newest version, else now.
+    ``aligned_volume_of`` (NotFound for unknown datastacks) is the caller's, which keeps it."""
+    aligned_volume_of(datastack)
     if version is not None:
-        found = materialize.version(datastack, version)
+        found = materialize.registry.version(datastack, version, include_expired=True)
         if not found.valid:
             raise NotFound(f"Version {version} of {datastack} has expired; use a current version ({materialize.versions(datastack)}).", code="version_expired")
         return At(datastack, found, found.time_stamp)
     if timestamp is not None:
         if timestamp > datetime.now(timezone.utc):
             raise BadRequest(f"timestamp {format_time(timestamp)} is in the future; ask for a time up to now.", code="timestamp_in_future")
-        materialize.info.aligned_volume_of(datastack)  # NotFound for unknown datastacks
         return At(datastack, None, timestamp)
     versions = materialize.registry.list(datastack)
     if not versions:
-        materialize.info.aligned_volume_of(datastack)
         return At(datastack, None, datetime.now(timezone.utc))
     newest = max(versions, key=lambda v: v.version)
     return At(datastack, newest, newest.time_stamp)

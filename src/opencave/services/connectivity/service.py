@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from opencave import connectivity as frames
 from opencave.errors import BadRequest
+from opencave.services.annotation.service import GRAPHENE
 from opencave.services.connectivity.moments import At, resolve
 from opencave.services.connectivity.sources import INLINE_IDS, POST, PRE, CheckRead, Sources, Table, Workspace
 from opencave.services.materialize.roots import alive_roots, remap_roots, roots_of
@@ -59,14 +60,16 @@ class ConnectivityService:
 
     # -- shared ----------------------------------------------------------------------------------
     def _start(self, datastack: str, request: wire._Request) -> tuple[At, Table, dict[str, Any]]:
-        at = resolve(self.materialize, datastack, request.version, request.timestamp)
+        at = resolve(self.materialize, self.sources.aligned_volume, datastack, request.version, request.timestamp)
         table = self.sources.synapse_table(at, request.synapse_table)
         meta = {"datastack": datastack, "synapse_table": table.name, **at.meta(), "min_synapses": request.min_synapses, "truncated": False}
         return at, table, meta
 
     def _index(self, datastack: str) -> "GraphIndex | None":
+        """The datastack's segmentation (None: it has none here, e.g. an imported release)."""
         if datastack not in self._graph_tables:
-            self._graph_tables[datastack] = self.materialize.annotations.segmentation_of(self.sources.aligned_volume(datastack))
+            match = GRAPHENE.match(self.sources.record(datastack).get("segmentation_source") or "")
+            self._graph_tables[datastack] = match.group(1) if match and self.graphs.exists(match.group(1)) else None
         graph = self._graph_tables[datastack]
         return self.graphs.graph(graph).index if graph else None
 
@@ -221,8 +224,8 @@ class ConnectivityService:
         return self._capped(Result(pa.Table.from_pandas(found[list(wire.PATH_COLUMNS)], schema=schema, preserve_index=False), meta))
 
     def diff(self, datastack: str, request: wire.DiffRequest) -> Result:
-        before_at = resolve(self.materialize, datastack, request.from_version, request.from_timestamp)
-        after_at = resolve(self.materialize, datastack, request.to_version, request.to_timestamp)
+        before_at = resolve(self.materialize, self.sources.aligned_volume, datastack, request.from_version, request.from_timestamp)
+        after_at = resolve(self.materialize, self.sources.aligned_volume, datastack, request.to_version, request.to_timestamp)
         before_table = self.sources.synapse_table(before_at, request.synapse_table)
         after_table = self.sources.synapse_table(after_at, before_table.name)
         index = self._index(datastack)
