@@ -52,13 +52,12 @@ def floors(version_dir: Path, roots: list[int], root: int, repeat: int) -> dict[
         "WHERE n.pt_root_id <> 0 GROUP BY 1 HAVING count(DISTINCT c.cell_type) = 1)"
     )
     queries = {
-        "adjacency": ("SELECT * FROM {e} WHERE pre_pt_root_id IN (SELECT root FROM r) AND post_pt_root_id IN (SELECT root FROM r)", True),
+        "adjacency": "SELECT * FROM {e} WHERE pre_pt_root_id IN (SELECT root FROM r) AND post_pt_root_id IN (SELECT root FROM r)",
         "cell_type_matrix": (
             "SELECT a.t, b.t, sum(n_synapses) FROM {e} e JOIN " + cell_types + " a ON e.pre_pt_root_id = a.root JOIN "
-            + cell_types + " b ON e.post_pt_root_id = b.root GROUP BY 1, 2",
-            True,
+            + cell_types + " b ON e.post_pt_root_id = b.root GROUP BY 1, 2"
         ),
-        "partners_one_neuron": (f"SELECT pre_pt_root_id, n_synapses FROM {{e}} WHERE post_pt_root_id = {root}", True),
+        "partners_one_neuron": f"SELECT pre_pt_root_id, n_synapses FROM {{e}} WHERE post_pt_root_id = {root}",
     }
     raw = {
         "adjacency": "SELECT pre_pt_root_id, post_pt_root_id, count(*) FROM {e} WHERE pre_pt_root_id IN (SELECT root FROM r) "
@@ -69,7 +68,7 @@ def floors(version_dir: Path, roots: list[int], root: int, repeat: int) -> dict[
         f"WHERE post_pt_root_id = {root} GROUP BY 1",
     }
     out = {}
-    for name, (sql, _) in queries.items():
+    for name, sql in queries.items():
         run = lambda: con.sql(sql.format(e=connections)).to_arrow_table()  # noqa: E731
         run()
         out[f"{name}_connections_file"] = ms(timed(run, repeat))

@@ -26,6 +26,7 @@ from ..wire import connectivity as wire
 from ..wire.endpoints import CONNECTIVITY
 from .auth import AuthClient
 from .base import ServiceClient, handle_response
+from .cache import Fetched
 from .session import Timeout
 
 Direction = Literal["input", "output"]
@@ -110,8 +111,6 @@ class ConnectivityClient(ServiceClient):
         cache = getattr(self.fc, "query_cache", None)
         if cache is None:
             return fetch()[0]
-        from .cache import Fetched
-
         def fetched() -> Fetched:
             # keyed as a call naming its moment is: by version, else by timestamp (a diff by its
             # second moment; the first is in its parameters)

@@ -28,18 +28,21 @@ MAX_PATH_ROOTS = 10_000
 MAX_HOPS = 5
 MAX_PATHS = 100_000
 MAX_SYNAPSE_THRESHOLD = 2**31 - 1
-DIRECTIONS = ("input", "output")
 
-# answer columns, in order
-EDGE_COLUMNS = ("pre_pt_root_id", "post_pt_root_id", "n_synapses", "size_sum")
-PARTNER_COLUMNS = ("root_id", "partner_root_id", "n_synapses", "size_sum")
-COMMON_PARTNER_COLUMNS = ("partner_root_id", "root_id", "n_synapses", "size_sum")
-CELL_TYPE_COLUMNS = (
-    "pre_type", "post_type", "n_synapses", "size_sum", "n_connections", "n_pre_neurons", "n_post_neurons",
-    "synapses_per_pre_neuron", "synapses_per_post_neuron",
+# answer tables, in column order (a cell-type answer's type columns take the table's own type)
+def _schema(*columns: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema(list(columns))
+
+
+_ROOT, _COUNT, _SIZE = pa.int64(), pa.int64(), pa.float64()
+EDGES = _schema(("pre_pt_root_id", _ROOT), ("post_pt_root_id", _ROOT), ("n_synapses", _COUNT), ("size_sum", _SIZE))
+PARTNERS = _schema(("root_id", _ROOT), ("partner_root_id", _ROOT), ("n_synapses", _COUNT), ("size_sum", _SIZE))
+COMMON_PARTNERS = _schema(("partner_root_id", _ROOT), ("root_id", _ROOT), ("n_synapses", _COUNT), ("size_sum", _SIZE))
+PATHS = _schema(("path", pa.list_(_ROOT)), ("n_hops", pa.int64()), ("weights", pa.list_(_COUNT)), ("bottleneck", _COUNT))
+DIFF = _schema(
+    ("root_id", _ROOT), ("root_id_after", _ROOT), ("direction", pa.string()), ("partner_root_id", _ROOT),
+    ("n_before", _COUNT), ("n_after", _COUNT), ("change", _COUNT), ("status", pa.string()),
 )
-PATH_COLUMNS = ("path", "n_hops", "weights", "bottleneck")
-DIFF_COLUMNS = ("root_id", "root_id_after", "direction", "partner_root_id", "n_before", "n_after", "change", "status")
 
 
 def _utc(value: datetime | None) -> datetime | None:

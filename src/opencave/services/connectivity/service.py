@@ -123,7 +123,7 @@ class ConnectivityService:
                 f"SELECT {PRE}, {POST}, n_synapses, size_sum FROM {relation} WHERE {' AND '.join(conditions)} "
                 f"ORDER BY n_synapses DESC, {PRE}, {POST}"
             )
-            return self._capped(Result(_typed(ws.table(sql, [request.min_synapses]), _EDGE_TYPES), meta))
+            return self._capped(Result(_typed(ws.table(sql, [request.min_synapses]), wire.EDGES), meta))
 
     def adjacency(self, datastack: str, request: wire.AdjacencyRequest) -> Result:
         """The connections among ``roots`` (the matrix's non-zero cells)."""
@@ -137,9 +137,9 @@ class ConnectivityService:
                 f"SELECT {PRE}, {POST}, n_synapses, size_sum FROM {relation} "
                 f"WHERE n_synapses >= ? AND {ws.member(PRE, roots)} AND {ws.member(POST, roots)} ORDER BY {PRE}, {POST}"
             )
-            return self._whole(Result(_typed(ws.table(sql, [request.min_synapses]), _EDGE_TYPES), meta), "adjacency matrix")
+            return self._whole(Result(_typed(ws.table(sql, [request.min_synapses]), wire.EDGES), meta), "adjacency matrix")
 
-    def _partner_answer(self, datastack: str, request: wire.PartnersRequest, shape: Callable[[str, int], str], types: dict[str, pa.DataType]) -> Result:
+    def _partner_answer(self, datastack: str, request: wire.PartnersRequest, shape: Callable[[str, int], str], schema: pa.Schema) -> Result:
         """Partner rows ``(root_id, partner_root_id, n_synapses, size_sum, ord)`` of the roots
         (``ord``: the root's place in the request), turned into the answer by ``shape(sql,
         number of roots)``."""
@@ -159,13 +159,13 @@ class ConnectivityService:
                     f"FROM {relation} e JOIN {ws.roots(roots)} r ON e.{own} = r.root"
                 )
             rows += f" WHERE e.n_synapses >= {int(request.min_synapses)} AND {ws.member('e.' + own, roots)}"
-            return self._capped(Result(_typed(ws.table(shape(rows, len(roots))), types), meta))
+            return self._capped(Result(_typed(ws.table(shape(rows, len(roots))), schema), meta))
 
     def partners(self, datastack: str, request: wire.PartnersRequest) -> Result:
         def ranked(rows: str, _: int) -> str:
             return f"SELECT root_id, partner_root_id, n_synapses, size_sum FROM ({rows}) ORDER BY ord, n_synapses DESC, partner_root_id"
 
-        return self._partner_answer(datastack, request, ranked, _PARTNER_TYPES)
+        return self._partner_answer(datastack, request, ranked, wire.PARTNERS)
 
     def common_partners(self, datastack: str, request: wire.PartnersRequest) -> Result:
         def shared(rows: str, count: int) -> str:
@@ -175,7 +175,7 @@ class ConnectivityService:
                 "ORDER BY c.total DESC, p.partner_root_id, p.ord"
             )
 
-        return self._partner_answer(datastack, request, shared, _COMMON_TYPES)
+        return self._partner_answer(datastack, request, shared, wire.COMMON_PARTNERS)
 
     def cell_type_matrix(self, datastack: str, request: wire.CellTypeRequest) -> Result:
         at, table, meta = self._start(datastack, request)
@@ -220,8 +220,7 @@ class ConnectivityService:
             connections.to_pandas(), sources, targets, max_hops=request.max_hops, min_synapses=request.min_synapses, max_paths=request.max_paths
         )
         meta["truncated"] = bool(found.attrs.get("truncated", False))
-        schema = pa.schema([("path", pa.list_(pa.int64())), ("n_hops", pa.int64()), ("weights", pa.list_(pa.int64())), ("bottleneck", pa.int64())])
-        return self._capped(Result(pa.Table.from_pandas(found[list(wire.PATH_COLUMNS)], schema=schema, preserve_index=False), meta))
+        return self._capped(Result(pa.Table.from_pandas(found[wire.PATHS.names], schema=wire.PATHS, preserve_index=False), meta))
 
     def diff(self, datastack: str, request: wire.DiffRequest) -> Result:
         before_at = resolve(self.materialize, self.sources.aligned_volume, datastack, request.from_version, request.from_timestamp)
@@ -258,7 +257,7 @@ class ConnectivityService:
             "min_synapses": request.min_synapses,
             "truncated": False,
         }
-        return self._capped(Result(_typed(pa.Table.from_pandas(found[list(wire.DIFF_COLUMNS)], preserve_index=False), _DIFF_TYPES), meta))
+        return self._capped(Result(_typed(pa.Table.from_pandas(found[wire.DIFF.names], preserve_index=False), wire.DIFF), meta))
 
     def _rows_of(self, at: At, table: Table, roots: list[int]) -> pd.DataFrame:
         """The synapses at ``at`` with either side on one of ``roots`` (diff's columns, by id)."""
@@ -275,15 +274,6 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-_EDGE_TYPES = {PRE: pa.int64(), POST: pa.int64(), "n_synapses": pa.int64(), "size_sum": pa.float64()}
-_PARTNER_TYPES = {"root_id": pa.int64(), "partner_root_id": pa.int64(), "n_synapses": pa.int64(), "size_sum": pa.float64()}
-_COMMON_TYPES = {"partner_root_id": pa.int64(), "root_id": pa.int64(), "n_synapses": pa.int64(), "size_sum": pa.float64()}
-_DIFF_TYPES = {
-    "root_id": pa.int64(), "root_id_after": pa.int64(), "direction": pa.string(), "partner_root_id": pa.int64(),
-    "n_before": pa.int64(), "n_after": pa.int64(), "change": pa.int64(), "status": pa.string(),
-}
-
-
-def _typed(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
-    """``table`` with exactly these columns and types (DuckDB's sums of integers are HUGEINT)."""
-    return pa.table({name: table[name].cast(kind) for name, kind in types.items()})
+def _typed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly the answer's columns and types (DuckDB's sums of integers are HUGEINT)."""
+    return pa.table({f.name: table[f.name].cast(f.type) for f in schema})

@@ -27,6 +27,8 @@ import pyarrow.compute as pc
 from opencave.errors import BadRequest
 from opencave.services.connectivity.moments import At
 from opencave.services.materialize.layout import FrozenLayout, frozen_layout
+from opencave.services.materialize import planner
+from opencave.services.materialize.answers import run
 from opencave.services.materialize.planner import quote
 from opencave.storage.snapshots import parquet_source
 from opencave.wire.materialize_query import Filter
@@ -145,9 +147,6 @@ class Sources:
     def rows(self, at: At, table: Table, filters: list[Filter], columns: list[str]) -> Iterable[pa.Table]:
         """A table's rows at the moment passing ``filters`` (stored columns ``columns``), in batches."""
         if table.version_table is not None:
-            from opencave.services.materialize import planner
-            from opencave.services.materialize.answers import run
-
             sql, params, _ = planner.simple_select(table.version_table.source, filters, columns, None, add_supervoxels=False)
             _, batches = run(self.materialize.snapshots.cursor().cursor(), sql, params)
             return (pa.Table.from_batches([b]) for b in batches)
