@@ -23,6 +23,7 @@ class ServerProcess:
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
     banner: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment of the server and its commands
 
     @property
     def url(self) -> str:
@@ -40,7 +41,10 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            command + self.storage_args() + list(self.extra_args), stdout=self._log, stderr=subprocess.STDOUT
+            command + self.storage_args() + list(self.extra_args),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
         )
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -63,6 +67,7 @@ class ServerProcess:
             capture_output=True,
             text=True,
             input=input,
+            env={**os.environ, **self.env},
         )
         if check and result.returncode != 0:
             raise AssertionError(f"opencave {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
