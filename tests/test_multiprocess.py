@@ -26,7 +26,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from tests.support.demo import DemoWorld, demo_world
-from tests.support.fleet import Fleet, start_fleet
+from tests.support.fleet import start_fleet
+from tests.support.load import prepare, run_load
 from tests.support.materialize import DS, caveclient_for, create_version
 
 AV = DS
@@ -372,3 +373,19 @@ def test_process_killed_mid_stream_loses_nothing_acknowledged(fleet, world):
         assert np.allclose(row["post_pt_position"], wanted["post_pt"]["position"])
     restarted = fleet.restart(0)
     assert rows_at(restarted) == seen_b
+
+
+# -- bounded load ---------------------------------------------------------------------------------
+def test_bounded_load_on_three_processes_answers_without_errors(fleet, world):
+    """64 clients for 15 s over A, B and C (the benchmark's mix, shorter): no 5xx, no transport
+    error; afterwards every process agrees on every root, and on the graph the log describes."""
+    plan = prepare(fleet[0].url, fleet.token, world)
+    result = run_load(fleet.urls, fleet.token, plan, clients=64, duration_s=15)
+    assert result.errors == [], result.errors[:10]
+    assert all(result.latencies[kind] for kind in ("query", "live", "roots", "edit")), result.summary()
+    session = fleet.session()
+    sv_ids = world.graph.sv_ids
+    answers = [roots(session, p.url, sv_ids) for p in fleet.processes]
+    assert all((r == answers[0]).all() for r in answers[1:]), "the processes disagree on the roots"
+    labels, _ = graph_from_log(session, fleet[2].url, world)
+    assert same_partition(labels, answers[0])
