@@ -32,6 +32,37 @@ DATASTACK_OPTIONS = (
 def _storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data directory (default: $OPENCAVE_DATA_DIR or ~/.opencave)")
     parser.add_argument("--database", help="database URL, e.g. postgresql://user:pw@host/db (default: SQLite in the data directory)")
+    parser.add_argument(
+        "--versions-url",
+        help="where frozen versions' files live: a directory, or object storage such as s3://bucket/prefix or gs://bucket/prefix, "
+        "credentials from the usual environment (default: $OPENCAVE_VERSIONS_URL, $OPENCAVE_VERSIONS_DIR or DATA_DIR/versions)",
+    )
+    parser.add_argument(
+        "--versions-cache-size",
+        type=_cache_size,
+        help="bound of the local cache of versions on object storage, e.g. 500MB or 20GiB (default: $OPENCAVE_VERSIONS_CACHE_SIZE or 20GiB)",
+    )
+
+
+def _cache_size(text: str) -> int:
+    from opencave.storage.version_files import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _settings(args, *more, **named):
+    """Settings from a command's storage options (and ``more`` of ``resolve_settings``)."""
+    return resolve_settings(
+        getattr(args, "data_dir", None),
+        getattr(args, "database", None),
+        *more,
+        versions_url=getattr(args, "versions_url", None),
+        versions_cache_size=getattr(args, "versions_cache_size", None),
+        **named,
+    )
 
 
 def _runtime(args):
@@ -39,7 +70,7 @@ def _runtime(args):
     builds that), so administration commands on an empty data directory are quick."""
     from opencave.runtime import Runtime
 
-    runtime = Runtime.open(resolve_settings(args.data_dir, args.database))
+    runtime = Runtime.open(_settings(args))
     runtime.prepare()
     first_run = runtime.take_first_run()
     if first_run is not None:  # stderr: stdout of commands like `token create` must stay clean
@@ -114,7 +145,7 @@ def cmd_serve(args) -> int:
     from opencave.server.app import create_app
     from opencave.server.log_redaction import redacted_logging
 
-    settings = resolve_settings(args.data_dir, args.database, args.host, args.port, args.public_url, auth_enabled=not args.no_auth)
+    settings = _settings(args, args.host, args.port, args.public_url, auth_enabled=not args.no_auth)
     busy = _port_problem(settings.host, settings.port)
     if busy:
         print(f"opencave: {busy}", file=sys.stderr)
@@ -163,6 +194,8 @@ def cmd_serve(args) -> int:
             OPENCAVE_DATABASE_URL=settings.database_url,
             OPENCAVE_PUBLIC_URL=url,
             OPENCAVE_AUTH="0" if args.no_auth else "1",
+            OPENCAVE_VERSIONS_URL=settings.versions_location,
+            OPENCAVE_VERSIONS_CACHE_SIZE=str(settings.versions_cache_bytes),
         )
         if args.materialize_every:
             runtime.start()  # the schedule runs here; each worker process has its own runtime

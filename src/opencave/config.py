@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opencave.services.viewer import BUNDLED_VIEWER_SITE
+from opencave.storage.version_files import DEFAULT_CACHE_BYTES, is_remote, parse_size
 
 DEFAULT_PORT = 8765
 DEFAULT_DATA_DIR = "~/.opencave"
@@ -27,6 +28,10 @@ class Settings:
     # The viewer site given to datastacks opencave creates; by default the bundled Neuroglancer.
     viewer_site: str = BUNDLED_VIEWER_SITE
     versions_dir: Path | None = None  # frozen version files; default <data_dir>/versions
+    # Frozen version files on object storage (s3://, gs://, any fsspec URL) instead of a
+    # directory; read through a local cache of at most versions_cache_bytes (docs/versions.md).
+    versions_url: str | None = None
+    versions_cache_bytes: int = DEFAULT_CACHE_BYTES
     query_row_limit: int | None = None  # an operator's cap on query answers; None: complete answers
     # Web origins allowed to call the API from a browser (Neuroglancer served from another site
     # loads states, meshes and skeletons); "*" allows any, empty allows none.
@@ -39,6 +44,11 @@ class Settings:
     def version_root(self) -> Path:
         """Where materialized versions are written (shared storage when several servers run)."""
         return self.versions_dir or self.data_dir / "versions"
+
+    @property
+    def versions_location(self) -> str:
+        """Where new versions go: the object-storage URL, else the local directory."""
+        return self.versions_url or str(self.version_root)
 
     @property
     def server_url(self) -> str:
@@ -56,12 +66,19 @@ def resolve_settings(
     port: int | None = None,
     public_url: str | None = None,
     auth_enabled: bool = True,
+    versions_url: str | None = None,
+    versions_cache_size: str | int | None = None,
 ) -> Settings:
     """Settings from explicit values, then ``OPENCAVE_*`` environment variables, then defaults."""
     directory = Path(
         os.path.expanduser(data_dir or os.environ.get("OPENCAVE_DATA_DIR") or DEFAULT_DATA_DIR)
     ).resolve()
     database_url = database or os.environ.get("OPENCAVE_DATABASE_URL") or f"sqlite:///{directory / 'opencave.db'}"
+    versions_url = versions_url or os.environ.get("OPENCAVE_VERSIONS_URL") or None
+    versions_dir = os.environ.get("OPENCAVE_VERSIONS_DIR") or None
+    if versions_url and not is_remote(versions_url):  # a plain path or file://: a directory
+        versions_dir, versions_url = versions_url.removeprefix("file://"), None
+    cache_size = versions_cache_size or os.environ.get("OPENCAVE_VERSIONS_CACHE_SIZE")
     return Settings(
         data_dir=directory,
         database_url=database_url,
@@ -69,9 +86,9 @@ def resolve_settings(
         port=int(port or os.environ.get("OPENCAVE_PORT") or DEFAULT_PORT),
         public_url=public_url or os.environ.get("OPENCAVE_PUBLIC_URL") or "",
         auth_enabled=auth_enabled,
-        versions_dir=Path(os.path.expanduser(os.environ["OPENCAVE_VERSIONS_DIR"])).resolve()
-        if os.environ.get("OPENCAVE_VERSIONS_DIR")
-        else None,
+        versions_dir=Path(os.path.expanduser(versions_dir)).resolve() if versions_dir else None,
+        versions_url=versions_url.rstrip("/") if versions_url else None,
+        versions_cache_bytes=parse_size(cache_size) if cache_size else DEFAULT_CACHE_BYTES,
         query_row_limit=int(os.environ["OPENCAVE_QUERY_ROW_LIMIT"]) if os.environ.get("OPENCAVE_QUERY_ROW_LIMIT") else None,
         max_import_bytes=int(os.environ.get("OPENCAVE_MAX_IMPORT_BYTES") or DEFAULT_MAX_IMPORT_BYTES),
         cors_origins=cors_origins(os.environ.get("OPENCAVE_CORS_ORIGINS", "*")),

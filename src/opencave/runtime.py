@@ -18,6 +18,7 @@ from opencave.services.chunkedgraph.service import GraphService
 from opencave.services.info import InfoRegistry
 from opencave.services.l2cache.cache import L2Cache
 from opencave.services.materialize.clustering import heal
+from opencave.storage.version_files import VersionFiles
 from opencave.services.materialize.live import LiveQueries
 from opencave.services.materialize.materializer import Materializer
 from opencave.services.materialize.service import MaterializeService
@@ -107,7 +108,7 @@ class Runtime:
         graphs = GraphService(engine)
         annotations = AnnotationService(engine, info, graphs)
         snapshots = SnapshotEngine()
-        registry = VersionRegistry(engine)
+        registry = VersionRegistry(engine, VersionFiles(settings.versions_location, settings.data_dir, settings.versions_cache_bytes))
         views = ViewRegistry(engine)
         access = Access(engine)
         materialize = MaterializeService(registry, views, annotations, info, snapshots, settings.query_row_limit)
@@ -116,7 +117,7 @@ class Runtime:
         meshes = MeshService(engine, graphs, background)
         graphs.subscribe(l2cache.after_edit)
         graphs.subscribe(meshes.after_edit)
-        materializer = Materializer(registry, annotations, graphs, info, views, settings.version_root, snapshots)
+        materializer = Materializer(registry, annotations, graphs, info, views, settings.versions_location, snapshots)
         runtime = cls(
             settings=settings,
             engine=engine,
@@ -134,7 +135,7 @@ class Runtime:
             views=views,
             materializer=materializer,
             materialize=materialize,
-            imports=VersionImporter(registry, info, access, settings.version_root, settings.data_dir / "imports"),
+            imports=VersionImporter(registry, info, access, settings.versions_location, settings.data_dir / "imports"),
             table_imports=TableImporter(annotations, info, settings.data_dir / "imports"),
             ingest=SegmentationIngest(graphs, access, info, materializer, settings.data_dir, settings.viewer_site),
             live=LiveQueries(materialize, graphs),

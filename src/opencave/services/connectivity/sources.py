@@ -4,7 +4,8 @@ rows of a cell-type table.
 At a version, a synapse table's connections (one row per ordered root pair with its synapse
 count and summed size) are kept beside its frozen file, ``<table>.connections.parquet``, made
 by DuckDB on first use (about a second for ten million synapses) into a temporary file renamed
-into place, so concurrent makers in several processes are harmless. It is a few percent of the
+into place (uploaded beside the version when versions are on object storage), so concurrent
+makers in several processes are harmless. It is a few percent of the
 synapse file's size, sorted by (pre, post), and every answer at the version reads it. At a
 timestamp, the live query engine gives the rows (roots as of then, restricted to the roots
 asked about where it can be), aggregated batch by batch.
@@ -12,12 +13,10 @@ asked about where it can be), aggregated batch by batch.
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -177,36 +176,37 @@ class Sources:
         from one or two of them)."""
         found = table.version_table
         assert found is not None
-        directory = Path(found.version.location)
+        files, location = self.materialize.registry.files, found.version.location  # local or remote
         stem = found.frozen.file.removesuffix(".parquet")
-        paths = {False: directory / f"{stem}.connections.parquet", True: directory / f"{stem}.connections.by_post.parquet"}
-        if all(path.exists() for path in paths.values()):
-            return parquet_source(paths[by_post])
+        names = {False: f"{stem}.connections.parquet", True: f"{stem}.connections.by_post.parquet"}
+        if all(files.exists(location, name) for name in names.values()):
+            return parquet_source(files.local_path(location, names[by_post]))
         size = "sum(size)::DOUBLE" if "size" in table.layout.names else "NULL::DOUBLE"
         select = (
             f"SELECT {PRE}, {POST}, count(*)::BIGINT AS n_synapses, {size} AS size_sum FROM {found.source.relation} "
             f"WHERE {PRE} <> 0 AND {POST} <> 0 GROUP BY 1, 2"
         )
         with _making:
-            if all(path.exists() for path in paths.values()):
-                return parquet_source(paths[by_post])
+            if all(files.exists(location, name) for name in names.values()):
+                return parquet_source(files.local_path(location, names[by_post]))
             cursor = self.materialize.snapshots.cursor().cursor()
-            partials = {side: directory / f".{path.name}.{uuid.uuid4().hex}.partial" for side, path in paths.items()}
+            scratch = files.scratch(location)
+            partials = {side: scratch / f".{name}.{uuid.uuid4().hex}.partial" for side, name in names.items()}
             try:
                 for side, order in ((False, f"{PRE}, {POST}"), (True, f"{POST}, {PRE}")):
                     source = f"({select})" if side is False else parquet_source(partials[False])
                     target = str(partials[side]).replace("'", "''")
                     cursor.execute(f"COPY (SELECT * FROM {source} ORDER BY {order}) TO '{target}' (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP})")
-                os.replace(partials[True], paths[True])
-                os.replace(partials[False], paths[False])
+                files.put(location, names[True], partials[True])  # uploaded when remote
+                files.put(location, names[False], partials[False])
             except (OSError, duckdb.IOException):
-                # a read-only version directory: aggregate on every request instead
+                # a read-only version directory or storage: aggregate on every request instead
                 return f"({select})"
             finally:
                 cursor.close()
                 for partial in partials.values():
                     partial.unlink(missing_ok=True)
-        return parquet_source(paths[by_post])
+        return parquet_source(files.local_path(location, names[by_post]))
 
     # -- cell types ------------------------------------------------------------------------------
     def cell_types(self, ws: Workspace, at: At, name: str, column: str) -> str:

@@ -11,6 +11,10 @@ lock file beside it (created exclusively, naming its process); a lock left by a 
 has stopped — or, where that cannot be told (another host), one not refreshed for
 ``STALE_AFTER`` — is taken over. Copies are written under a temporary name and renamed, so a
 reader never sees a partial file; a version deleted meanwhile ends the work quietly.
+
+A version on object storage (``VersionFiles``) gets its copies built from the cached file in a
+local staging directory and uploaded; processes on different hosts share no lock there, so two
+may build the same copy at the same time (each upload is whole, and the copies are equal).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from opencave.background import repeating
 from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.versions import STALE_AFTER, VersionRegistry, builder_gone, worker_name
 from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS, clustered_name, parquet_source
+from opencave.storage.version_files import VersionFiles, is_remote
 
 log = logging.getLogger(__name__)
 MEMORY_LIMIT = "1GB"  # DuckDB sorts within this and spills the rest beside the table
@@ -77,6 +82,36 @@ def ensure_clustered(
         _remove_leftovers(directory, file, columns)
         lock.unlink(missing_ok=True)
     return built
+
+
+def ensure_version_clustered(
+    files: VersionFiles, location: str, file: str, columns: Sequence[str], say: Callable[[str], None] | None = None
+) -> list[str]:
+    """``ensure_clustered`` for a version wherever its files are: in place when local; when
+    remote, built beside a cached copy of the file in a staging directory, then uploaded."""
+    if not is_remote(location):
+        return ensure_clustered(Path(location), file, columns, say)
+    missing = [c for c in columns if not files.exists(location, clustered_name(file, c))]
+    if not missing:
+        return []
+    work = files.staging(location)
+    try:
+        try:
+            source = files.local_path(location, file)
+            try:
+                os.link(source, work / file)
+            except OSError:
+                shutil.copyfile(source, work / file)
+        except FileNotFoundError:
+            log.info("version %s vanished before its copies were built; nothing left to do", location)
+            return []
+        built = ensure_clustered(work, file, missing, say)
+        for column in built:
+            name = clustered_name(file, column)
+            files.put(location, name, work / name)
+        return built
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _build(directory: Path, file: str, columns: list[str], built: list[str], say: Callable[[str], None]) -> None:
@@ -172,14 +207,14 @@ def heal(registry: VersionRegistry, say: Callable[[str], None] | None = None) ->
 
     One table's failure is logged and the others are still done."""
     count = 0
+    files = registry.files
     for version in registry.published():
-        directory = Path(version.location)
         for table in registry.tables(version, "table"):
             try:
                 columns = frozen_layout(table.schema).root_columns
-                if all((directory / clustered_name(table.file, c)).exists() for c in columns):
+                if all(files.exists(version.location, clustered_name(table.file, c)) for c in columns):
                     continue
-                count += len(ensure_clustered(directory, table.file, columns, say))
+                count += len(ensure_version_clustered(files, version.location, table.file, columns, say))
             except Exception:
                 log.exception(
                     "building the clustered copies of %s in version %s of %s failed", table.table_name, version.version, version.datastack

@@ -21,9 +21,11 @@ import pyarrow as pa
 
 from opencave.errors import BadRequest
 from opencave.services.materialize.layout import FrozenLayout, frozen_layout
+from opencave.services.materialize.manifest import write_version_manifest
 from opencave.services.materialize.roots import roots_of
 from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry, format_time
 from opencave.storage.snapshots import SnapshotEngine, parquet_source, write_frozen_table, write_parquet
+from opencave.storage.version_files import VersionFiles, is_remote
 
 if TYPE_CHECKING:
     from opencave.services.annotation import AnnotationService
@@ -33,6 +35,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+
+
+def discard_files(files: VersionFiles, location: str, staging: Path | None = None) -> None:
+    """Remove a discarded version's files and its staging directory; a storage that cannot be
+    reached is logged (the version is already unpublished, its files only take space)."""
+    try:
+        files.delete(location)
+    except Exception:  # noqa: BLE001 - whatever the storage library raises
+        log.warning("could not remove the files of the discarded version at %s", location, exc_info=True)
+    if staging is not None and is_remote(location):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def supervoxel_ids(rows: pa.Table, column: str) -> np.ndarray:
@@ -64,7 +77,7 @@ class Materializer:
         graphs: "GraphService",
         info: "InfoRegistry",
         views: "ViewRegistry",
-        version_root: Path,
+        version_root: str | Path,
         snapshots: SnapshotEngine,
     ) -> None:
         self.registry = registry
@@ -72,7 +85,7 @@ class Materializer:
         self.graphs = graphs
         self.info = info
         self.views = views
-        self.version_root = Path(version_root)
+        self.version_root = str(version_root)  # a directory or a URL (``VersionFiles``)
         self.snapshots = snapshots
 
     def create_version(
@@ -94,17 +107,22 @@ class Materializer:
         # the tables that existed at the moment, including those deleted since
         tables = self.annotations.tables_metadata(aligned_volume, timestamp=moment)
         self.annotations.settle(aligned_volume, [meta["table_name"] for meta in tables])
-        version = self.registry.begin(datastack, moment, expires_on, str(self.version_root))
-        directory = Path(version.location)
-        shutil.rmtree(directory, ignore_errors=True)  # leftovers of an earlier, discarded attempt
+        files = self.registry.files
+        version = self.registry.begin(datastack, moment, expires_on, self.version_root)
+        directory = files.staging(version.location)
         say(f"version {version.version} of {datastack} at {format_time(moment)}: {len(tables)} tables")
         try:
+            files.delete(version.location)  # leftovers of an earlier, discarded attempt
             with self.registry.keep_alive(version.id):
                 self._build(datastack, version, directory, moment, tables, aligned_volume, graph_table, index, say)
+                directory.mkdir(parents=True, exist_ok=True)
+                frozen = self.registry.tables(version, "table") + self.registry.tables(version, "view")
+                write_version_manifest(directory, version, frozen)
+                files.publish_directory(version.location, directory)  # uploads when remote
             self.registry.publish(version.id)
         except BaseException as error:
             self.registry.fail(version.id, f"{type(error).__name__}: {error}")
-            shutil.rmtree(directory, ignore_errors=True)
+            discard_files(files, version.location, directory)
             raise
         say(f"version {version.version} published")
         return self.registry.version(datastack, version.version)
@@ -198,7 +216,7 @@ class Materializer:
         discarded = []
         for version in self.registry.abandoned():
             self.registry.fail(version.id, "discarded: the process building it stopped before it was finished")
-            shutil.rmtree(version.location, ignore_errors=True)
+            discard_files(self.registry.files, version.location)
             log.warning("discarded unfinished version %s of %s", version.version, version.datastack)
             discarded.append(version.version)
         return discarded
@@ -213,7 +231,7 @@ class Materializer:
             for version in versions:
                 if version.expires_on is not None and version.expires_on <= now and version.version != newest:
                     self.registry.mark_expired(version.id)
-                    shutil.rmtree(version.location, ignore_errors=True)
+                    discard_files(self.registry.files, version.location)
                     dropped.append((datastack, version.version))
         return dropped
 

@@ -8,7 +8,6 @@ same rows. Nothing here knows about HTTP or HTML.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -139,7 +138,7 @@ def rows_page(service: MaterializeService, found: VersionTable, filters: list[Fi
     else:
         total = found.frozen.row_count
     offset = (page - 1) * page_size
-    start = None if filters or found.frozen.kind != "table" else _id_at(found, offset)
+    start = None if filters or found.frozen.kind != "table" else _id_at(service, found, offset)
     if start is None:
         answer = _answer(service, found, filters, Paging(offset=offset, limit=page_size))
     else:  # a deep page starts at its first id, found from the row groups, not by skipping rows
@@ -147,10 +146,10 @@ def rows_page(service: MaterializeService, found: VersionTable, filters: list[Fi
     return RowsPage(answer.table(), total, page, page_size, answer.warnings)
 
 
-def _id_at(found: VersionTable, offset: int) -> int | None:
+def _id_at(service: MaterializeService, found: VersionTable, offset: int) -> int | None:
     """The id of the row ``offset`` rows into a table's file, which holds its rows sorted by id:
     one row group's ids are read (None past the end)."""
-    metadata = pq.ParquetFile(Path(found.version.location) / found.frozen.file)
+    metadata = pq.ParquetFile(service.registry.files.local_path(found.version.location, found.frozen.file))
     for group in range(metadata.num_row_groups):
         rows = metadata.metadata.row_group(group).num_rows
         if offset < rows:

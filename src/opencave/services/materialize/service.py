@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opencave.errors import BadRequest, NotFound
@@ -106,13 +105,13 @@ class MaterializeService:
                 code="unknown_table" if kind == "table" else "unknown_view",
             )
         table = frozen[name]
-        directory = Path(found.location)
-        path = directory / table.file
+        files = self.registry.files  # local or remote (then cached here)
+        path = files.local_path(found.location, table.file)
         if kind == "table":
             layout = frozen_layout(table.schema)
             # copies may be built after the version is published: until then, the id-sorted file
-            copies = {c: directory / clustered_name(table.file, c) for c in layout.root_columns}
-            clustered = {c: parquet_source(copy) for c, copy in copies.items() if copy.exists()}
+            copies = [(c, clustered_name(table.file, c)) for c in layout.root_columns]
+            clustered = {c: parquet_source(files.local_path(found.location, copy)) for c, copy in copies if files.exists(found.location, copy)}
         else:
             import pyarrow.parquet as pq
 

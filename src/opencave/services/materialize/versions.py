@@ -28,6 +28,7 @@ from opencave.background import repeating
 from opencave.errors import Conflict, NotFound
 from opencave.storage.sql import reader
 from opencave.storage.tables import mat_version_tables, mat_versions
+from opencave.storage.version_files import VersionFiles
 
 AVAILABLE, RUNNING, FAILED, EXPIRED = "AVAILABLE", "RUNNING", "FAILED", "EXPIRED"
 STALE_AFTER = timedelta(minutes=2)  # a RUNNING version without a heartbeat for this long is abandoned
@@ -137,8 +138,11 @@ def _version(row: Any) -> Version:
 
 
 class VersionRegistry:
-    def __init__(self, engine: Engine) -> None:
+    """The versions in the SQL store; ``files`` reaches their files (local or remote)."""
+
+    def __init__(self, engine: Engine, files: VersionFiles | None = None) -> None:
         self.engine = engine
+        self.files = files or VersionFiles(Path("versions"), Path("."))
 
     # -- building ------------------------------------------------------------------------------
     def begin(self, datastack: str, time_stamp: datetime, expires_on: datetime | None, location_root: str) -> Version:

@@ -275,10 +275,13 @@ class VersionExporter:
         return found, [by_name[name] for name in wanted]
 
     def _source(self, version: Version, table: FrozenTable) -> Path:
-        path = Path(version.location) / table.file
-        if not path.is_file():
+        try:  # a remote version's file is fetched into the local cache
+            path: Path | None = self.registry.files.local_path(version.location, table.file)
+        except FileNotFoundError:
+            path = None
+        if path is None or not path.is_file():
             raise NotFound(
-                f"The file of {table.kind} {table.table_name!r} of version {version.version} of {version.datastack} is missing ({path}); the version cannot be exported.",
+                f"The file of {table.kind} {table.table_name!r} of version {version.version} of {version.datastack} is missing ({version.location}/{table.file}); the version cannot be exported.",
                 code="version_file_missing",
             )
         return path

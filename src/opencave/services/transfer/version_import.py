@@ -27,7 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencave.errors import BadRequest, Conflict, NotFound
-from opencave.services.materialize.clustering import ensure_clustered
+from opencave.services.materialize.clustering import ensure_version_clustered
+from opencave.services.materialize.manifest import write_version_manifest
+from opencave.services.materialize.materializer import discard_files
 from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry, format_time
 from opencave.services.schemas import get_schema
 from opencave.services.transfer.inputs import (
@@ -303,11 +305,11 @@ class Prepared:
 class VersionImporter:
     """``import_version``: a released version into the registry, checked completely first."""
 
-    def __init__(self, registry: VersionRegistry, info: Any, access: Any, version_root: Path, work_root: Path) -> None:
+    def __init__(self, registry: VersionRegistry, info: Any, access: Any, version_root: str | Path, work_root: Path) -> None:
         self.registry = registry
         self.info = info
         self.access = access
-        self.version_root = Path(version_root)
+        self.version_root = str(version_root)  # a directory or a URL (``VersionFiles``)
         self.work_root = Path(work_root)
 
     def import_version(
@@ -357,19 +359,18 @@ class VersionImporter:
             finally:
                 con.close()
             if cluster:
-                self._cluster(Path(published.location), prepared, say)
+                self._cluster(published.location, prepared, say)
             return published
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    @staticmethod
-    def _cluster(directory: Path, prepared: list[Prepared], say: Progress) -> None:
+    def _cluster(self, location: str, prepared: list[Prepared], say: Progress) -> None:
         """The copies of each table sorted by each root-id column, which queries for a few
         neurons read instead of the whole table."""
         for item in prepared:
             if item.table.kind == "table" and item.target.layout.root_columns:
                 say(f"clustering {item.table.name} by {', '.join(item.target.layout.root_columns)} for queries by root id")
-                ensure_clustered(directory, f"{item.table.name}.parquet", item.target.layout.root_columns, say)
+                ensure_version_clustered(self.registry.files, location, f"{item.table.name}.parquet", item.target.layout.root_columns, say)
 
     # -- steps --------------------------------------------------------------------------------------
     @staticmethod
@@ -492,18 +493,21 @@ class VersionImporter:
         say: Progress,
     ) -> Version:
         resolutions = {p.table.name: _resolution(p.table, voxel_resolution) for p in prepared}
-        version = self.registry.begin_numbered(datastack, number, moment, str(self.version_root))
-        directory = Path(version.location)
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True, exist_ok=True)
+        files = self.registry.files
+        version = self.registry.begin_numbered(datastack, number, moment, self.version_root)
+        directory = files.staging(version.location)  # the version's directory when local
         try:
+            files.delete(version.location)  # leftovers of an earlier, failed attempt
+            directory.mkdir(parents=True, exist_ok=True)
             with self.registry.keep_alive(version.id):
                 for item in prepared:
                     self._write_one(con, version, directory, item, aligned_volume, resolutions[item.table.name], moment, datastack, say)
+                write_version_manifest(directory, version, self.registry.tables(version, "table") + self.registry.tables(version, "view"))
+                files.publish_directory(version.location, directory)  # uploads when remote
             self.registry.publish(version.id)
         except BaseException as error:
             self.registry.fail(version.id, f"{type(error).__name__}: {error}")
-            shutil.rmtree(directory, ignore_errors=True)
+            discard_files(files, version.location, directory)
             raise
         say(f"version {number} of {datastack} is available (frozen at {format_time(moment)})")
         return self.registry.version(datastack, number)
