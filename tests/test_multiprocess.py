@@ -233,17 +233,35 @@ def test_annotation_tables_and_rows_through_one_process_are_seen_by_the_others(f
         pd.testing.assert_frame_equal(_live_rows(client, name), expected_live)
         assert float(expected_live.set_index("id").loc[new_id, "size"]) == 99.0
 
+    A.annotation.update_metadata(name, description="described again through A")
+    for client in (B, C):
+        assert client.annotation.get_table_metadata(name)["description"] == "described again through A"
+    assert A.annotation.delete_table(name) is True
+    for client in (B, C):
+        assert name not in client.annotation.get_tables()
+
 
 # -- auth -----------------------------------------------------------------------------------------
 def _user_cache(process, token: str) -> requests.Response:
     return requests.get(process.url + AUTH + "/user/cache", headers={"Authorization": f"Bearer {token}"})
 
 
-def test_revoked_token_is_refused_by_every_process_at_once(fleet):
+@pytest.fixture(scope="module")
+def store(fleet):
+    """The shared store opened in the test process, as an administration command opens it (the
+    same service calls, without starting a command per change)."""
+    from opencave.config import resolve_settings
+    from opencave.runtime import Runtime
+
+    runtime = Runtime.open(resolve_settings(str(fleet.root / "admin"), fleet.database))
+    yield runtime
+    runtime.close()
+
+
+def test_revoked_token_is_refused_by_every_process_at_once(fleet, store):
     A = fleet[0]
-    email = f"{unique('revoked')}@example.org"
-    A.cli("user", "add", email)
-    through_http, through_cli = A.new_token(email), A.new_token(email)
+    user = store.accounts.create_user(f"{unique('revoked')}@example.org", None)
+    through_http, through_cli = (store.tokens.create(user.id, description=d) for d in ("http", "cli"))
     for token in (through_http, through_cli):
         for process in fleet.processes:
             assert _user_cache(process, token).status_code == 200  # every process has cached the identity
@@ -261,30 +279,41 @@ def test_revoked_token_is_refused_by_every_process_at_once(fleet):
         assert _user_cache(process, through_cli).status_code == 401
 
 
-def test_granted_and_revoked_permissions_apply_on_every_process_at_once(fleet):
+def test_granted_and_revoked_permissions_apply_on_every_process_at_once(fleet, store):
     A = fleet[0]
     email, dataset, group, stack = f"{unique('member')}@example.org", unique("ds"), unique("team"), unique("stack")
-    A.cli("user", "add", email)
-    A.cli("dataset", "add", dataset)
-    A.cli("group", "add", group)
-    A.cli("group", "add-user", group, email)
-    A.cli("datastack", "add", stack, "--dataset", dataset, "--aligned-volume", AV, "--local-server", A.url)
-    token = A.new_token(email)
+    user = store.accounts.create_user(email, None)
+    store.access.create_dataset(dataset)
+    store.accounts.create_group(group)
+    store.accounts.add_member(group, email)
+    store.info.add_datastack(stack, AV, local_server=A.url)
+    store.access.map_resource("datastack", stack, dataset)
+    token = store.tokens.create(user.id)
     headers = {"Authorization": f"Bearer {token}"}
 
     def info(process) -> int:
         return requests.get(process.url + f"/info/api/v2/datastack/full/{stack}", headers=headers).status_code
 
     assert [info(p) for p in fleet.processes] == [403] * 3
-    A.cli("permission", "grant", group, dataset, "view")
-    assert [info(p) for p in fleet.processes[1:]] == [200] * 2
-    for process in fleet.processes[1:]:
+    A.cli("permission", "grant", group, dataset, "view")  # the administration command
+    assert [info(p) for p in fleet.processes] == [200] * 3
+    for process in fleet.processes:
         assert _user_cache(process, token).json()["permissions_v2"][dataset] == ["view"]
-    A.cli("permission", "revoke", group, dataset, "view")
-    assert [info(p) for p in fleet.processes[1:]] == [403] * 2
-    # Group membership counts the same way: a grant to the default group reaches the member too.
-    A.cli("permission", "grant", "default", dataset, "view")
-    assert [info(p) for p in fleet.processes[1:]] == [200] * 2
+    store.access.revoke(group, dataset, "view")
+    assert [info(p) for p in fleet.processes] == [403] * 3
+    store.access.grant(group, dataset, "view")
+    assert [info(p) for p in fleet.processes] == [200] * 3
+    store.accounts.remove_member(group, email)  # membership is a permission too
+    assert [info(p) for p in fleet.processes] == [403] * 3
+
+    # The datastack's record, cached by every process, changes everywhere at once.
+    admin = {"Authorization": f"Bearer {fleet.token}"}
+    full = f"/info/api/v2/datastack/full/{stack}"
+    for process in fleet.processes:  # each names its own address ({local_server}): no --public-url here
+        assert requests.get(process.url + full, headers=admin).json()["viewer_site"] == f"{process.url}/neuroglancer"
+    A.cli("datastack", "update", stack, "--viewer-site", "https://viewer.example.org")
+    for process in fleet.processes:
+        assert requests.get(process.url + full, headers=admin).json()["viewer_site"] == "https://viewer.example.org"
 
 
 # -- materialization ------------------------------------------------------------------------------
