@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from opencave.storage import version_files
-from opencave.storage.version_files import VersionFiles, is_remote, parse_size
+from opencave.errors import BadRequest
+from opencave.storage.version_files import VersionFiles, VersionStorageUnavailable, is_remote, parse_size
 from tests.support.object_store import object_store
 
 BUCKET = "files"
@@ -31,6 +32,26 @@ def test_sizes_and_locations():
     with pytest.raises(ValueError, match="not a size"):
         parse_size("12 parsecs")
     assert is_remote("s3://b/p") and is_remote("gs://b") and not is_remote("file:///tmp/x") and not is_remote("/tmp/x")
+
+
+def test_an_unknown_storage_is_refused_with_what_to_do(tmp_path):
+    with pytest.raises(BadRequest, match="nosuch") as refused:
+        VersionFiles("nosuch://bucket/versions", tmp_path)
+    assert refused.value.code == "versions_url_unusable"
+
+
+def test_storage_that_cannot_be_read_answers_503_not_a_crash(store, tmp_path, monkeypatch):
+    files = VersionFiles(f"s3://{BUCKET}/six", tmp_path)
+    store.filesystem().pipe(f"{BUCKET}/six/ds/v1/t.parquet", b"rows")
+
+    def down(*args, **kwargs):
+        raise ConnectionError("Could not connect to the endpoint URL")
+
+    monkeypatch.setattr(version_files._filesystem("s3"), "get_file", down)
+    with pytest.raises(VersionStorageUnavailable, match="Could not connect") as refused:
+        files.local_path(f"{files.root}/ds/v1", "t.parquet")
+    assert refused.value.status == 503
+    assert not list(tmp_path.rglob("*.partial-*")), "no partial download left"
 
 
 def test_a_local_directory_is_used_in_place(tmp_path):
@@ -156,8 +177,9 @@ def test_an_upload_failing_midway_leaves_no_files(store, tmp_path, monkeypatch):
 
     original = fs.put_file
     monkeypatch.setattr(fs, "put_file", failing)
-    with pytest.raises(PermissionError):
+    with pytest.raises(VersionStorageUnavailable, match="Access Denied") as refused:
         files.publish_directory(location, staging)
+    assert refused.value.status == 503 and "s3://files/five/ds/v1" in refused.value.message
     monkeypatch.setattr(fs, "put_file", original)
     assert len(uploads) == 1 and store.filesystem().exists(uploads[0]), "one file made it before the failure"
     discard_files(files, location, staging)

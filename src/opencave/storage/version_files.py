@@ -34,6 +34,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from opencave.errors import BadRequest, OpencaveError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 20 * 1024**3
@@ -55,6 +57,19 @@ def parse_size(text: str | int) -> int:
     if match is None or unit not in _UNITS:
         raise ValueError(f"{text!r} is not a size; write a number of bytes or e.g. 500MB, 20GiB")
     return int(float(match.group(1)) * _UNITS[unit])
+
+
+class VersionStorageUnavailable(OpencaveError):
+    """The object storage holding versions could not be read or written (down, denied, gone)."""
+
+    status, default_code = 503, "version_storage_unavailable"
+
+
+def _unavailable(action: str, where: str, error: Exception) -> VersionStorageUnavailable:
+    return VersionStorageUnavailable(
+        f"Could not {action} {where} ({type(error).__name__}: {error}); check that the storage is reachable, "
+        "the bucket exists and the credentials in the environment allow it."
+    )
 
 
 def is_remote(location: str) -> bool:
@@ -85,6 +100,8 @@ class VersionFiles:
         self.cache_bytes = int(cache_bytes)
         self._listings: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
+        if self.remote:
+            _check_protocol(self.root)
         if self.cache_dir.is_dir():  # the bound may have shrunk since the files were cached
             self._trim(keep=None)
 
@@ -109,7 +126,10 @@ class VersionFiles:
         if not is_remote(location):
             return
         for path in sorted(p for p in Path(staging).iterdir() if p.is_file() and _PARTIAL not in p.name):
-            self.put(location, path.name, path)
+            try:
+                self.put(location, path.name, path)
+            except OSError as error:  # s3fs and gcsfs raise OSError subclasses for refusals
+                raise _unavailable("upload the version's files to", location, error) from error
         shutil.rmtree(staging, ignore_errors=True)
 
     def scratch(self, location: str) -> Path:
@@ -165,6 +185,12 @@ class VersionFiles:
         try:
             _filesystem(_protocol(location)).get_file(f"{location}/{file}", str(partial))
             os.replace(partial, target)
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            if error.errno is not None and error.filename is not None:
+                raise  # the local disk (full, read-only): answered as such by storage/faults.py
+            raise _unavailable("read", f"{location}/{file}", error) from error
         finally:
             partial.unlink(missing_ok=True)
         self._trim(keep=target)
@@ -242,6 +268,19 @@ def _cache_files(directory: Path) -> list[tuple[Path, int, float]]:
     return out
 
 
+def _check_protocol(root: str) -> None:
+    """A clear refusal for a URL whose storage library is missing or unknown."""
+    import fsspec
+
+    try:
+        fsspec.get_filesystem_class(_protocol(root))
+    except (ImportError, ValueError) as error:
+        extra = {"s3": " (pip install opencave[s3])", "gs": " (pip install opencave[gcs])", "gcs": " (pip install opencave[gcs])"}
+        raise BadRequest(
+            f"--versions-url {root} cannot be used: {error}{extra.get(_protocol(root), '')}", code="versions_url_unusable"
+        ) from None
+
+
 def _protocol(location: str) -> str:
     return location.split("://", 1)[0]
 
@@ -253,4 +292,4 @@ def _cache_key(location: str) -> str:
     return "/".join([protocol, *parts])
 
 
-__all__ = ["DEFAULT_CACHE_BYTES", "VersionFiles", "is_remote", "parse_size"]
+__all__ = ["DEFAULT_CACHE_BYTES", "VersionFiles", "VersionStorageUnavailable", "is_remote", "parse_size"]
