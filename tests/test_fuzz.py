@@ -83,6 +83,7 @@ def _operations(server) -> list[tuple[str, str, dict]]:
 # CAVE's writing operations that take everything from the path and query string.
 BODYLESS_WRITES = {
     ("POST", "/schema/api/v2/types"),
+    ("POST", "/jobs/api/v1/jobs/{job_id}/cancel"),  # the job is named by the path
     *{("POST", f"/materialize/api/{v}/materialize/run/{kind}/datastack/{{datastack_name}}/{{table_name}}") for v in ("v2", "v3") for kind in ("lookup_svid", "ingest_annotations")},
 }
 SERVER = Path(opencave.__file__).parent / "server"

@@ -165,6 +165,9 @@ def cmd_serve(args) -> int:
     if args.viewer_site:
         os.environ["OPENCAVE_VIEWER_SITE"] = args.viewer_site
         settings = dataclasses.replace(settings, viewer_site=args.viewer_site)
+    if args.job_threads is not None:
+        os.environ["OPENCAVE_JOB_THREADS"] = str(max(0, args.job_threads))  # worker processes read it too
+        settings = dataclasses.replace(settings, job_threads=max(0, args.job_threads))
     runtime = Runtime.open(settings)
     first_run = runtime.initialise(with_demo=True)
     url = settings.server_url
@@ -464,12 +467,29 @@ def _materializing_runtime(args):
 def cmd_materialize_create(args) -> int:
     from datetime import datetime, timedelta, timezone
 
+    from opencave.services.jobs.kinds import CREATE_VERSION, moment_text
+
     runtime = _materializing_runtime(args)
     moment = _moment(args.timestamp)
     expires = (moment or datetime.now(timezone.utc)) + timedelta(days=args.expires_after) if args.expires_after else None
-    version = runtime.materializer.create_version(args.datastack, moment, expires, progress=lambda m: print(m, flush=True))
-    print(f"version {version.version} of {args.datastack} is available (frozen at {version.to_json()['time_stamp']})")
+    payload = {"datastack": args.datastack, "timestamp": moment_text(moment), "expires_on": moment_text(expires)}
+    version = _run_job(runtime, CREATE_VERSION, payload, args.queue)
+    if version is not None:
+        print(f"version {version['version']} of {args.datastack} is available (frozen at {version['time_stamp']})")
     return 0
+
+
+def _run_job(runtime, kind: str, payload: dict, queue_only: bool):
+    """Queue a job; unless ``queue_only``, run it here with its progress shown (a running worker
+    may take it first: then wait for it). Its result, or None when only queued."""
+    job = runtime.jobs.submit(kind, payload)
+    if queue_only:
+        print(f"queued job {job.id} ({kind}); follow it with `opencave jobs show {job.id}`")
+        return None
+    job = runtime.job_runner.run_now(job, progress=lambda m: print(m, flush=True))
+    if job.error is not None:
+        job.error.raise_()
+    return job.result
 
 
 def cmd_materialize_list(args) -> int:
@@ -510,12 +530,13 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def cmd_import_version(args) -> int:
+    from opencave.services.jobs.kinds import IMPORT_VERSION, moment_text
+
     runtime = _materializing_runtime(args)
-    version = runtime.imports.import_version(
-        args.datastack,
-        args.source,
+    source = str(Path(args.source).resolve()) if Path(args.source).exists() else args.source  # workers may run elsewhere
+    options = dict(
         version=args.version,
-        timestamp=_moment(args.timestamp),
+        timestamp=moment_text(_moment(args.timestamp)),
         schemas=_pairs(args.schema, "--schema"),
         voxel_resolution=args.voxel_resolution,
         tables=_names(args.tables),
@@ -523,8 +544,11 @@ def cmd_import_version(args) -> int:
         aligned_volume=args.aligned_volume,
         image_source=args.image_source,
         segmentation_source=args.segmentation_source,
-        progress=lambda m: print(m, flush=True),
     )
+    answer = _run_job(runtime, IMPORT_VERSION, {"datastack": args.datastack, "source": source, "options": options}, args.queue)
+    if answer is None:
+        return 0
+    version = runtime.materializer.registry.version(args.datastack, answer["version"])
     tables = runtime.materializer.registry.tables(version) + runtime.materializer.registry.tables(version, "view")
     print(f"imported version {version.version} of {args.datastack}: {len(tables)} tables and views, {sum(t.row_count for t in tables):,} rows")
     return 0
@@ -717,6 +741,63 @@ def cmd_cache_rm(args) -> int:
     return cli_rm(args)
 
 
+def cmd_worker(args) -> int:
+    """Run queued jobs until stopped (SIGTERM or Ctrl-C): a job still running then is taken up
+    again by another process."""
+    import signal
+
+    from opencave.services.jobs import JobRunner
+    from opencave.services.jobs.kinds import job_kinds
+
+    runtime = _runtime(args)
+    kinds = _names(args.kinds)
+    try:
+        runner = JobRunner(runtime.jobs, job_kinds(runtime), threads=args.threads, only=kinds)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop(0))
+    print(f"opencave worker: {args.threads} thread(s) running {', '.join(runner.handled)} jobs", flush=True)
+    try:
+        runner.serve_forever()
+    except KeyboardInterrupt:
+        runner.stop(0)
+    runtime.close()
+    return 0
+
+
+def cmd_jobs_ls(args) -> int:
+    runtime = _runtime(args)
+    rows = [
+        {
+            "id": job.id,
+            "kind": job.kind,
+            "status": job.status,
+            "created": job.created.strftime("%Y-%m-%d %H:%M:%S"),
+            "attempts": job.attempts,
+            "progress": (job.error.message if job.error else job.progress or "")[:60],
+        }
+        for job in runtime.jobs.list(status=args.status, kind=args.kind, limit=args.limit)
+    ]
+    _print_rows(rows)
+    return 0
+
+
+def cmd_jobs_show(args) -> int:
+    import json
+
+    runtime = _runtime(args)
+    print(json.dumps(runtime.jobs.get(args.job_id).to_json(), indent=2))
+    return 0
+
+
+def cmd_jobs_cancel(args) -> int:
+    runtime = _runtime(args)
+    job = runtime.jobs.cancel(args.job_id)
+    print(f"job {job.id} is {job.status}")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def _command(sub, name: str, func: Callable, help: str, storage: bool = True) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help, description=help)
@@ -742,6 +823,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--version-expires-after", type=float, metavar="DAYS", help="scheduled versions expire after this many days (default never)")
     serve.add_argument("--row-limit", type=int, help="cap query answers at this many rows (default: no cap; a cut answer says so)")
     serve.add_argument(
+        "--job-threads", type=int, default=None, metavar="N",
+        help="threads of each server process that run queued jobs (default 1; 0: leave them to `opencave worker`)",
+    )
+    serve.add_argument(
         "--cors-origins",
         help="web origins browsers may call the API from, comma-separated, or '' for none "
         "(default: $OPENCAVE_CORS_ORIGINS or '*': any, e.g. Neuroglancer on its own site)",
@@ -756,6 +841,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="Neuroglancer of the datastacks opencave creates, e.g. the demo's (default: $OPENCAVE_VIEWER_SITE "
         "or the bundled viewer, {local_server}/neuroglancer); change an existing one with `opencave datastack update`",
     )
+
+    worker = _command(top, "worker", cmd_worker, "run queued jobs (versions, imports, skeletons) beside the servers, over the same database")
+    worker.add_argument("--threads", type=int, default=1, help="jobs run at once (default 1)")
+    worker.add_argument("--kinds", help="only these kinds of job, comma-separated (default: all)")
+    jobs = top.add_parser("jobs", help="the queue of background jobs").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _command(jobs, "ls", cmd_jobs_ls, "list jobs, newest first")
+    p.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
+    p.add_argument("--kind")
+    p.add_argument("--limit", type=int, default=50)
+    p = _command(jobs, "show", cmd_jobs_show, "a job's arguments, progress, result or error")
+    p.add_argument("job_id", type=int)
+    p = _command(jobs, "cancel", cmd_jobs_cancel, "cancel a queued job")
+    p.add_argument("job_id", type=int)
 
     user = top.add_parser("user", help="user accounts").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _command(user, "add", cmd_user_add, "create a user (joins the 'default' group)")
@@ -861,6 +959,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datastack")
     p.add_argument("--timestamp", help="the moment to freeze (ISO 8601, default now); any past moment works")
     p.add_argument("--expires-after", type=float, metavar="DAYS", help="let the version expire this many days after its timestamp (default never)")
+    p.add_argument("--queue", action="store_true", help="only queue the job: a serving process or `opencave worker` builds it")
     p = _command(mat, "list", cmd_materialize_list, "list a datastack's versions")
     p.add_argument("datastack")
     _command(mat, "expire", cmd_materialize_expire, "drop the files of versions past their expiry")
@@ -882,6 +981,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aligned-volume", help="aligned volume of a new datastack (default: the datastack's name)")
     p.add_argument("--image-source", help="image source of a new aligned volume, e.g. precomputed://gs://…")
     p.add_argument("--segmentation-source", help="segmentation source of a new datastack (e.g. the deployment it came from)")
+    p.add_argument("--queue", action="store_true", help="only queue the job: a serving process or `opencave worker` runs it (the source must be reachable there)")
 
     p = _command(imp, "table", cmd_import_table, "import rows into a live annotation table (created when missing) from CSV, CSV.gz, Parquet, Feather or a static export")
     p.add_argument("datastack", help="the datastack whose aligned volume holds the table")

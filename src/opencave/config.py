@@ -39,6 +39,9 @@ class Settings:
     # Origins, besides this server's and its datastacks' viewer sites, that the login may hand a
     # token to (``/sticky_auth/api/v1/authorize?redirect=``); see docs/auth.md.
     redirect_origins: tuple[str, ...] = ()
+    # Threads of this process that run queued jobs (versions, imports, skeletons); 0 leaves them
+    # to `opencave worker` processes.
+    job_threads: int = 1
 
     @property
     def version_root(self) -> Path:
@@ -94,6 +97,7 @@ def resolve_settings(
         cors_origins=cors_origins(os.environ.get("OPENCAVE_CORS_ORIGINS", "*")),
         redirect_origins=cors_origins(os.environ.get("OPENCAVE_REDIRECT_ORIGINS", "")),
         viewer_site=os.environ.get("OPENCAVE_VIEWER_SITE") or BUNDLED_VIEWER_SITE,
+        job_threads=int(os.environ.get("OPENCAVE_JOB_THREADS") or 1),
     )
 
 

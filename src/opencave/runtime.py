@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, delete, select
@@ -16,6 +16,8 @@ from opencave.services.annotation import AnnotationService
 from opencave.services.auth import Access, Accounts, IdentityResolver, TokenStore
 from opencave.services.chunkedgraph.service import GraphService
 from opencave.services.info import InfoRegistry
+from opencave.services.jobs import JobQueue, JobRunner
+from opencave.services.jobs.kinds import job_kinds
 from opencave.services.l2cache.cache import L2Cache
 from opencave.services.materialize.clustering import heal
 from opencave.storage.version_files import VersionFiles
@@ -93,6 +95,8 @@ class Runtime:
     ngl_documents: DocumentStore
     secret_key: str
     background: BackgroundExecutor  # runs every background job of this process between start() and stop()
+    jobs: JobQueue  # queued work any process may run (versions, imports, skeletons)
+    job_runner: JobRunner = field(init=False)  # this process's claimers: settings.job_threads threads
 
     @classmethod
     def open(cls, settings: Settings) -> "Runtime":
@@ -111,6 +115,7 @@ class Runtime:
         registry = VersionRegistry(engine, VersionFiles(settings.versions_location, settings.data_dir, settings.versions_cache_bytes))
         views = ViewRegistry(engine)
         access = Access(engine)
+        jobs = JobQueue(engine)
         materialize = MaterializeService(registry, views, annotations, info, snapshots, settings.query_row_limit)
         background = BackgroundExecutor()
         l2cache = L2Cache(engine, background)
@@ -139,11 +144,13 @@ class Runtime:
             table_imports=TableImporter(annotations, info, settings.data_dir / "imports"),
             ingest=SegmentationIngest(graphs, access, info, materializer, settings.data_dir, settings.viewer_site),
             live=LiveQueries(materialize, graphs),
-            skeletons=SkeletonService(SkeletonStore(engine), info, graphs, l2cache, annotations, background),
+            skeletons=SkeletonService(SkeletonStore(engine), info, graphs, l2cache, annotations, jobs),
             ngl_documents=DocumentStore(engine),
             secret_key=secret_key,
             background=background,
+            jobs=jobs,
         )
+        runtime.job_runner = JobRunner(jobs, job_kinds(runtime), threads=settings.job_threads)
         # A build interrupted on another host is known only by its heartbeat going stale, which
         # may happen after this start: look again now and then while serving.
         def discard_abandoned() -> None:
@@ -253,15 +260,19 @@ class Runtime:
 
     def start(self) -> None:
         """Start background work: edit subscribers' jobs, remesh requests, queued skeletons,
-        missing clustered copies and any version schedule (a server's lifespan; administration commands do without)."""
+        missing clustered copies and any version schedule, and this process's job threads (a
+        server's lifespan; administration commands do without)."""
         self.background.start()
+        self.job_runner.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop background work, letting queued jobs finish for up to ``timeout`` seconds.
 
         Short on purpose: whatever is dropped (L2 attributes, meshes, queued skeletons) is made
         on demand by the first request that needs it, so a stopping server need not wait for it.
+        A queued job still running is taken up again by another process (or the next start).
         """
+        self.job_runner.stop(timeout)
         self.background.stop(timeout)
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -385,3 +387,35 @@ mat_views = Table(
     Column("live_compatible", Boolean, nullable=False, default=False),
     UniqueConstraint("datastack", "view_name", name="uq_mat_views_name"),
 )
+
+
+# --- background jobs ----------------------------------------------------------------------------
+# The queue of work done off the request path (versions, imports, skeletons, meshes): any process
+# running jobs (``opencave serve`` or ``opencave worker``) claims the oldest queued job of the
+# highest priority it handles, keeps its heartbeat fresh while it runs, and records the outcome.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON: the job's arguments
+    Column("status", String(16), nullable=False),  # queued | running | done | failed | cancelled
+    Column("priority", SmallInteger, nullable=False, default=0),
+    Column("submitted_by", String(64), nullable=True),  # user id, None for the server's own work
+    # Work that must not be queued twice (a datastack's scheduled version): one queued or running
+    # job per key, enforced by the partial unique index below.
+    Column("key", String(255), nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("started", DateTime(timezone=True), nullable=True),
+    Column("finished", DateTime(timezone=True), nullable=True),
+    Column("attempts", SmallInteger, nullable=False, default=0),
+    # While running: which process runs it and when it last showed life (see versions.worker_name).
+    Column("worker", String(200), nullable=True),
+    Column("heartbeat", DateTime(timezone=True), nullable=True),
+    Column("progress", Text, nullable=True),  # the latest progress message
+    Column("result", Text, nullable=True),  # JSON
+    Column("error", Text, nullable=True),
+    Index("ix_jobs_claim", "status", "priority", "id"),
+)
+_ACTIVE = "status IN ('queued', 'running')"
+Index("uq_jobs_active_key", jobs.c.key, unique=True, sqlite_where=text(_ACTIVE), postgresql_where=text(_ACTIVE))

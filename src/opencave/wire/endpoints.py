@@ -334,6 +334,19 @@ CONNECTIVITY = ServiceEndpoints(
     },
 )
 
+_JOBS_V1 = "{jobs_server_address}/jobs/api/v1"
+# opencave's queue of background work (no CAVE counterpart): versions, imports, skeletons
+JOBS = ServiceEndpoints(
+    server_key="jobs_server_address",
+    versions={
+        1: {
+            "jobs": _JOBS_V1 + "/jobs",
+            "job": _JOBS_V1 + "/jobs/{job_id}",
+            "cancel": _JOBS_V1 + "/jobs/{job_id}/cancel",
+        }
+    },
+)
+
 # URL prefixes whose other URLs this server does not provide; they answer 501. Under
 # ``/volumes`` only the watershed (``/volumes/{table_id}/ws/...``) exists: no image volume is
 # generated.

@@ -21,6 +21,7 @@ from opencave.errors import BadRequest, Forbidden, NotFound, NotImplementedYet
 from opencave.server.params import ARROW_STREAM, CODES, Flag, Moment, Name, invalid, media_answers
 from opencave.server.security import current_context, runtime_of
 from opencave.services.auth import AuthContext
+from opencave.services.jobs.kinds import CREATE_VERSION, moment_text
 from opencave.services.materialize.answers import Answer, json_records
 from opencave.services.materialize.requests import QueryOptions
 from opencave.wire import arrow_ipc
@@ -423,9 +424,12 @@ async def create_version(
     datastack_name: Datastack,
     request: Request,
     body: Annotated[CreateVersionBody | None, Body()] = None,
+    wait_s: Annotated[float, Query(ge=0, le=3600, description="seconds to wait for the version before answering 202 with its job")] = 600,
     context: AuthContext = Depends(current_context),
-) -> dict:
-    """Create a version now (or at ``timestamp``); needs admin on the datastack's dataset."""
+) -> Any:
+    """Create a version now (or at ``timestamp``); needs admin on the datastack's dataset. The
+    work is a queued job (any process running jobs builds it); the answer is the version once it
+    is published, or 202 with the job to follow when that takes longer than ``wait_s``."""
     runtime = runtime_of(request)
     dataset = runtime.identities.require(context, "view", NAMESPACE, datastack_name)
     identity = context.identity
@@ -439,8 +443,19 @@ async def create_version(
             expires = (moment or datetime.now(timezone.utc)) + timedelta(days=body.days_to_expire)
         except OverflowError:
             raise BadRequest("timestamp + days_to_expire is past the year 9999.", code="bad_body") from None
-    version = await run_in_threadpool(runtime.materializer.create_version, datastack_name, moment, expires)
-    return version.to_json()
+    job = await run_in_threadpool(
+        runtime.jobs.submit,
+        CREATE_VERSION,
+        {"datastack": datastack_name, "timestamp": moment_text(moment), "expires_on": moment_text(expires)},
+        submitted_by=str(identity.id),
+    )
+    runtime.job_runner.poke()
+    job = await runtime.job_runner.ended(job.id, wait_s)
+    if not job.done:
+        return JSONResponse({"job": job.to_json(), "message": f"The version is being built; follow it at /jobs/api/v1/jobs/{job.id}."}, status_code=202)
+    if job.error is not None:
+        job.error.raise_()
+    return job.result
 
 
 @router.api_route(route_path(V3["neuroglancer_annotation_path"]) + "/{rest:path}", methods=["GET"], include_in_schema=False)

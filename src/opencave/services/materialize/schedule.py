@@ -1,8 +1,9 @@
 """An optional schedule: create a version of every datastack at a fixed interval.
 
-A periodic job of the runtime's background executor. With several server processes over one
-database, each schedule first checks the newest version's age, so versions are not created
-twice per period.
+A periodic job of the runtime's background executor that queues a version job when one is due
+(any process running jobs builds it). With several server processes over one database, each
+schedule first checks the newest version's age, and a datastack has at most one scheduled
+version queued or running (the job's key), so versions are not created twice per period.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
+
+from opencave.services.jobs.kinds import CREATE_VERSION, moment_text
 
 if TYPE_CHECKING:
     from opencave.runtime import Runtime
@@ -29,10 +32,11 @@ def run_once(runtime: "Runtime", every: timedelta, expires_after_days: float | N
         if not due(runtime, datastack, every, now):
             continue
         expires = now + timedelta(days=expires_after_days) if expires_after_days else None
+        payload = {"datastack": datastack, "timestamp": moment_text(now), "expires_on": moment_text(expires)}
         try:
-            runtime.materializer.create_version(datastack, now, expires, progress=log.info)
+            runtime.jobs.submit(CREATE_VERSION, payload, key=f"scheduled-version:{datastack}")
         except Exception:  # one datastack's failure must not stop the others or the schedule
-            log.exception("scheduled materialization of %s failed", datastack)
+            log.exception("queueing the scheduled version of %s failed", datastack)
     runtime.materializer.expire(now)
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
-from opencave.background import BackgroundExecutor
 from opencave.errors import BadRequest, Forbidden, NotFound
+from opencave.services.jobs.queue import JobQueue
 from opencave.services.annotation import AnnotationService
 from opencave.services.annotation.service import GRAPHENE
 from opencave.services.chunkedgraph.service import GraphHandle, GraphService
@@ -37,8 +38,7 @@ MAX_CACHED_BULK = 500
 MAX_ASYNC_BULK = 10000
 ANSWER_CACHE_BYTES = 64 * 1024 * 1024
 SKELETON_CACHE_ENTRIES = 256
-BACKGROUND_WORKERS = 2  # executor tasks making queued skeletons at once
-MAX_BACKLOG = 10 * MAX_ASYNC_BULK
+GENERATE_JOB = "skeleton.generate"  # the queued job that makes skeletons asked for asynchronously
 
 
 class _AnswerCache:
@@ -80,10 +80,10 @@ class SkeletonService:
         graphs: GraphService,
         l2cache: L2Cache,
         annotations: AnnotationService,
-        background: BackgroundExecutor,
+        jobs: JobQueue,
     ) -> None:
         self.store = store
-        self.background = background
+        self.jobs = jobs
         self.info = info
         self.graphs = graphs
         self.l2cache = l2cache
@@ -92,9 +92,6 @@ class SkeletonService:
         self._skeletons: OrderedDict[tuple[str, int], Skeleton] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, int], threading.Lock] = {}
-        self._pending: set[tuple[str, int]] = set()  # queued or being made in the background
-        self._backlog: deque[tuple[str, int]] = deque()
-        self._drainers = 0
         self._seconds_per_skeleton = 0.2  # running estimate for gen_skeletons answers
 
     # -- datastack and ids -------------------------------------------------------------------------
@@ -214,68 +211,40 @@ class SkeletonService:
 
     # -- bulk and background -------------------------------------------------------------------------------
     def _generate_later(self, datastack: str, root_ids: list[int]) -> int:
-        """Queue generation of the roots not stored, pending or refused; returns how many."""
+        """Queue one job making the roots not stored or refused (any process running jobs takes
+        it); returns how many it holds."""
         handle = self.graph_of(datastack)
         stored = self.store.existing(datastack, root_ids)
         refused = self.store.refused(datastack, root_ids)
-        queued = 0
-        for root_id in root_ids:
-            key = (datastack, root_id)
-            if root_id in stored or root_id in refused or check_root(handle.index, root_id) != RootCheck.OK:
-                continue
-            with self._lock:
-                if key in self._pending or len(self._backlog) >= MAX_BACKLOG:
-                    continue
-                self._pending.add(key)
-                self._backlog.append(key)
-            queued += 1
-        if queued:
-            self._add_drainers()
-        return queued
+        wanted = [
+            root_id
+            for root_id in dict.fromkeys(root_ids)
+            if root_id not in stored and root_id not in refused and check_root(handle.index, root_id) == RootCheck.OK
+        ]
+        if wanted:
+            # one root per key: asking again for a skeleton already queued adds nothing
+            key = f"skeleton:{datastack}:{wanted[0]}" if len(wanted) == 1 else None
+            self.jobs.submit(GENERATE_JOB, {"datastack": datastack, "root_ids": wanted}, priority=-1, key=key)
+        return len(wanted)
 
-    def _add_drainers(self) -> None:
-        """Tasks on the runtime's executor that make the backlog's skeletons, at most
-        ``BACKGROUND_WORKERS`` at once so skeletons leave room for other background work. If
-        none can run, the backlog is dropped: asking for a skeleton makes it anyway."""
-        while True:
-            with self._lock:
-                if self._drainers >= BACKGROUND_WORKERS or len(self._backlog) <= self._drainers:
-                    return
-                self._drainers += 1
-            if not self.background.submit("skeletons", self._drain, self._drainer_dropped):
-                return
-
-    def _drainer_dropped(self) -> None:
-        with self._lock:
-            self._drainers -= 1
-            if self._drainers == 0:
-                self._pending.difference_update(self._backlog)
-                self._backlog.clear()
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._backlog:
-                    self._drainers -= 1
-                    return
-                datastack, root_id = self._backlog.popleft()
-            self._generate_one(datastack, root_id)
-
-    def _generate_one(self, datastack: str, root_id: int) -> None:
-        try:
-            self.skeleton(datastack, root_id)
-        except Exception:  # logged; a later request retries and reports the error itself
-            log.exception("background skeleton of %s in %s failed", root_id, datastack)
-        finally:
-            with self._lock:
-                self._pending.discard((datastack, root_id))
+    def generate(self, datastack: str, root_ids: list[int], progress: Callable[[str], None]) -> dict[str, int]:
+        """Make the skeletons of ``root_ids`` (the queued job's work); a root that fails is
+        logged and left for a later request, which reports the error itself."""
+        made = failed = 0
+        for number, root_id in enumerate(root_ids, 1):
+            try:
+                self.skeleton(datastack, root_id)
+                made += 1
+            except Exception:
+                failed += 1
+                log.exception("queued skeleton of %s in %s failed", root_id, datastack)
+            progress(f"{number:,}/{len(root_ids):,} skeletons of {datastack}")
+        return {"made": made, "failed": failed}
 
     def generate_async(self, datastack: str, root_ids: list[int]) -> float:
-        """Start generating skeletons in the background; an estimate of the seconds it takes."""
+        """Queue skeletons to be made off the request path; an estimate of the seconds it takes."""
         queued = self._generate_later(datastack, root_ids)
-        with self._lock:
-            backlog = len(self._pending)
-        return float(round(max(queued, backlog) * self._seconds_per_skeleton / BACKGROUND_WORKERS, 3))
+        return float(round(queued * self._seconds_per_skeleton, 3))
 
     def bulk(self, datastack: str, root_ids: list[int], version: int, fmt: str, generate_missing: bool) -> dict[str, str]:
         """``{rid: hex}`` with sentinels: missing ones are made now, or queued and marked "async"."""

@@ -1,0 +1,175 @@
+"""Runs queued jobs: the loop of ``opencave worker`` and of a serving process's job threads.
+
+A handler is a function of the job's arguments and a progress callback that returns a JSON-able
+result. One code path runs every job: threads claim jobs from the queue (any process, any
+number), or a command claims the job it has just submitted and runs it in its own thread
+(``run_now``: the command line's imports and versions, with progress shown as they go).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from opencave.background import repeating
+from opencave.services.jobs.queue import Job, JobError, JobQueue
+from opencave.services.materialize.versions import worker_name
+
+log = logging.getLogger("opencave.jobs")
+
+Progress = Callable[[str], None]
+Handler = Callable[[dict[str, Any], Progress], Any]
+
+HEARTBEAT_S = 15.0
+IDLE_POLL_S = 0.5
+ABANDONED_CHECK_S = 30.0
+PROGRESS_EVERY_S = 1.0  # progress messages are written at most this often (the latest wins)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    handler: Handler
+    description: str
+
+
+class JobRunner:
+    """Claims and runs jobs of the kinds it knows, on ``threads`` daemon threads."""
+
+    def __init__(self, queue: JobQueue, kinds: Iterable[JobKind], threads: int = 1, only: Iterable[str] | None = None) -> None:
+        self.queue = queue
+        self.kinds = {kind.name: kind for kind in kinds}
+        unknown = set(only or ()) - set(self.kinds)
+        if unknown:
+            raise ValueError(f"unknown job kinds {sorted(unknown)}; known: {sorted(self.kinds)}")
+        self.handled = sorted(only) if only else sorted(self.kinds)
+        self.threads = threads
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._last_abandoned_check = 0.0
+        self._check_lock = threading.Lock()
+
+    # -- running ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._workers or self.threads <= 0:
+            return
+        self._stop.clear()
+        for number in range(self.threads):
+            thread = threading.Thread(target=self._loop, name=f"opencave-job-{number}", daemon=True)
+            thread.start()
+            self._workers.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; wait up to ``timeout`` for running jobs. A job still running when the
+        process exits is queued again by the next process that looks (its worker is gone)."""
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._workers = []
+
+    def poke(self) -> None:
+        """A job was just queued here: look at once instead of at the next poll."""
+        self._wake.set()
+
+    def serve_forever(self) -> None:
+        """Run until ``stop`` (``opencave worker``)."""
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._check_abandoned()
+                if self.run_one() is None:
+                    self._wake.wait(IDLE_POLL_S)
+                    self._wake.clear()
+            except Exception:  # the database may be away for a moment; never let the thread die
+                log.exception("job loop failed; retrying")
+                self._stop.wait(IDLE_POLL_S * 4)
+
+    def _check_abandoned(self) -> None:
+        now = time.monotonic()
+        if now - self._last_abandoned_check < ABANDONED_CHECK_S or not self._check_lock.acquire(blocking=False):
+            return
+        try:
+            self._last_abandoned_check = now
+            for job_id in self.queue.requeue_abandoned():
+                log.warning("job %s: its process stopped; queued again (or failed after too many starts)", job_id)
+        finally:
+            self._check_lock.release()
+
+    def run_one(self, job_id: int | None = None, progress: Progress | None = None) -> Job | None:
+        """Claim one job (``job_id`` if given and still queued) and run it here; the job as it
+        ended, or None when there was nothing to claim."""
+        worker = worker_name()
+        job = self.queue.claim(self.handled if job_id is None else list(self.kinds), worker, job_id)
+        if job is None:
+            return None
+        return self._run(job, worker, progress)
+
+    def run_now(self, job: Job, progress: Progress | None = None) -> Job:
+        """Run a job just submitted in this thread, unless another process claimed it first;
+        either way, wait for its end and return it."""
+        ended = self.run_one(job.id, progress)
+        return ended if ended is not None else self.wait(job.id)
+
+    def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.25) -> Job:
+        """The job once it has ended (or as it is when ``timeout`` passes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.queue.get(job_id)
+            if job.done or (deadline is not None and time.monotonic() >= deadline):
+                return job
+            time.sleep(poll)
+
+    async def ended(self, job_id: int, timeout: float) -> Job:
+        """``wait`` for an event loop: the job once it has ended, or as it is after ``timeout``
+        (polled, quickly at first, then every half second)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            job = await asyncio.to_thread(self.queue.get, job_id)
+            if job.done or time.monotonic() >= deadline:
+                return job
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def _run(self, job: Job, worker: str, progress: Progress | None) -> Job:
+        kind = self.kinds[job.kind]
+        latest: list[str | None] = [None]
+        written = [0.0]
+
+        def say(message: str) -> None:
+            if progress is not None:
+                progress(message)
+            latest[0] = message
+            if time.monotonic() - written[0] >= PROGRESS_EVERY_S:
+                written[0] = time.monotonic()
+                self.queue.heartbeat(job.id, worker, message)
+
+        log.info("job %s (%s) started", job.id, job.kind)
+        try:
+            with repeating(HEARTBEAT_S, lambda: self.queue.heartbeat(job.id, worker, latest[0]), f"job {job.id} heartbeat"):
+                result = kind.handler(job.payload, say)
+        except BaseException as error:  # recorded, then re-raised only for interpreter exits
+            self.queue.fail(job.id, worker, JobError.of(error))
+            log.log(logging.INFO if isinstance(error, Exception) and JobError.of(error).status < 500 else logging.ERROR,
+                    "job %s (%s) failed: %s", job.id, job.kind, error, exc_info=JobError.of(error).status >= 500)
+            if not isinstance(error, Exception):
+                raise
+        else:
+            self.queue.finish(job.id, worker, result)
+            log.info("job %s (%s) done", job.id, job.kind)
+        return self.queue.get(job.id)
