@@ -208,15 +208,19 @@ class GraphService:
         with handle.sync_lock:
             index = handle.index
             start = index.seq + 1
-            nodes = conn.execute(
-                select(cg_nodes.c.op_id, cg_nodes.c.node_id, cg_nodes.c.children)
-                .where(cg_nodes.c.table_id == handle.table_id, cg_nodes.c.op_id >= start)
-                .order_by(cg_nodes.c.op_id, cg_nodes.c.node_id)
-            ).all()
+            # The log first, then the nodes of exactly those operations: each statement may see
+            # later commits of other processes (PostgreSQL, read committed), and an operation
+            # read without its nodes would leave them out of the index for good.
             operations = conn.execute(
                 select(cg_operations)
                 .where(cg_operations.c.table_id == handle.table_id, cg_operations.c.op_id >= max(start, 1))
                 .order_by(cg_operations.c.op_id)
+            ).all()
+            last = int(operations[-1].op_id) if operations else max(start - 1, 0)
+            nodes = conn.execute(
+                select(cg_nodes.c.op_id, cg_nodes.c.node_id, cg_nodes.c.children)
+                .where(cg_nodes.c.table_id == handle.table_id, cg_nodes.c.op_id >= start, cg_nodes.c.op_id <= last)
+                .order_by(cg_nodes.c.op_id, cg_nodes.c.node_id)
             ).all()
             by_op: dict[int, list[Any]] = {}
             for row in nodes:
