@@ -52,7 +52,9 @@ def main() -> int:
                 print(result.table())
                 for error in result.errors[:5]:
                     print("  error:", error)
-                failed |= bool(result.errors)
+                logged = fleet.logged_errors()
+                print(f"tracebacks in the server logs so far: {logged}")
+                failed |= bool(result.errors) or logged > 0
         finally:
             fleet.stop()
     return 1 if failed else 0

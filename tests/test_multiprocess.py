@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from scipy.sparse.csgraph import connected_components
 
 from tests.support.demo import DemoWorld, demo_world
 from tests.support.fleet import start_fleet
+from tests.support.http import no_unhandled_errors
 from tests.support.load import prepare, run_load
 from tests.support.materialize import DS, caveclient_for, create_version
 
@@ -47,6 +49,16 @@ def fleet(tmp_path_factory, database_for):
     fleet = start_fleet(tmp_path_factory.mktemp("fleet"), database_for("postgresql"), count=3)
     yield fleet
     fleet.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(fleet):
+    """No process may log a traceback during a test (a 500, or failed background work after
+    an edit)."""
+    with ExitStack() as stack:
+        for process in list(fleet.processes):
+            stack.enter_context(no_unhandled_errors(process))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +194,43 @@ def test_concurrent_edits_of_one_object_are_serialized(fleet, world, neuron_pair
     labels, operations = graph_from_log(sessions[1], fleet[1].url, world)
     assert set(applied) <= set(range(1, operations + 1)), "an acknowledged edit is not in the log"
     assert same_partition(labels, answers[0]), "the graph differs from the log's edits applied in order"
+
+
+def test_catching_up_while_another_process_commits_misses_nothing(fleet, store, world, neuron_pairs):
+    """This test process's graph index catches up while A commits an edit between the catch-up's
+    two reads (the log and the nodes): the edit is either left for the next catch-up or applied
+    with every node it made, never applied without its nodes."""
+    from sqlalchemy import Engine, event
+
+    sv_a, sv_b = next(neuron_pairs)
+    handle = store.graphs.graph("opencave_demo")
+    session = fleet.session()
+    committed: list[dict] = []
+
+    def commit_in_between(conn, cursor, statement, *args) -> None:
+        if committed or "cg_graphs" in statement or not ("FROM cg_nodes" in statement or "FROM cg_operations" in statement):
+            return
+        r = session.post(fleet[0].url + CG + "/merge", json=[[sv_a, 0, 0, 0], [sv_b, 0, 0, 0]])
+        assert r.status_code == 200, r.text
+        committed.append(r.json())
+
+    merged = session.post(fleet[0].url + CG + "/merge", json=[[sv_a, 0, 0, 0], [sv_b, 0, 0, 0]])
+    assert merged.status_code == 200, merged.text  # the index is one operation behind now
+    split = {"sources": [[sv_a, 0, 0, 0]], "sinks": [[sv_b, 0, 0, 0]]}
+    assert session.post(fleet[0].url + CG + "/split", json=split, params={"mincut": "False"}).status_code == 200
+    event.listen(Engine, "after_cursor_execute", commit_in_between)
+    try:
+        store.graphs.refresh(handle)
+    finally:
+        event.remove(Engine, "after_cursor_execute", commit_in_between)
+    assert committed, "the catch-up read neither the log nor the nodes"
+    store.graphs.refresh(handle)
+    index = handle.index
+    [root] = committed[0]["new_root_ids"]
+    assert (index.node_index(np.array([root], dtype=np.uint64)) >= 0).all(), "the edit's new root is missing from the index"
+    svs = np.array([sv_a, sv_b], dtype=np.uint64)
+    assert index.ids_of(index.root_now[index.sv_index(svs)]).tolist() == [root, root]
+    assert roots(session, fleet[1].url, svs).tolist() == [root, root]
 
 
 # -- annotations ----------------------------------------------------------------------------------

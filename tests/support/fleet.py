@@ -65,6 +65,10 @@ class Fleet:
         self.processes[index] = self.process(index, port=old.port).start(timeout=timeout)
         return self.processes[index]
 
+    def logged_errors(self) -> int:
+        """Tracebacks in the processes' logs (failed requests or background work)."""
+        return sum(p.log_path.read_text(errors="replace").count("Traceback") for p in self.processes)
+
     def session(self, token: str | None = None) -> requests.Session:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {token or self.token}"
