@@ -14,6 +14,7 @@ import requests
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from opencave.wire.json_chunks import json_chunks
 from tests.support.demo import demo_world
 from tests.support.server import ServerProcess
 from tests.support.volumes import graphene_volume
@@ -93,6 +94,25 @@ def test_malformed_bodies_and_sizes(http, world):
     _error(http("GET", f"{T}/operation_details", params={"operation_ids": "[999999]"}), 404, "operation")
     _error(http("POST", f"{T}/undo", json={"operation_id": 999999}), 400, "does not exist")
     _error(http("POST", "/l2cache/api/v1/table/opencave_demo/attributes", json={"l2_ids": [1]}, params={"attribute_names": "volume"}), 400, "unknown")
+
+
+def test_leaves_answer_raw_ids_when_asked(http, world):
+    """``Accept: application/octet-stream`` gets little-endian uint64 ids; otherwise the same
+    ids come as JSON, byte for byte the text of the streaming encoder (and as strings)."""
+    root = int(_roots(http, world.soma_supervoxels[:1])[0])
+    url = f"{T}/node/{root}/leaves"
+    answer = http("GET", url)
+    assert answer.headers["content-type"].startswith("application/json")
+    ids = np.array(answer.json()["leaf_ids"], dtype=np.uint64)
+    assert ids.size > 1 and answer.content == b"".join(json_chunks({"leaf_ids": ids}))
+    raw = http("GET", url, headers={"Accept": "application/octet-stream, application/json;q=0.9"})
+    assert raw.headers["content-type"] == "application/octet-stream"
+    assert np.array_equal(np.frombuffer(raw.content, dtype="<u8"), ids)
+    as_str = http("GET", url, params={"int64_as_str": True}).json()["leaf_ids"]
+    assert as_str == [str(i) for i in ids.tolist()]
+    l2 = http("GET", url, params={"stop_layer": 2}, headers={"Accept": "application/octet-stream"})
+    assert 0 < len(l2.content) // 8 <= ids.size
+    assert http("GET", url, headers={"Accept": "application/json, application/octet-stream"}).content == answer.content
 
 
 def test_invalid_edits(http, world):

@@ -201,3 +201,85 @@ def _check_cut_is_minimal(model, operation, ts, index) -> None:
     component = nx.node_connected_component(graph, source)
     value = nx.minimum_cut_value(graph.subgraph(component), source, sink)
     assert sum(max(1, int(affinity[e] * 1_000_000)) for e in removed) == value
+
+
+def test_work_after_an_edit_waits_for_edits_to_pause(store):
+    """Subscribers' queued work starts once no edit has run for the quiet period, and waits at
+    most its limit while an edit is still being made."""
+    import threading
+    import time
+
+    engine, worlds = store
+    table = f"quiet_{next(_counter)}"
+    service = GraphService(engine)
+    handle = service.create_graph(table, make_tiny_world(worlds / table, 3), BASE)
+    index = handle.index
+    seen = []
+    service.subscribe(seen.append)
+    assert service.wait_for_quiet(quiet_s=5.0) < 0.5, "no edit has run yet"
+
+    roots = index.root_now
+    a = 0
+    b = int(np.flatnonzero(roots != roots[a])[0])
+    sv = index.node_id.view()
+    service.commit(handle, lambda ix: edits.plan_merge(ix, int(sv[a]), int(sv[b]), {}), "7", BASE + 10)
+    committed = time.monotonic()
+    waited = seen[-1].wait_for_quiet()  # the subscriber's handle on the same rule
+    assert 0.0 < waited and time.monotonic() - committed >= 0.25
+
+    release = threading.Event()
+
+    def slow_plan(ix):
+        release.wait(10)
+        return edits.plan_undo_redo(ix, 1, redo=False)
+
+    editor = threading.Thread(target=service.commit, args=(handle, slow_plan, "7", BASE + 20))
+    editor.start()
+    try:
+        time.sleep(0.05)
+        start = time.monotonic()
+        service.wait_for_quiet(quiet_s=0.05, max_wait_s=0.4)
+        assert 0.35 <= time.monotonic() - start < 2.0, "an edit in progress holds the work back, up to the limit"
+    finally:
+        release.set()
+        editor.join()
+    assert index.seq == 2 and len(seen) == 2
+
+
+def test_an_edit_keeps_every_unchanged_node(store):
+    """An edit makes new nodes only where children changed: no new node has the layer and
+    children of a current node, and as many nodes are kept as a rebuild from scratch would
+    have made again."""
+    from opencave.services.chunkedgraph.hierarchy import build_hierarchy
+
+    engine, worlds = store
+    table = f"reuse_{next(_counter)}"
+    handle = GraphService(engine).create_graph(table, make_tiny_world(worlds / table, 11, chunks=(4, 4, 2)), BASE)
+    index = handle.index
+    roots, sizes = np.unique(index.root_now, return_counts=True)
+    big = roots[np.argsort(-sizes)[:2]]
+    a, b = (int(np.flatnonzero(index.root_now == r)[0]) for r in big)
+    sv = index.node_id.view()
+    plan = edits.plan_merge(index, int(sv[a]), int(sv[b]), {})
+
+    current = set()
+    frontier = np.unique(index.root_now)
+    while frontier.size:
+        kids, owner = index.children_of(frontier)
+        for node, members in zip(frontier.tolist(), np.split(kids, np.cumsum(np.bincount(owner, minlength=frontier.size))[:-1])):
+            current.add((int(index.node_layer.view()[node]), frozenset(index.ids_of(members).tolist())))
+        frontier = kids[index.node_layer.view()[kids] >= 2]
+    built = plan.built
+    new = [
+        (int(layer), frozenset(built.child_ids[built.child_ptr[i] : built.child_ptr[i + 1]].tolist()))
+        for i, layer in enumerate(built.layers.tolist())
+    ]
+    assert not set(new) & current, "a new node repeats a current one"
+    assert built.reused > 0
+
+    svs = np.sort(index.leaf_indices(np.unique(index.root_now[[a, b]])))
+    edges = index.internal_edges(svs, index.seq)
+    ea = np.searchsorted(svs, np.concatenate((index.edge_a.view()[edges], [min(a, b)])))
+    eb = np.searchsorted(svs, np.concatenate((index.edge_b.view()[edges], [max(a, b)])))
+    scratch = build_hierarchy(sv[svs], index.sv_chunk_coords(svs), ea, eb, index.n_layers, index.allocate)
+    assert built.reused + built.node_ids.size == scratch.node_ids.size

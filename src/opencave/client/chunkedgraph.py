@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 IntArrayLike = int | np.integer | np.ndarray | pd.Series | pd.Index | list[int]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+BINARY_ANSWER = {"Accept": "application/octet-stream, application/json;q=0.9"}
 # Root timestamps with ``latest``/``timestamp`` need a server that understands them.
 ROOT_TIMESTAMP_CONSTRAINT = ["<2,>=1.25.0", "<3,>=2.17.0", "<4,>=3.0.4"]
 # The default lower bound of ``is_valid_nodes``: before any CAVE segmentation existed.
@@ -292,7 +293,11 @@ class ChunkedGraphClient(ServiceClient):
         chunkedgraph voxels."""
         params = self._leaves_params(bounds, stop_layer)
         url = self._url("leaves_from_root", root_id=root_id)
-        return np.int64(handle_response(self.session.get(url, params=params))["leaf_ids"])
+        # opencave servers answer raw ids when asked (no JSON to make and parse); others, JSON.
+        response = handle_response(self.session.get(url, params=params, headers=BINARY_ANSWER), as_json=False)
+        if response.headers.get("Content-Type", "").startswith("application/octet-stream"):
+            return np.frombuffer(response.content, dtype="<u8").astype(np.int64)
+        return np.int64(response.json()["leaf_ids"])
 
     def get_leaves_many(
         self, root_ids: IntArrayLike, bounds: Any = None, stop_layer: int | None = None

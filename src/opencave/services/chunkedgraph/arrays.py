@@ -31,6 +31,11 @@ class Growable:
     def view(self) -> np.ndarray:
         return self._buffer[: self.size]
 
+    @property
+    def capacity_nbytes(self) -> int:
+        """Bytes allocated, growth room included."""
+        return self._buffer.nbytes
+
     def set(self, index: np.ndarray, values: np.ndarray | int) -> None:
         """In-place update of existing entries (only for values readers compare by time)."""
         self._buffer[index] = values

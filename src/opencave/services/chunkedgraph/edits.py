@@ -75,7 +75,7 @@ def plan_edge_change(index: GraphIndex, kind: str, added: np.ndarray, removed: n
         local_b,
         index.n_layers,
         index.allocate,
-        reuse=index.reuse_map(old_roots),
+        reuse=index.existing_nodes,
     )
     return EditPlan(kind, added, removed, index.ids_of(old_roots), built, details)
 

@@ -17,13 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 Allocator = Callable[[int, np.ndarray], np.ndarray]
 """(layer, (m, 3) chunk coordinates at that layer) → m new node ids."""
 
-ReuseKey = tuple[int, tuple[int, ...]]
+Reuse = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+"""(layer, child ids, CSR pointer of the groups) → for each group of children, the id of the
+existing node of that layer with exactly those children, or 0 where there is none."""
 
 
 @dataclass
@@ -41,10 +43,11 @@ class BuiltHierarchy:
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected-component label of each of ``n`` items linked by the pairs (a, b)."""
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n, n)).tocsr()
-    return connected_components(graph, directed=False)[1].astype(np.int64)
+    if a.size == 0:
+        return np.arange(n, dtype=np.int64)
+    # Weak components of the directed graph: the same partition, without symmetrising first.
+    graph = csr_matrix((np.ones(a.size), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=True, connection="weak")[1].astype(np.int64)
 
 
 def group(labels: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +62,7 @@ def group(labels: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray
 class _Collector:
     """Accumulates new nodes while deciding, per group, whether an old node can be kept."""
 
-    def __init__(self, allocate: Allocator, reuse: dict[ReuseKey, int] | None) -> None:
+    def __init__(self, allocate: Allocator, reuse: Reuse | None) -> None:
         self.allocate = allocate
         self.reuse = reuse
         self.ids: list[np.ndarray] = []
@@ -72,14 +75,10 @@ class _Collector:
         """Ids for the groups ``child_ids[ptr[i]:ptr[i+1]]``: old ones where allowed, else new."""
         n = ptr.size - 1
         ids = np.zeros(n, dtype=np.uint64)
-        fresh = np.ones(n, dtype=bool)
-        if keep and self.reuse:
-            for i in range(n):
-                old = self.reuse.get((layer, tuple(child_ids[ptr[i] : ptr[i + 1]].tolist())))
-                if old is not None:
-                    ids[i] = old
-                    fresh[i] = False
-            self.reused += int((~fresh).sum())
+        if keep and self.reuse is not None and n:
+            ids = np.asarray(self.reuse(layer, child_ids, ptr), dtype=np.uint64)
+        fresh = ids == 0
+        self.reused += int(n - fresh.sum())
         if fresh.any():
             ids[fresh] = self.allocate(layer, coords[fresh])
             sizes = np.diff(ptr)[fresh]
@@ -113,33 +112,38 @@ def build_hierarchy(
     edge_b: np.ndarray,
     n_layers: int,
     allocate: Allocator,
-    reuse: dict[ReuseKey, int] | None = None,
+    reuse: Reuse | None = None,
 ) -> BuiltHierarchy:
     """Hierarchy of the objects formed by ``sv_ids`` linked by the active edges (a, b).
 
     ``sv_chunks`` are the supervoxels' chunk coordinates; ``edge_a``/``edge_b`` index into
-    ``sv_ids``. ``reuse`` maps (layer, sorted child ids) of old nodes to their ids.
+    ``sv_ids``. ``reuse`` finds old nodes with the same layer and children (kept, not remade).
     """
     n = sv_ids.size
     collector = _Collector(allocate, reuse)
     objects = components(n, edge_a, edge_b)
 
     # Layer 2: components inside each atomic chunk.
-    inside = np.all(sv_chunks[edge_a] == sv_chunks[edge_b], axis=1)
+    sv_keys = _chunk_keys(sv_chunks)
+    inside = sv_keys[edge_a] == sv_keys[edge_b]
     l2_of_sv = components(n, edge_a[inside], edge_b[inside])
     children, ptr = group(l2_of_sv, sv_ids)
     members, _ = group(l2_of_sv, np.arange(n))
     first_member = members[ptr[:-1]]
     top_coords = sv_chunks[first_member]  # layer-2 chunk of each top node
     top_ids = collector.add(2, top_coords, children, ptr, keep=True)
-    top_of_sv = l2_of_sv
     top_object = objects[first_member]
+    # Edges between different tops; an edge inside one top stays inside it at every layer above,
+    # so the list only shrinks (most edges are gone after layer 2).
+    ta, tb = l2_of_sv[edge_a], l2_of_sv[edge_b]
+    between = ta != tb
+    ta, tb = ta[between], tb[between]
 
     for layer in range(3, n_layers):
         shift = layer - 2
-        ta, tb = top_of_sv[edge_a], top_of_sv[edge_b]
         chunk = top_coords >> shift
-        linked = (ta != tb) & np.all(chunk[ta] == chunk[tb], axis=1)
+        keys = _chunk_keys(chunk)
+        linked = keys[ta] == keys[tb]
         joined = components(top_ids.size, ta[linked], tb[linked])
         sizes = np.bincount(joined)
         grouped = sizes[joined] >= 2
@@ -161,10 +165,18 @@ def build_hierarchy(
         top_ids = np.concatenate((top_ids[single], parent_ids))
         top_coords = np.concatenate((top_coords[single], top_coords[first]))
         top_object = np.concatenate((top_object[single], top_object[first]))
-        top_of_sv = new_index[top_of_sv]
+        ta, tb = new_index[ta], new_index[tb]
+        between = ta != tb
+        ta, tb = ta[between], tb[between]
 
     # Root layer: one new root per object.
     n_objects = int(objects.max()) + 1 if n else 0
     child_list, rptr = group(top_object, top_ids)
     root_ids = collector.add(n_layers, np.zeros((n_objects, 3), dtype=np.int64), child_list, rptr, keep=False)
     return collector.result(root_ids, root_ids[objects])
+
+
+def _chunk_keys(coords: np.ndarray) -> np.ndarray:
+    """One integer per (x, y, z) chunk coordinate row (each below 2**21), to compare rows at once."""
+    coords = np.asarray(coords, dtype=np.int64)
+    return (coords[:, 0] << 42) | (coords[:, 1] << 21) | coords[:, 2]

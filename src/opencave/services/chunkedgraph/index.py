@@ -28,7 +28,7 @@ from opencave.wire.node_ids import (
 )
 
 from .arrays import Growable, gather_ranges, insert_sorted, lookup_sorted
-from .hierarchy import BuiltHierarchy, ReuseKey
+from .hierarchy import BuiltHierarchy
 
 PAST_CACHE_SIZE = 6
 
@@ -474,26 +474,42 @@ class GraphIndex:
             edges = edges[self.edges_active_at(edges, seq)]
         return edges
 
-    def reuse_map(self, roots: np.ndarray) -> dict[ReuseKey, int]:
-        """(layer, sorted child ids) → id for every node below the given roots."""
-        node_ids = self.node_id.view()
-        layers = self.node_layer.view()
-        reuse: dict[ReuseKey, int] = {}
-        frontier = np.asarray(roots, dtype=np.int64)
-        while frontier.size:
-            inner = frontier[layers[frontier] >= 2]
-            children, owner = self.children_of(inner)
-            if inner.size:
-                order = np.lexsort((node_ids[children], owner))
-                sorted_children = node_ids[children][order].tolist()
-                counts = np.bincount(owner, minlength=inner.size)
-                start = 0
-                for node, count in zip(inner.tolist(), counts.tolist()):
-                    key = (int(layers[node]), tuple(sorted_children[start : start + count]))
-                    reuse[key] = int(node_ids[node])
-                    start += count
-            frontier = children[layers[children] >= 2] if children.size else children
-        return reuse
+    def existing_nodes(self, layer: int, child_ids: np.ndarray, ptr: np.ndarray) -> np.ndarray:
+        """For each group ``child_ids[ptr[i]:ptr[i+1]]``, the id of the current node of ``layer``
+        whose children are exactly that group, else 0 (an edit keeps such nodes instead of
+        making new ones). All children sharing one current parent with as many children as
+        the group has means the parent's children are the group."""
+        counts = np.diff(ptr)
+        out = np.zeros(counts.size, dtype=np.uint64)
+        if counts.size == 0:
+            return out
+        idx = self.node_index(child_ids)
+        parent = np.full(idx.size, -1, dtype=np.int64)
+        known = idx >= 0
+        parent[known] = self.parents_at(idx[known], self.seq)
+        group = np.repeat(np.arange(counts.size), counts)
+        first = parent[ptr[:-1]]
+        mixed = np.bincount(group, weights=(parent != first[group]) | (parent < 0), minlength=counts.size) > 0
+        ok = ~mixed & (first >= 0)
+        candidates = first[ok]
+        child_ptr = self.child_ptr.view()
+        ok[ok] = (self.node_layer.view()[candidates] == layer) & (child_ptr[candidates + 1] - child_ptr[candidates] == counts[ok])
+        out[ok] = self.node_id.view()[first[ok]]
+        return out
+
+    def nbytes(self) -> dict[str, int]:
+        """Bytes held by the index's numpy arrays, by part (allocated buffers, so growth room
+        counts; the operation log's Python objects are not included)."""
+        parts: dict[str, int] = {}
+        for name, value in vars(self).items():
+            if isinstance(value, Growable):
+                parts[name.lstrip("_")] = value.capacity_nbytes
+            elif isinstance(value, np.ndarray):
+                parts[name.lstrip("_")] = value.nbytes
+        now_seq, root_now, active_now = self._now
+        parts["root_now"], parts["active_now"] = root_now.nbytes, active_now.nbytes
+        parts["past_roots"] = sum(r.nbytes for r in list(self._past.values()))
+        return parts
 
     def sv_chunk_coords(self, sv_index: np.ndarray) -> np.ndarray:
         return chunk_coordinates(self.layout, self.node_id.view()[sv_index])

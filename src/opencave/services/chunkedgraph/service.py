@@ -10,7 +10,9 @@ no partial one: nodes and the operation row commit together.
 Services that derive data from the graph (L2 attributes, meshes) ``subscribe`` to edits: once an
 edit has committed and reached the index, each subscriber gets a ``CommittedEdit`` captured then,
 so it never reads an index that a later edit is extending. Subscribers only queue work; their
-failure is logged and never changes the edit's answer.
+failure is logged and never changes the edit's answer. That work waits for a quiet moment
+(``wait_for_quiet``): on a small machine, meshing started by one edit would otherwise share the
+cores with the next edit, which a proofreader makes a moment later.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ from .labels import OriginalLabels
 
 log = logging.getLogger("opencave.chunkedgraph")
 INSERT_BATCH = 5000
+QUIET_S = 0.3
+"""Seconds without an edit in this process before work queued after edits starts."""
+QUIET_MAX_WAIT_S = 3.0
+"""Longest that work queued after an edit waits for a quiet moment (edits that never pause)."""
 
 
 @dataclass
@@ -76,6 +82,7 @@ class CommittedEdit:
     operation: Operation
     new_l2_ids: tuple[int, ...]  # the L2 nodes the edit created
     edge_end_l2_ids: tuple[int, ...]  # other L2 nodes, as of the edit, at the ends of the edges it changed
+    wait_for_quiet: Callable[[], float] = lambda: 0.0  # the queued work calls it before starting
 
 
 def load_geometry(world: dict[str, Any]) -> Geometry:
@@ -117,6 +124,33 @@ class GraphService:
         self._graphs: dict[str, GraphHandle] = {}
         self._load_lock = threading.Lock()
         self._subscribers: list[Callable[[CommittedEdit], None]] = []
+        self._quiet = threading.Condition()
+        self._editing = 0  # edits of this process being planned or committed now
+        self._last_edit = 0.0  # time.monotonic() when the last one ended
+
+    def wait_for_quiet(self, quiet_s: float = QUIET_S, max_wait_s: float = QUIET_MAX_WAIT_S) -> float:
+        """Block until no edit has run in this process for ``quiet_s`` seconds, or ``max_wait_s``
+        passed; the seconds waited. Background work derived from edits calls this first, so the
+        next edit of a proofreader does not share the CPU with it (it is also done on demand)."""
+        start = time.monotonic()
+        deadline = start + max_wait_s
+        with self._quiet:
+            while True:
+                now = time.monotonic()
+                calm_at = now + quiet_s if self._editing else self._last_edit + quiet_s
+                if calm_at <= now or now >= deadline:
+                    return now - start
+                self._quiet.wait(min(calm_at, deadline) - now)  # an edit ending wakes it early
+
+    def _edit_started(self) -> None:
+        with self._quiet:
+            self._editing += 1
+
+    def _edit_ended(self) -> None:
+        with self._quiet:
+            self._editing -= 1
+            self._last_edit = time.monotonic()
+            self._quiet.notify_all()
 
     def subscribe(self, callback: Callable[[CommittedEdit], None]) -> None:
         """Call ``callback`` after every edit this process commits, in the committing thread (so
@@ -180,6 +214,17 @@ class GraphService:
                     self._graphs[table_id] = handle
         self.refresh(handle)
         return handle
+
+    def current(self, table_id: str) -> GraphHandle | None:
+        """The graph if this process has loaded it and its index has every committed operation
+        (one indexed read), else None: loading or catching up is slow work, left to ``graph``
+        on a worker thread, while a fresh index answers small reads on the spot."""
+        handle = self._graphs.get(table_id)
+        if handle is None:
+            return None
+        with reader(self.engine).connect() as conn:
+            last = conn.execute(select(cg_graphs.c.last_op_id).where(cg_graphs.c.table_id == table_id)).scalar()
+        return handle if last is not None and last <= handle.index.seq else None
 
     def _load(self, table_id: str) -> GraphHandle:
         with reader(self.engine).connect() as conn:
@@ -285,6 +330,17 @@ class GraphService:
         timestamp: float | None = None,
     ) -> Operation:
         """Plan an edit on the newest state and commit it; serialised per graph."""
+        self._edit_started()
+        try:
+            operation, built = self._commit(handle, make_plan, user_id, timestamp)
+            self._publish(handle, operation, built)
+        finally:
+            self._edit_ended()
+        return operation
+
+    def _commit(
+        self, handle: GraphHandle, make_plan: Callable[[GraphIndex], EditPlan], user_id: str, timestamp: float | None
+    ) -> tuple[Operation, BuiltHierarchy]:
         with handle.write_lock:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -295,7 +351,8 @@ class GraphService:
                 op_id = conn.execute(
                     select(cg_graphs.c.last_op_id).where(cg_graphs.c.table_id == handle.table_id)
                 ).scalar_one()
-                self._catch_up(handle, conn)
+                if op_id != handle.index.seq + 1:  # another process committed meanwhile
+                    self._catch_up(handle, conn)
                 index = handle.index
                 if op_id != index.seq + 1:
                     raise RuntimeError(f"graph {handle.table_id}: operation counter {op_id} ahead of log {index.seq}")
@@ -331,15 +388,14 @@ class GraphService:
                 with self._load_lock:  # the store has the edit; rebuild the index from it
                     self._graphs.pop(handle.table_id, None)
                 raise
-        self._publish(handle, operation, built)
-        return operation
+        return operation, built
 
     def _publish(self, handle: GraphHandle, operation: Operation, built: BuiltHierarchy) -> None:
         """Tell the subscribers of a committed edit; nothing here may fail the edit."""
         if not self._subscribers:
             return
         try:
-            edit = self._committed_edit(handle, operation, built)
+            edit = self._committed_edit(handle, operation, built, self.wait_for_quiet)
         except Exception:
             log.exception("describing operation %s of %s to its subscribers failed", operation.op_id, handle.table_id)
             return
@@ -350,7 +406,9 @@ class GraphService:
                 log.exception("a subscriber to edits failed on operation %s of %s", operation.op_id, handle.table_id)
 
     @staticmethod
-    def _committed_edit(handle: GraphHandle, operation: Operation, built: BuiltHierarchy) -> CommittedEdit:
+    def _committed_edit(
+        handle: GraphHandle, operation: Operation, built: BuiltHierarchy, wait_for_quiet: Callable[[], float]
+    ) -> CommittedEdit:
         """The edit's new L2 nodes (from what it built) and the L2 nodes at the ends of the
         edges it changed, read as of the edit's own operation: reads at a fixed past ``seq``
         are stable while later edits are applied."""
@@ -363,7 +421,7 @@ class GraphService:
             sv_idx = index.sv_index(np.array(ends, dtype=np.uint64))
             l2 = index.roots_at(sv_idx[sv_idx >= 0], operation.op_id, stop_layer=2)
             edge_l2 = sorted(set(index.ids_of(l2[l2 >= 0]).tolist()) - set(new_l2.tolist()))
-        return CommittedEdit(handle, operation, tuple(int(i) for i in new_l2), tuple(int(i) for i in edge_l2))
+        return CommittedEdit(handle, operation, tuple(int(i) for i in new_l2), tuple(int(i) for i in edge_l2), wait_for_quiet)
 
     @staticmethod
     def _insert_nodes(conn: Connection, table_id: str, op_id: int, node_ids: np.ndarray, ptr: np.ndarray, children: np.ndarray) -> None:

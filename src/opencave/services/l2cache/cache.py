@@ -126,15 +126,18 @@ class L2Cache:
         return np.array(ids, dtype=np.uint64)
 
     def after_edit(self, edit: CommittedEdit) -> None:
-        """Queue computing the attributes of an edit's new L2 nodes (a subscriber to edits); if
-        the work is dropped, the first request for them computes them instead."""
+        """Queue computing the attributes of an edit's new L2 nodes (a subscriber to edits), to
+        start once edits pause; if the work is dropped, the first request for them computes
+        them instead."""
         if not edit.new_l2_ids:
             return
         l2_ids = np.array(edit.new_l2_ids, dtype=np.uint64)
-        self.background.submit(
-            f"L2 attributes after operation {edit.operation.op_id} of {edit.handle.table_id}",
-            lambda: self.compute(edit.handle, l2_ids),
-        )
+
+        def work() -> None:
+            edit.wait_for_quiet()
+            self.compute(edit.handle, l2_ids)
+
+        self.background.submit(f"L2 attributes after operation {edit.operation.op_id} of {edit.handle.table_id}", work)
 
 
 def _disjoint_batches(members: np.ndarray, owner: np.ndarray, sv_ids: np.ndarray) -> list[np.ndarray]:

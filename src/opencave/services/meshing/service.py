@@ -172,7 +172,8 @@ class MeshService:
     def after_edit(self, edit: CommittedEdit) -> None:
         """Queue, after an edit (a subscriber to edits): meshing its new L2 nodes, and re-meshing
         the other L2 nodes at the ends of the edges it changed (what they claim across chunk
-        faces changed). If the work is dropped, the stale meshes are deleted so that manifests
+        faces changed), to start once edits pause (a manifest needing a claimed node waits for
+        it meanwhile). If the work is dropped, the stale meshes are deleted so that manifests
         mesh them again on demand."""
         handle, new_ids, touched = edit.handle, list(edit.new_l2_ids), list(edit.edge_end_l2_ids)
         if not new_ids and not touched:
@@ -181,6 +182,7 @@ class MeshService:
 
         def work() -> None:
             try:
+                edit.wait_for_quiet()
                 if claimed:
                     self._mesh(handle, np.array(claimed, dtype=np.uint64), replace=True)
             finally:
