@@ -396,10 +396,10 @@ def test_version_made_through_one_process_is_queried_by_every_process(fleet, cli
 
 
 # -- a process killed mid-work --------------------------------------------------------------------
-def test_process_killed_mid_stream_loses_nothing_acknowledged(fleet, world):
-    """Batches of five rows stream into a table through A; A is killed with SIGKILL. B and C
-    hold every acknowledged batch, and the batch in flight whole or not at all; A restarted
-    agrees with them."""
+def test_process_killed_mid_stream_loses_nothing_acknowledged(fleet, world, neuron_pairs):
+    """Batches of five rows, and merges and splits of one pair, stream through A; A is killed
+    with SIGKILL. B and C hold every acknowledged batch and edit, the batch in flight whole or
+    not at all, and agree on the graph the log describes; A restarted agrees with them."""
     A = caveclient_for(fleet[0], fleet.token)
     name = unique("synapses")
     A.annotation.create_table(name, "synapse", "written while A dies", [4, 4, 40])
@@ -425,16 +425,37 @@ def test_process_killed_mid_stream_loses_nothing_acknowledged(fleet, world):
             acknowledged.extend(r.json())
             batch += 1
 
-    worker = threading.Thread(target=stream)
-    worker.start()
+    sv_a, sv_b = next(neuron_pairs)
+    edits: list[int] = []
+
+    def edit() -> None:
+        cg, merged = fleet[0].url + CG, False
+        while not stop.is_set():
+            try:
+                if merged:
+                    split = {"sources": [[sv_a, 0, 0, 0]], "sinks": [[sv_b, 0, 0, 0]]}
+                    r = session.post(cg + "/split", json=split, params={"mincut": "False"}, timeout=30)
+                else:
+                    r = session.post(cg + "/merge", json=[[sv_a, 0, 0, 0], [sv_b, 0, 0, 0]], timeout=30)
+            except requests.RequestException:
+                return
+            if r.status_code != 200:
+                return
+            edits.append(r.json()["operation_id"])
+            merged = not merged
+
+    workers = [threading.Thread(target=stream), threading.Thread(target=edit)]
+    for worker in workers:
+        worker.start()
     deadline = time.time() + 60
-    while len(acknowledged) < 40 and time.time() < deadline and worker.is_alive():
+    while (len(acknowledged) < 40 or len(edits) < 4) and time.time() < deadline and all(w.is_alive() for w in workers):
         time.sleep(0.01)
     fleet[0].process.send_signal(signal.SIGKILL)
     fleet[0].process.wait()
     stop.set()
-    worker.join()
-    assert len(acknowledged) >= 40
+    for worker in workers:
+        worker.join()
+    assert len(acknowledged) >= 40 and len(edits) >= 4
 
     def rows_at(process) -> list[dict]:
         client = caveclient_for(process, fleet.token)
@@ -449,8 +470,17 @@ def test_process_killed_mid_stream_loses_nothing_acknowledged(fleet, world):
         wanted = sent[row["size"]]
         assert np.allclose(row["pre_pt_position"], wanted["pre_pt"]["position"])
         assert np.allclose(row["post_pt_position"], wanted["post_pt"]["position"])
+    graph_session = fleet.session()
+    svs_all = world.graph.sv_ids
+    answers = [roots(graph_session, p.url, svs_all) for p in fleet.processes[1:]]
+    assert (answers[0] == answers[1]).all(), "B and C disagree on the roots"
+    labels, operations = graph_from_log(graph_session, fleet[1].url, world)
+    assert set(edits) <= set(range(1, operations + 1)), "an acknowledged edit is not in the log"
+    assert same_partition(labels, answers[0]), "the graph differs from the log's edits applied in order"
+
     restarted = fleet.restart(0)
     assert rows_at(restarted) == seen_b
+    assert (roots(graph_session, restarted.url, svs_all) == answers[0]).all()
 
 
 # -- bounded load ---------------------------------------------------------------------------------
