@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -57,6 +58,7 @@ def main() -> int:
                 failed |= bool(result.errors) or logged > 0
         finally:
             fleet.stop()
+            shutil.rmtree(root, ignore_errors=True)
     return 1 if failed else 0
 
 
