@@ -272,6 +272,7 @@ class GraphService:
                 by_op.setdefault(int(row.op_id), []).append(row)
             if start == 0:
                 index.apply(_node_arrays(by_op.get(0, [])), None)
+            batch = []
             for row in operations:
                 operation = Operation(
                     op_id=int(row.op_id),
@@ -281,7 +282,8 @@ class GraphService:
                     target_op_id=row.target_op_id,
                     details=json.loads(row.details),
                 )
-                index.apply(_node_arrays(by_op.get(operation.op_id, [])), operation)
+                batch.append((_node_arrays(by_op.get(operation.op_id, [])), operation))
+            index.apply_many(batch)
 
     def info(self, handle: GraphHandle, data_dir: str) -> dict[str, Any]:
         """PyChunkedGraph's table info: the watershed's precomputed info plus the graph layout;
