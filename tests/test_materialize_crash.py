@@ -187,7 +187,7 @@ def test_sigkill_during_version_creation(backend, server_factory):
             [f"{t}.parquet" for t in ("cell_types", "nucleus_detection", "proofreading_status", "synapses", BIG)]
             + [f"{t}.by_{c}.parquet" for t in ("synapses", BIG) for c in ("pre_pt_root_id", "post_pt_root_id")]
             + [f"{t}.by_pt_root_id.parquet" for t in ("nucleus_detection", "proofreading_status")]
-            + ["view.single_neurons.parquet", "view.synapse_connections.parquet"]
+            + ["view.single_neurons.parquet", "view.synapse_connections.parquet", "version.json"]
         )
 
         # 5. builders racing for the next number all succeed, each with its own number

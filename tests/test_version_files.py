@@ -182,7 +182,7 @@ def test_an_upload_failing_midway_leaves_no_files(store, tmp_path, monkeypatch):
     assert refused.value.status == 503 and "s3://files/five/ds/v1" in refused.value.message
     monkeypatch.setattr(fs, "put_file", original)
     assert len(uploads) == 1 and store.filesystem().exists(uploads[0]), "one file made it before the failure"
-    discard_files(files, location, staging)
+    discard_files(files, location)
     check = store.filesystem()
     assert check.find(f"{BUCKET}/five") == [], "the uploaded file is removed with the version's prefix"
     assert not staging.exists() and not files.exists(location, "a.parquet")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -214,3 +213,20 @@ def test_a_version_directory_imports_as_it_is_onto_object_storage(fleet, store, 
         client = CAVEclient(copied, server_address=server.url, auth_token=server.new_token(), write_server_cache=False)
         frame = client.materialize.query_table(SYNAPSES, materialization_version=4, split_positions=True)
         pd.testing.assert_frame_equal(_sorted(frame)[original.columns.tolist()], original, check_dtype=False, obj=f"imported copy via {server.url}")
+
+
+def test_a_local_version_directory_has_its_manifest(server):
+    """Versions in a directory get the same manifest: every entry names a file holding its rows
+    with the listed Arrow schema."""
+    import pyarrow.parquet as pq
+
+    directory = server.data_dir / "versions" / DS / "v3"
+    manifest = json.loads((directory / "version.json").read_text())
+    assert manifest["version"] == 3 and manifest["datastack"] == DS
+    assert {t["name"] for t in manifest["tables"]} >= {SYNAPSES, VIEW}
+    for entry in manifest["tables"]:
+        file = pq.ParquetFile(directory / entry["path"])
+        assert file.metadata.num_rows == entry["row_count"], entry["name"]
+        assert [{"name": f.name, "type": str(f.type)} for f in file.schema_arrow] == entry["columns"], entry["name"]
+        for copy in entry["clustered"].values():
+            assert pq.ParquetFile(directory / copy).metadata.num_rows == entry["row_count"], copy

@@ -116,7 +116,7 @@ class VersionFiles:
         directory when local, a fresh directory under the data directory when remote."""
         if not is_remote(location):
             return Path(_plain(location))
-        directory = self.staging_root / f"{_cache_key(location).replace('/', '_')}-{secrets.token_hex(4)}"
+        directory = self.staging_root / f"{_staging_stem(location)}-{secrets.token_hex(4)}"
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
@@ -160,6 +160,7 @@ class VersionFiles:
             shutil.rmtree(_plain(location), ignore_errors=True)
             return
         fs = _filesystem(_protocol(location))
+        self._forget_listing(location)
         try:
             if fs.exists(location):
                 fs.rm(location, recursive=True)
@@ -167,6 +168,12 @@ class VersionFiles:
             pass
         self._forget_listing(location)
         shutil.rmtree(self.cache_dir / _cache_key(location), ignore_errors=True)
+
+    def remove_staging(self, location: str) -> None:
+        """Remove the staging directories of a remote version (its builder failed or died)."""
+        if is_remote(location) and self.staging_root.is_dir():
+            for directory in self.staging_root.glob(f"{_staging_stem(location)}-*"):
+                shutil.rmtree(directory, ignore_errors=True)
 
     # -- reading --------------------------------------------------------------------------------
     def local_path(self, location: str, file: str) -> Path:
@@ -204,9 +211,6 @@ class VersionFiles:
         if self._cached(location, file).exists():
             return True
         return file in self._listing(location)
-
-    def read_text(self, location: str, file: str) -> str:
-        return self.local_path(location, file).read_text()
 
     # -- the cache ------------------------------------------------------------------------------
     def _cached(self, location: str, file: str) -> Path:
@@ -283,6 +287,10 @@ def _check_protocol(root: str) -> None:
 
 def _protocol(location: str) -> str:
     return location.split("://", 1)[0]
+
+
+def _staging_stem(location: str) -> str:
+    return _cache_key(location).replace("/", "_")
 
 
 def _cache_key(location: str) -> str:

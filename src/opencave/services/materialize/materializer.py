@@ -10,7 +10,6 @@ dies leaves a RUNNING row that ``discard_abandoned`` removes with its files.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +24,7 @@ from opencave.services.materialize.manifest import write_version_manifest
 from opencave.services.materialize.roots import roots_of
 from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry, format_time
 from opencave.storage.snapshots import SnapshotEngine, parquet_source, write_frozen_table, write_parquet
-from opencave.storage.version_files import VersionFiles, is_remote
+from opencave.storage.version_files import VersionFiles
 
 if TYPE_CHECKING:
     from opencave.services.annotation import AnnotationService
@@ -37,15 +36,14 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def discard_files(files: VersionFiles, location: str, staging: Path | None = None) -> None:
-    """Remove a discarded version's files and its staging directory; a storage that cannot be
+def discard_files(files: VersionFiles, location: str) -> None:
+    """Remove a discarded version's files and staging directories; a storage that cannot be
     reached is logged (the version is already unpublished, its files only take space)."""
+    files.remove_staging(location)
     try:
         files.delete(location)
     except Exception:  # noqa: BLE001 - whatever the storage library raises
         log.warning("could not remove the files of the discarded version at %s", location, exc_info=True)
-    if staging is not None and is_remote(location):
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def supervoxel_ids(rows: pa.Table, column: str) -> np.ndarray:
@@ -122,7 +120,7 @@ class Materializer:
             self.registry.publish(version.id)
         except BaseException as error:
             self.registry.fail(version.id, f"{type(error).__name__}: {error}")
-            discard_files(files, version.location, directory)
+            discard_files(files, version.location)
             raise
         say(f"version {version.version} published")
         return self.registry.version(datastack, version.version)

@@ -507,7 +507,7 @@ class VersionImporter:
             self.registry.publish(version.id)
         except BaseException as error:
             self.registry.fail(version.id, f"{type(error).__name__}: {error}")
-            discard_files(files, version.location, directory)
+            discard_files(files, version.location)
             raise
         say(f"version {number} of {datastack} is available (frozen at {format_time(moment)})")
         return self.registry.version(datastack, number)
