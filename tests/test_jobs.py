@@ -127,6 +127,22 @@ def test_jobs_of_stopped_processes_are_queued_again_then_given_up(queue):
     assert (given_up.status, given_up.error.code) == ("failed", "job_abandoned")
 
 
+def test_work_a_caller_waits_on_is_discarded_with_its_process_unless_kept(queue):
+    """One start for a command's own job: killed, it fails instead of running behind the
+    caller's back; once the caller was told it is accepted (``keep``), it is taken up again."""
+    elsewhere = "another-host:4242:?:abcdef"
+    old = datetime.now(timezone.utc) - STALE_AFTER - timedelta(seconds=5)
+    waited, kept = queue.submit("a", {}, attempts=1), queue.submit("a", {}, attempts=1)
+    queue.keep(kept.id)
+    for job in (waited, kept):
+        assert queue.claim(["a"], elsewhere, job.id) is not None
+    with queue.engine.begin() as conn:
+        conn.execute(update(jobs_table).values(heartbeat=old))
+    assert sorted(queue.requeue_abandoned()) == sorted([waited.id, kept.id])
+    assert (queue.get(waited.id).status, queue.get(waited.id).error.code) == ("failed", "job_abandoned")
+    assert queue.get(kept.id).status == "queued"
+
+
 def test_a_job_of_a_dead_process_on_this_host_is_queued_again_at_once(queue):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -171,18 +187,20 @@ def test_runner_threads_run_jobs_and_keep_failures(queue):
     assert (ended[-1].status, ended[-1].error.code, ended[-1].error.status) == ("failed", "unknown_datastack", 400)
 
 
-def test_run_now_runs_the_job_in_the_calling_thread_with_its_progress(queue):
+def test_run_here_runs_the_job_in_the_calling_thread_with_its_progress(queue):
     seen: list[str] = []
     thread_of: list[str] = []
 
     def work(payload, progress):
         thread_of.append(threading.current_thread().name)
+        assert queue.claim(["work"], "another-host:1:?:abcdef") is None  # never claimable
         progress("half way")
         return "ok"
 
     runner = JobRunner(queue, [JobKind("work", work, "")], threads=0)
-    job = runner.run_now(queue.submit("work", {}), progress=seen.append)
-    assert (job.status, job.result, seen, thread_of) == ("done", "ok", ["half way"], [threading.current_thread().name])
+    job = runner.run_here("work", {}, progress=seen.append)
+    assert (job.status, job.result, job.attempts, job.max_attempts) == ("done", "ok", 1, 1)
+    assert (seen, thread_of) == (["half way"], [threading.current_thread().name])
 
 
 def test_a_runner_refuses_unknown_kinds(queue):

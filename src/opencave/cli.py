@@ -480,13 +480,14 @@ def cmd_materialize_create(args) -> int:
 
 
 def _run_job(runtime, kind: str, payload: dict, queue_only: bool):
-    """Queue a job; unless ``queue_only``, run it here with its progress shown (a running worker
-    may take it first: then wait for it). Its result, or None when only queued."""
-    job = runtime.jobs.submit(kind, payload)
+    """Run a job here with its progress shown, or with ``queue_only`` leave it to a serving
+    process or `opencave worker`. Its result, or None when only queued. A job run here starts
+    once: if this command is killed, the work is discarded, not finished elsewhere."""
     if queue_only:
+        job = runtime.jobs.submit(kind, payload)
         print(f"queued job {job.id} ({kind}); follow it with `opencave jobs show {job.id}`")
         return None
-    job = runtime.job_runner.run_now(job, progress=lambda m: print(m, flush=True))
+    job = runtime.job_runner.run_here(kind, payload, progress=lambda m: print(m, flush=True))
     if job.error is not None:
         job.error.raise_()
     return job.result

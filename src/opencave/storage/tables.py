@@ -409,6 +409,9 @@ jobs = Table(
     Column("started", DateTime(timezone=True), nullable=True),
     Column("finished", DateTime(timezone=True), nullable=True),
     Column("attempts", SmallInteger, nullable=False, default=0),
+    # Starts allowed: 1 for work a caller waits on (the caller gone, the work is discarded),
+    # more for queued work someone was told is accepted (taken up again after a crash).
+    Column("max_attempts", SmallInteger, nullable=False, default=3),
     # While running: which process runs it and when it last showed life (see versions.worker_name).
     Column("worker", String(200), nullable=True),
     Column("heartbeat", DateTime(timezone=True), nullable=True),

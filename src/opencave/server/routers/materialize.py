@@ -174,7 +174,7 @@ def _readable(request: Request, context: AuthContext, datastack: str, table: str
     a version's frozen metadata keeps the permissions of the day it was made."""
     runtime = runtime_of(request)
     try:
-        current = runtime.annotations.table_metadata(runtime.info.aligned_volume_of(datastack), table, include_deleted=True)
+        current = runtime.annotations.permissions(runtime.info.aligned_volume_of(datastack), table, include_deleted=True)
     except NotFound:
         if frozen is None:
             raise
@@ -448,10 +448,12 @@ async def create_version(
         CREATE_VERSION,
         {"datastack": datastack_name, "timestamp": moment_text(moment), "expires_on": moment_text(expires)},
         submitted_by=str(identity.id),
+        attempts=1,  # a request killed with its process gets no answer: its work is discarded
     )
     runtime.job_runner.poke()
     job = await runtime.job_runner.ended(job.id, wait_s)
     if not job.done:
+        await run_in_threadpool(runtime.jobs.keep, job.id)  # accepted now: finished even after a crash
         return JSONResponse({"job": job.to_json(), "message": f"The version is being built; follow it at /jobs/api/v1/jobs/{job.id}."}, status_code=202)
     if job.error is not None:
         job.error.raise_()

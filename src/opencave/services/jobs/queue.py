@@ -6,8 +6,11 @@ queued job of the highest priority among the kinds they handle with one statemen
 its ``FOR UPDATE SKIP LOCKED`` lets many claimers pass each other without waiting, on SQLite the
 database's single writer serialises them — the same code either way. While a job runs its
 heartbeat is kept fresh; a job whose process has stopped (seen directly on the same host, by a
-stale heartbeat elsewhere) is queued again, up to ``MAX_ATTEMPTS`` starts, so a killed worker
-loses no acknowledged work. Jobs that must not be queued twice carry a ``key``: one queued or
+stale heartbeat elsewhere) is queued again, up to its ``max_attempts`` starts, so a killed
+worker loses no acknowledged work. Work a caller runs or waits on itself (a command's import, a
+request's version) allows one start: if the process dies, the caller saw it fail, and the work
+is discarded rather than done behind its back; ``keep`` turns it into queued work once the
+caller has been told it is accepted. Jobs that must not be queued twice carry a ``key``: one queued or
 running job per key (a partial unique index), so concurrent submitters agree on one job.
 """
 
@@ -93,6 +96,7 @@ class Job:
     started: datetime | None
     finished: datetime | None
     attempts: int
+    max_attempts: int
     worker: str | None
     heartbeat: datetime | None
     progress: str | None
@@ -115,6 +119,7 @@ class Job:
             "started": _iso(self.started),
             "finished": _iso(self.finished),
             "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
             "worker": self.worker,
             "progress": self.progress,
             "result": self.result,
@@ -135,6 +140,7 @@ def _job(row: Any) -> Job:
         started=_utc(row.started),
         finished=_utc(row.finished),
         attempts=row.attempts,
+        max_attempts=row.max_attempts,
         worker=row.worker,
         heartbeat=_utc(row.heartbeat),
         progress=row.progress,
@@ -158,9 +164,14 @@ class JobQueue:
         priority: int = 0,
         submitted_by: str | None = None,
         key: str | None = None,
+        attempts: int = MAX_ATTEMPTS,
+        claimed_by: str | None = None,
     ) -> Job:
-        """Queue a job. With ``key``, a queued or running job of that key is returned instead
-        of a second one."""
+        """Queue a job that may start ``attempts`` times. With ``key``, a queued or running job
+        of that key is returned instead of a second one. With ``claimed_by``, the job is
+        written already running for that worker (the caller runs it: no other process can
+        take it in between)."""
+        now = _now()
         values = dict(
             kind=kind,
             payload=json.dumps(payload, sort_keys=True),
@@ -168,9 +179,12 @@ class JobQueue:
             priority=priority,
             submitted_by=submitted_by,
             key=key,
-            created=_now(),
+            created=now,
             attempts=0,
+            max_attempts=attempts,
         )
+        if claimed_by is not None:
+            values.update(status=RUNNING, worker=claimed_by, started=now, heartbeat=now, attempts=1)
         try:
             with self.engine.begin() as conn:
                 job_id = conn.execute(jobs.insert().values(**values).returning(jobs.c.id)).scalar_one()
@@ -260,6 +274,12 @@ class JobQueue:
             ).rowcount
         return bool(ended)
 
+    def keep(self, job_id: int) -> None:
+        """Let a job a caller waited on be started again after a crash (``MAX_ATTEMPTS``): the
+        caller has now been told it was accepted."""
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(max_attempts=MAX_ATTEMPTS))
+
     def cancel(self, job_id: int) -> Job:
         """Cancel a queued job (a running one finishes: its work is written atomically anyway)."""
         with self.engine.begin() as conn:
@@ -272,25 +292,29 @@ class JobQueue:
         return job
 
     def requeue_abandoned(self, now: datetime | None = None) -> list[int]:
-        """Queue again the running jobs whose process stopped (or fail them after
-        ``MAX_ATTEMPTS`` starts); returns their ids."""
+        """Queue again the running jobs whose process stopped (or fail them after their
+        ``max_attempts`` starts); returns their ids."""
         now = now or _now()
         with self._read.connect() as conn:
-            running = conn.execute(select(jobs.c.id, jobs.c.worker, jobs.c.heartbeat, jobs.c.attempts).where(jobs.c.status == RUNNING)).all()
+            running = conn.execute(
+                select(jobs.c.id, jobs.c.worker, jobs.c.heartbeat, jobs.c.attempts, jobs.c.max_attempts).where(jobs.c.status == RUNNING)
+            ).all()
         given_up = []
         for row in running:
             gone = builder_gone(row.worker)
             stale = _utc(row.heartbeat) is None or now - _utc(row.heartbeat) > STALE_AFTER
             if gone is False or (gone is None and not stale):
                 continue
-            again = row.attempts < MAX_ATTEMPTS
+            again = row.attempts < row.max_attempts
             values: dict[str, Any] = (
                 {"status": QUEUED, "worker": None, "heartbeat": None}
                 if again
                 else {
                     "status": FAILED,
                     "finished": now,
-                    "error": JobError(f"the process running it stopped {row.attempts} times; not tried again", 500, "job_abandoned").to_text(),
+                    "error": JobError(
+                        f"the process running it stopped ({row.attempts} of {row.max_attempts} starts); not tried again", 500, "job_abandoned"
+                    ).to_text(),
                 }
             )
             with self.engine.begin() as conn:

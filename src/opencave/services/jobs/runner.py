@@ -2,8 +2,8 @@
 
 A handler is a function of the job's arguments and a progress callback that returns a JSON-able
 result. One code path runs every job: threads claim jobs from the queue (any process, any
-number), or a command claims the job it has just submitted and runs it in its own thread
-(``run_now``: the command line's imports and versions, with progress shown as they go).
+number), or a command records a job already claimed by itself and runs it in its own thread
+(``run_here``: the command line's imports and versions, with progress shown as they go).
 """
 
 from __future__ import annotations
@@ -119,11 +119,15 @@ class JobRunner:
             return None
         return self._run(job, worker, progress)
 
-    def run_now(self, job: Job, progress: Progress | None = None) -> Job:
-        """Run a job just submitted in this thread, unless another process claimed it first;
-        either way, wait for its end and return it."""
-        ended = self.run_one(job.id, progress)
-        return ended if ended is not None else self.wait(job.id)
+    def run_here(self, kind: str, payload: dict[str, Any], progress: Progress | None = None, submitted_by: str | None = None) -> Job:
+        """Record a job and run it in this thread (a command's own work, progress shown). It is
+        written already claimed, so no other process takes it, and it starts once: if this
+        process dies, the job is given up, not finished behind the caller's back."""
+        if kind not in self.kinds:
+            raise ValueError(f"unknown job kind {kind!r}")
+        worker = worker_name()
+        job = self.queue.submit(kind, payload, submitted_by=submitted_by, attempts=1, claimed_by=worker)
+        return self._run(job, worker, progress)
 
     def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.25) -> Job:
         """The job once it has ended (or as it is when ``timeout`` passes)."""

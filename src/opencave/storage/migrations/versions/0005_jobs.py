@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('started', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished', sa.DateTime(timezone=True), nullable=True),
     sa.Column('attempts', sa.SmallInteger(), nullable=False),
+    sa.Column('max_attempts', sa.SmallInteger(), nullable=False),
     sa.Column('worker', sa.String(length=200), nullable=True),
     sa.Column('heartbeat', sa.DateTime(timezone=True), nullable=True),
     sa.Column('progress', sa.Text(), nullable=True),
