@@ -29,7 +29,7 @@ from scipy.sparse.csgraph import connected_components
 from tests.support.demo import DemoWorld, demo_world
 from tests.support.fleet import start_fleet
 from tests.support.http import no_unhandled_errors
-from tests.support.load import prepare, run_load
+from tests.support.load import disjoint_neuron_pairs, prepare, run_load
 from tests.support.materialize import DS, caveclient_for, create_version
 
 AV = DS
@@ -75,17 +75,7 @@ def clients(fleet):
 @pytest.fixture(scope="module")
 def neuron_pairs(world):
     """Touching supervoxels of two neurons, no neuron in two pairs: each test takes its own."""
-    graph = world.graph
-    neuron = dict(zip(graph.sv_ids.tolist(), graph.sv_neuron.tolist()))
-    used: set[int] = set()
-    pairs = []
-    for a, b in graph.edges[np.argsort(-graph.area, kind="stable")].tolist():
-        na, nb = neuron[a], neuron[b]
-        if na == nb or 0 in (na, nb) or {na, nb} & used:
-            continue
-        used |= {na, nb}
-        pairs.append((a, b))
-    return iter(pairs)
+    return iter(disjoint_neuron_pairs(world))
 
 
 def roots(session: requests.Session, url: str, svs) -> np.ndarray:

@@ -43,13 +43,9 @@ def _arrow_rows(response: requests.Response) -> int:
     return pa.ipc.open_stream(response.content).read_all().num_rows
 
 
-def prepare(url: str, token: str, world, version: int | None = None, lookup_size: int = 100) -> Plan:
-    """Choose the neurons, supervoxels and edit pairs (from the demo world) and check that the
-    queries answer rows."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
-    if version is None:
-        version = max(session.get(url + f"/materialize/api/v2/datastack/{DS}/versions").json())
+def disjoint_neuron_pairs(world) -> list[tuple[int, int]]:
+    """Touching supervoxels of two neurons, largest contact first, no neuron in two pairs: edits
+    of different pairs never touch the same object."""
     graph = world.graph
     neuron = dict(zip(graph.sv_ids.tolist(), graph.sv_neuron.tolist()))
     used: set[int] = set()
@@ -60,6 +56,17 @@ def prepare(url: str, token: str, world, version: int | None = None, lookup_size
             continue
         used |= {na, nb}
         pairs.append((a, b))
+    return pairs
+
+
+def prepare(url: str, token: str, world, version: int | None = None, lookup_size: int = 100) -> Plan:
+    """Choose the neurons, supervoxels and edit pairs (from the demo world) and check that the
+    queries answer rows."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    if version is None:
+        version = max(session.get(url + f"/materialize/api/v2/datastack/{DS}/versions").json())
+    pairs = disjoint_neuron_pairs(world)
     somata = world.soma_supervoxels
     moment = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)).isoformat()
     now_roots = np.frombuffer(
@@ -77,7 +84,7 @@ def prepare(url: str, token: str, world, version: int | None = None, lookup_size
         neurons=[int(r) for r in now_roots],
         version_neurons=[int(r) for r in version_roots],
         moment=moment,
-        supervoxels=rng.choice(graph.sv_ids, size=min(lookup_size, graph.sv_ids.size), replace=False).astype("<u8"),
+        supervoxels=rng.choice(world.graph.sv_ids, size=min(lookup_size, world.graph.sv_ids.size), replace=False).astype("<u8"),
         edit_pairs=pairs,
     )
     probe = Client(session, url, plan, 0, None, timeout_s=60)
