@@ -12,7 +12,9 @@ import requests
 from scipy import ndimage
 from sqlalchemy import create_engine, select
 
-from opencave.storage.tables import l2_meshes, remesh_requests
+from opencave.services.jobs import JobQueue
+from opencave.services.meshing.service import REMESH_JOB
+from opencave.storage.tables import l2_meshes
 from opencave.wire.node_ids import chunk_coordinates
 from tests.support.demo import _neuron_pairs, demo_world
 from tests.support.volumes import graphene_volume
@@ -294,26 +296,26 @@ def test_new_l2_nodes_of_an_edit_are_meshed_without_a_request(http, world, store
 
 
 def test_remesh_requests_are_consumed(server, admin_token, http, world, store):
+    """A remesh request is a queued job; the server's job thread takes it and meshes the nodes."""
     from caveclient import CAVEclient
 
     root = _root(http, int(world.soma_supervoxels[6]))
     l2_ids = [int(i) for i in _leaves(http, root, stop_layer=2)][:6]
     with store.begin() as conn:  # make the request do work: forget these meshes
         conn.execute(l2_meshes.delete().where(l2_meshes.c.table_id == TABLE, l2_meshes.c.l2_id.in_(l2_ids)))
+    queue = JobQueue(store)
+    before = {job.id for job in queue.list(kind=REMESH_JOB, limit=1000)}
     client = CAVEclient(TABLE, server_address=server.url, auth_token=admin_token)
     client.chunkedgraph.remesh_level2_chunks(l2_ids)
+    [job] = [job for job in queue.list(kind=REMESH_JOB, limit=1000) if job.id not in before]
+    assert job.payload == {"table_id": TABLE, "l2_ids": sorted(l2_ids)}
     deadline = time.time() + 30
-    while time.time() < deadline:
-        with store.connect() as conn:
-            # other graphs of the shared store (ingested ones) may hold the same node ids
-            pending = conn.execute(
-                select(remesh_requests.c.l2_id).where(remesh_requests.c.table_id == TABLE, remesh_requests.c.l2_id.in_(l2_ids))
-            ).all()
-            meshed = conn.execute(select(l2_meshes.c.l2_id).where(l2_meshes.c.table_id == TABLE, l2_meshes.c.l2_id.in_(l2_ids))).all()
-        if not pending and len(meshed) == len(l2_ids):
-            break
+    while time.time() < deadline and not (job := queue.get(job.id)).done:
         time.sleep(0.2)
-    assert not pending and len(meshed) == len(l2_ids)
+    with store.connect() as conn:
+        meshed = conn.execute(select(l2_meshes.c.l2_id).where(l2_meshes.c.table_id == TABLE, l2_meshes.c.l2_id.in_(l2_ids))).all()
+    assert job.status == "done" and job.result == {"meshed": len(l2_ids)}, job
+    assert len(meshed) == len(l2_ids)
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ class Runtime:
         materialize = MaterializeService(registry, views, annotations, info, snapshots, settings.query_row_limit)
         background = BackgroundExecutor()
         l2cache = L2Cache(engine, background)
-        meshes = MeshService(engine, graphs, background)
+        meshes = MeshService(engine, graphs, background, jobs)
         graphs.subscribe(l2cache.after_edit)
         graphs.subscribe(meshes.after_edit)
         materializer = Materializer(registry, annotations, graphs, info, views, settings.versions_location, snapshots)

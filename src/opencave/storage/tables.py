@@ -242,17 +242,6 @@ l2_attributes = Table(
     Column("attributes", Text, nullable=False),  # JSON, as the L2 cache answers it
 )
 
-remesh_requests = Table(
-    "remesh_requests",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("table_id", String(128), ForeignKey("cg_graphs.table_id", ondelete="CASCADE"), nullable=False),
-    Column("l2_id", BigInteger, nullable=False),
-    Column("requested", DateTime(timezone=True), nullable=False),
-    Column("priority", SmallInteger, nullable=False, default=0),
-)
-
-
 # Meshes of L2 nodes (Draco fragments, as the graphene mesh source reads them). A node is
 # immutable, so its mesh is made once: on first request, or after the edit that created it.
 l2_meshes = Table(

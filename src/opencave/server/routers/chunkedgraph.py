@@ -810,7 +810,7 @@ def _find_path(handle: GraphHandle, points: list, l2cache) -> dict[str, Any]:
 # -- meshing: remeshing requests ----------------------------------------------------------------
 @router.post(_path("remesh_level2_chunks"), status_code=202)
 async def remesh(table_id: TableId, body: RemeshBody, request: Request, context: AuthContext = Depends(current_context)) -> Response:
-    """Queue L2 nodes for re-meshing; the mesh worker consumes the queue."""
+    """Queue L2 nodes for re-meshing (a job: any process running jobs meshes them)."""
     handle = await run_in_threadpool(_graph, request, context, table_id, "edit")
-    queued = await run_in_threadpool(runtime_of(request).graphs.request_remesh, handle, node_id_array(body.new_lvl2_ids))
+    queued = await run_in_threadpool(runtime_of(request).meshes.request_remesh, handle, node_id_array(body.new_lvl2_ids))
     return _json({"queued": queued}, status=202)

@@ -2,9 +2,8 @@
 
 Neuroglancer's graphene source and cloud-volume ask the manifest for a node's fragments, then
 read each fragment from the graph's ``data_dir`` (``/volumes/{table_id}/ws/<mesh dir>/…``).
-The work happens in ``opencave.services.meshing``. Remesh requests are queued by the
-chunkedgraph router (``…/remeshing``) and consumed by a periodic job of the runtime's
-background executor.
+The work happens in ``opencave.services.meshing``. Remesh requests (``…/remeshing``, in the
+chunkedgraph router) are queued jobs, run by any process that runs jobs.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from opencave.errors import BadRequest, Conflict, NotFound
 from opencave.storage.sql import reader
 from opencave.services.segmentation.volume import WatershedVolume
 from opencave.services.meshing.layout import MeshLayout
-from opencave.storage.tables import cg_graphs, cg_nodes, cg_operations, remesh_requests
+from opencave.storage.tables import cg_graphs, cg_nodes, cg_operations
 from opencave.wire.node_ids import NodeIdLayout, get_layer
 
 from .edits import EditPlan
@@ -306,22 +306,6 @@ class GraphService:
             "app": {"supported_api_versions": [0, 1]},
             **MeshLayout(handle.index.geometry).info(),  # mesh, mesh_metadata
         }
-
-    def request_remesh(self, handle: GraphHandle, l2_ids: np.ndarray) -> int:
-        """Queue meshing of L2 nodes (the mesh worker consumes the queue)."""
-        index = handle.index
-        idx = index.node_index(l2_ids)
-        if (idx < 0).any() or (index.node_layer.view()[np.maximum(idx, 0)] != 2).any():
-            bad = int(l2_ids[(idx < 0) | (index.node_layer.view()[np.maximum(idx, 0)] != 2)][0])
-            raise BadRequest(f"Node {bad} is not a layer-2 node of this graph; remeshing takes L2 ids.", code="not_level2")
-        now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            if l2_ids.size:
-                conn.execute(
-                    insert(remesh_requests),
-                    [{"table_id": handle.table_id, "l2_id": int(i), "requested": now, "priority": 0} for i in l2_ids],
-                )
-        return int(l2_ids.size)
 
     # -- edits -------------------------------------------------------------------------------
     def commit(

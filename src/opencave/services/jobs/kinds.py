@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from opencave.services.jobs.runner import JobKind, Progress
+from opencave.services.meshing.service import REMESH_JOB
 from opencave.services.skeleton.service import GENERATE_JOB
 
 if TYPE_CHECKING:
@@ -46,8 +47,12 @@ def job_kinds(runtime: "Runtime") -> list[JobKind]:
     def generate_skeletons(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
         return runtime.skeletons.generate(payload["datastack"], [int(r) for r in payload["root_ids"]], progress)
 
+    def remesh(payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        return runtime.meshes.remesh(payload["table_id"], [int(i) for i in payload["l2_ids"]])
+
     return [
         JobKind(CREATE_VERSION, create_version, "freeze a datastack's tables as a new materialized version"),
         JobKind(IMPORT_VERSION, import_version, "import a released version (a version package or CAVE static export)"),
         JobKind(GENERATE_JOB, generate_skeletons, "make skeletons asked for asynchronously"),
+        JobKind(REMESH_JOB, remesh, "mesh the L2 nodes of a remesh request"),
     ]

@@ -25,15 +25,16 @@ from opencave.background import BackgroundExecutor
 from opencave.errors import BadRequest, NotFound
 from opencave.services.chunkedgraph import queries
 from opencave.services.chunkedgraph.service import CommittedEdit, GraphHandle, GraphService
+from opencave.services.jobs.queue import JobQueue
 from opencave.wire.node_ids import chunk_coordinates
 
 from .assignment import alive_until, chunk_labels, reached_chunks, slab_labels
 from .chunk import Surface, encode_draco, surfaces, weld
 from .layout import MESHED_LAYER, MeshLayout
 from .store import MeshStore
-from .worker import POLL_S, RequestWorker
 
 WAIT_FOR_OTHERS_S = 300.0
+REMESH_JOB = "meshing.remesh"  # the queued job that meshes the L2 nodes of a remesh request
 # Steps to the lower neighbours whose cells touch a chunk: faces, then edges, then the corner.
 LOWER_STEPS = [np.array(s, dtype=np.int64) for s in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1))]
 
@@ -57,14 +58,34 @@ class ManifestQuery:
 
 
 class MeshService:
-    def __init__(self, engine: Engine, graphs: GraphService, background: BackgroundExecutor) -> None:
+    def __init__(self, engine: Engine, graphs: GraphService, background: BackgroundExecutor, jobs: JobQueue) -> None:
         self.store = MeshStore(engine)
         self.graphs = graphs
         self.background = background
+        self.jobs = jobs
         self._lock = threading.Lock()
         self._in_flight: dict[tuple[str, int], threading.Event] = {}
-        self.worker = RequestWorker(self)
-        background.every("remesh requests", POLL_S, self.worker.poll)
+
+    # -- remesh requests (caveclient's remesh_level2_chunks) ---------------------------------------
+    def request_remesh(self, handle: GraphHandle, l2_ids: np.ndarray) -> int:
+        """Queue a job meshing these L2 nodes (any process running jobs takes it; a request
+        outlives a crash); the number of nodes queued."""
+        index = handle.index
+        idx = index.node_index(l2_ids)
+        wrong = (idx < 0) | (index.node_layer.view()[np.maximum(idx, 0)] != MESHED_LAYER)
+        if wrong.any():
+            raise BadRequest(f"Node {int(l2_ids[wrong][0])} is not a layer-2 node of this graph; remeshing takes L2 ids.", code="not_level2")
+        if l2_ids.size:
+            self.jobs.submit(REMESH_JOB, {"table_id": handle.table_id, "l2_ids": sorted({int(i) for i in l2_ids})})
+        return int(l2_ids.size)
+
+    def remesh(self, table_id: str, l2_ids: list[int]) -> dict[str, int]:
+        """The job's work: mesh those of the nodes without a mesh (a graph gone since: nothing)."""
+        try:
+            handle = self.graphs.graph(table_id)
+        except NotFound:
+            return {"meshed": 0}
+        return {"meshed": len(self.ensure(handle, l2_ids))}
 
     @staticmethod
     def layout(handle: GraphHandle) -> MeshLayout:

@@ -7,21 +7,13 @@ deterministic, so when processes race the first row is as good as any.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, func, select, update
 
 from opencave.storage.sql import insert_ignoring_duplicates, reader
-from opencave.storage.tables import l2_meshes, remesh_requests
+from opencave.storage.tables import l2_meshes
 
 BATCH = 2000
-
-
-@dataclass(frozen=True)
-class RemeshRequest:
-    id: int
-    table_id: str
-    l2_id: int
 
 
 class MeshStore:
@@ -75,18 +67,3 @@ class MeshStore:
         with self.engine.begin() as conn:
             for start in range(0, len(l2_ids), BATCH):
                 conn.execute(delete(l2_meshes).where(l2_meshes.c.table_id == table_id, l2_meshes.c.l2_id.in_(l2_ids[start : start + BATCH])))
-
-    def pending_requests(self, limit: int) -> list[RemeshRequest]:
-        """The oldest queued requests, most urgent first."""
-        with reader(self.engine).connect() as conn:
-            rows = conn.execute(
-                select(remesh_requests.c.id, remesh_requests.c.table_id, remesh_requests.c.l2_id)
-                .order_by(remesh_requests.c.priority.desc(), remesh_requests.c.id)
-                .limit(limit)
-            ).all()
-        return [RemeshRequest(int(r.id), r.table_id, int(r.l2_id)) for r in rows]
-
-    def delete_requests(self, ids: list[int]) -> None:
-        with self.engine.begin() as conn:
-            for start in range(0, len(ids), BATCH):
-                conn.execute(delete(remesh_requests).where(remesh_requests.c.id.in_(ids[start : start + BATCH])))

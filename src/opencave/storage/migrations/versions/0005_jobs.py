@@ -1,4 +1,4 @@
-"""background job queue
+"""background job queue (remesh requests become jobs)
 
 Revision ID: 0005
 Revises: 0004
@@ -39,9 +39,19 @@ def upgrade() -> None:
     op.create_index('ix_jobs_claim', 'jobs', ['status', 'priority', 'id'], unique=False)
     active = sa.text("status IN ('queued', 'running')")
     op.create_index('uq_jobs_active_key', 'jobs', ['key'], unique=True, sqlite_where=active, postgresql_where=active)
+    op.drop_table('remesh_requests')
 
 
 def downgrade() -> None:
+    op.create_table('remesh_requests',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('table_id', sa.String(length=128), nullable=False),
+    sa.Column('l2_id', sa.BigInteger(), nullable=False),
+    sa.Column('requested', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('priority', sa.SmallInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['table_id'], ['cg_graphs.table_id'], name=op.f('fk_remesh_requests_table_id_cg_graphs'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_remesh_requests'))
+    )
     op.drop_index('uq_jobs_active_key', table_name='jobs')
     op.drop_index('ix_jobs_claim', table_name='jobs')
     op.drop_table('jobs')
