@@ -11,32 +11,16 @@ from __future__ import annotations
 import json
 import logging
 
-from opencave.storage.faults import StorageFault, storage_fault
+from opencave.storage.faults import FAULT_ANSWERS, storage_fault
 from opencave.wire.errors import error_body
 
 log = logging.getLogger("opencave.server")
-
-_FAULT_ANSWERS = {
-    StorageFault.FULL: (
-        507,
-        "insufficient_storage",
-        "The server's storage is full, so this request was not completed; free space in its data "
-        "directory or database, then retry.",
-    ),
-    StorageFault.READ_ONLY: (
-        507,
-        "read_only_storage",
-        "The server's storage is read-only, so this request was not completed; make its data "
-        "directory or database writable, then retry.",
-    ),
-}
-
 
 def fault_answer(error: BaseException) -> tuple[int, dict]:
     """The status and JSON body for an error no handler knew."""
     fault = storage_fault(error)
     if fault is not None:
-        status, code, message = _FAULT_ANSWERS[fault]
+        status, code, message = FAULT_ANSWERS[fault]
         return status, error_body(status, code, message)
     return 500, error_body(500, "internal_error", f"Internal server error ({type(error).__name__}); the server log has details.")
 

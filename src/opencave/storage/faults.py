@@ -50,3 +50,20 @@ def storage_fault(error: BaseException) -> StorageFault | None:
         if any(marker in text for marker in _READ_ONLY_TEXTS):
             return StorageFault.READ_ONLY
     return None
+
+
+# What a request that met each fault answers: the operator must act, so 507 with what to do.
+FAULT_ANSWERS = {
+    StorageFault.FULL: (
+        507,
+        "insufficient_storage",
+        "The server's storage is full, so this request was not completed; free space in its data "
+        "directory or database, then retry.",
+    ),
+    StorageFault.READ_ONLY: (
+        507,
+        "read_only_storage",
+        "The server's storage is read-only, so this request was not completed; make its data "
+        "directory or database writable, then retry.",
+    ),
+}

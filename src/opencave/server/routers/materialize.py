@@ -428,8 +428,9 @@ async def create_version(
     context: AuthContext = Depends(current_context),
 ) -> Any:
     """Create a version now (or at ``timestamp``); needs admin on the datastack's dataset. The
-    work is a queued job (any process running jobs builds it); the answer is the version once it
-    is published, or 202 with the job to follow when that takes longer than ``wait_s``."""
+    work is a job: built by this request's thread when this process runs jobs, else queued for
+    `opencave worker` processes; the answer is the version once it is published, or (queued)
+    202 with the job to follow when that takes longer than ``wait_s``."""
     runtime = runtime_of(request)
     dataset = runtime.identities.require(context, "view", NAMESPACE, datastack_name)
     identity = context.identity
@@ -443,13 +444,12 @@ async def create_version(
             expires = (moment or datetime.now(timezone.utc)) + timedelta(days=body.days_to_expire)
         except OverflowError:
             raise BadRequest("timestamp + days_to_expire is past the year 9999.", code="bad_body") from None
-    job = await run_in_threadpool(
-        runtime.jobs.submit,
-        CREATE_VERSION,
-        {"datastack": datastack_name, "timestamp": moment_text(moment), "expires_on": moment_text(expires)},
-        submitted_by=str(identity.id),
-        attempts=1,  # a request killed with its process gets no answer: its work is discarded
-    )
+    payload = {"datastack": datastack_name, "timestamp": moment_text(moment), "expires_on": moment_text(expires)}
+    if runtime.settings.job_threads > 0:  # this process runs jobs: the request's thread builds it
+        job = await run_in_threadpool(runtime.job_runner.run_here, CREATE_VERSION, payload, None, str(identity.id))
+        return job.result
+    # a request killed with its process gets no answer: its work is discarded (attempts=1)
+    job = await run_in_threadpool(runtime.jobs.submit, CREATE_VERSION, payload, submitted_by=str(identity.id), attempts=1)
     runtime.job_runner.poke()
     job = await runtime.job_runner.ended(job.id, wait_s)
     if not job.done:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from opencave.errors import Conflict, NotFound, OpencaveError
 from opencave.services.materialize.versions import builder_gone
+from opencave.storage.faults import FAULT_ANSWERS, storage_fault
 from opencave.storage.sql import reader
 from opencave.storage.tables import jobs
 
@@ -61,6 +62,10 @@ class JobError:
     def of(cls, error: BaseException) -> "JobError":
         if isinstance(error, OpencaveError):
             return cls(error.message, error.status, error.code)
+        fault = storage_fault(error)
+        if fault is not None:  # a full or read-only disk: the operator's to fix, as for a request
+            status, code, message = FAULT_ANSWERS[fault]
+            return cls(message, status, code)
         return cls(f"{type(error).__name__}: {error}")
 
     def to_text(self) -> str:

@@ -122,12 +122,13 @@ class JobRunner:
     def run_here(self, kind: str, payload: dict[str, Any], progress: Progress | None = None, submitted_by: str | None = None) -> Job:
         """Record a job and run it in this thread (a command's own work, progress shown). It is
         written already claimed, so no other process takes it, and it starts once: if this
-        process dies, the job is given up, not finished behind the caller's back."""
+        process dies, the job is given up, not finished behind the caller's back. A failure is
+        recorded, then raised here as it came (a full disk stays a full disk to the caller)."""
         if kind not in self.kinds:
             raise ValueError(f"unknown job kind {kind!r}")
         worker = worker_name()
         job = self.queue.submit(kind, payload, submitted_by=submitted_by, attempts=1, claimed_by=worker)
-        return self._run(job, worker, progress)
+        return self._run(job, worker, progress, reraise=True)
 
     def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.25) -> Job:
         """The job once it has ended (or as it is when ``timeout`` passes)."""
@@ -150,7 +151,7 @@ class JobRunner:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
-    def _run(self, job: Job, worker: str, progress: Progress | None) -> Job:
+    def _run(self, job: Job, worker: str, progress: Progress | None, reraise: bool = False) -> Job:
         kind = self.kinds[job.kind]
         latest: list[str | None] = [None]
         written = [0.0]
@@ -167,11 +168,15 @@ class JobRunner:
         try:
             with repeating(HEARTBEAT_S, lambda: self.queue.heartbeat(job.id, worker, latest[0]), f"job {job.id} heartbeat"):
                 result = kind.handler(job.payload, say)
-        except BaseException as error:  # recorded, then re-raised only for interpreter exits
-            self.queue.fail(job.id, worker, JobError.of(error))
-            log.log(logging.INFO if isinstance(error, Exception) and JobError.of(error).status < 500 else logging.ERROR,
-                    "job %s (%s) failed: %s", job.id, job.kind, error, exc_info=JobError.of(error).status >= 500)
-            if not isinstance(error, Exception):
+        except BaseException as error:  # recorded, then re-raised for the caller or an interpreter exit
+            failure = JobError.of(error)
+            try:
+                self.queue.fail(job.id, worker, failure)
+            except Exception:  # e.g. the disk that failed the job also holds the database
+                log.exception("job %s (%s): its failure could not be recorded", job.id, job.kind)
+            log.log(logging.INFO if failure.status < 500 else logging.ERROR, "job %s (%s) failed: %s", job.id, job.kind, error,
+                    exc_info=failure.status >= 500 and not reraise)
+            if reraise or not isinstance(error, Exception):
                 raise
         else:
             self.queue.finish(job.id, worker, result)
