@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from opencave.errors import Conflict, NotFound, OpencaveError
@@ -192,13 +192,12 @@ class JobQueue:
             values.update(status=RUNNING, worker=claimed_by, started=now, heartbeat=now, attempts=1)
         try:
             with self.engine.begin() as conn:
-                job_id = conn.execute(jobs.insert().values(**values).returning(jobs.c.id)).scalar_one()
+                return _job(conn.execute(jobs.insert().values(**values).returning(*jobs.c)).one())
         except IntegrityError:
             active = self.active_with_key(key) if key else None
             if active is None:
                 raise
             return active
-        return self.get(job_id)
 
     def active_with_key(self, key: str) -> Job | None:
         with self._read.connect() as conn:
@@ -231,15 +230,13 @@ class JobQueue:
         with self._read.connect() as conn:
             return [_job(row) for row in conn.execute(query)]
 
-    def claim(self, kinds: Iterable[str], worker: str, job_id: int | None = None) -> Job | None:
-        """Take the next queued job of ``kinds`` (or job ``job_id`` if it is still queued) for
-        ``worker``; None when there is none. Concurrent claimers never take the same job."""
+    def claim(self, kinds: Iterable[str], worker: str) -> Job | None:
+        """Take the next queued job of ``kinds`` for ``worker``; None when there is none.
+        Concurrent claimers never take the same job."""
         kinds = list(kinds)
         if not kinds:
             return None
         candidate = select(jobs.c.id).where(jobs.c.status == QUEUED, jobs.c.kind.in_(kinds))
-        if job_id is not None:
-            candidate = candidate.where(jobs.c.id == job_id)
         candidate = candidate.order_by(jobs.c.priority.desc(), jobs.c.id).limit(1).with_for_update(skip_locked=True)
         now = _now()
         statement = (
@@ -334,11 +331,3 @@ class JobQueue:
         """Jobs per status (for health pages and ``opencave jobs ls``)."""
         with self._read.connect() as conn:
             return {status: n for status, n in conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))}
-
-    def purge(self, older_than: timedelta) -> int:
-        """Forget finished jobs that ended more than ``older_than`` ago."""
-        cutoff = _now() - older_than
-        with self.engine.begin() as conn:
-            return conn.execute(
-                jobs.delete().where(and_(jobs.c.status.in_(FINISHED), or_(jobs.c.finished < cutoff, jobs.c.finished.is_(None))))
-            ).rowcount

@@ -110,14 +110,12 @@ class JobRunner:
         finally:
             self._check_lock.release()
 
-    def run_one(self, job_id: int | None = None, progress: Progress | None = None) -> Job | None:
-        """Claim one job (``job_id`` if given and still queued) and run it here; the job as it
-        ended, or None when there was nothing to claim."""
+    def run_one(self) -> Job | None:
+        """Claim the next job of the handled kinds and run it here; the job as it ended, or
+        None when there was nothing to claim."""
         worker = worker_name()
-        job = self.queue.claim(self.handled if job_id is None else list(self.kinds), worker, job_id)
-        if job is None:
-            return None
-        return self._run(job, worker, progress)
+        job = self.queue.claim(self.handled, worker)
+        return None if job is None else self._run(job, worker, None)
 
     def run_here(self, kind: str, payload: dict[str, Any], progress: Progress | None = None, submitted_by: str | None = None) -> Job:
         """Record a job and run it in this thread (a command's own work, progress shown). It is
