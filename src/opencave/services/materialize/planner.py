@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from opencave.errors import BadRequest
+from opencave.storage.snapshots import parquet_source
 from opencave.services.materialize.layout import AXES, FrozenLayout, split_position
 from opencave.wire.materialize_query import LIST_KINDS, Filter
 
@@ -33,7 +35,7 @@ class Source:
     layout: FrozenLayout
     relation: str  # DuckDB table expression
     voxel_resolution: tuple[float, float, float]
-    clustered: dict[str, str] = field(default_factory=dict)  # root column -> table expression
+    clustered: dict[str, Path] = field(default_factory=dict)  # root column -> its clustered copy
     row_count: int | None = None
 
 
@@ -236,19 +238,26 @@ def column_expressions(
     return out
 
 
+def clustered_filter(source: Source, filters: list[Filter]) -> Filter | None:
+    """The first filter selective enough to read a clustered copy: one or a few ids of a root
+    column that has one."""
+    for f in filters:
+        if f.column in source.clustered and ((f.kind == "in" and 0 < len(f.value) <= CLUSTER_MAX_IDS) or f.kind == "equal"):
+            return f
+    return None
+
+
 def pick_relation(source: Source, filters: list[Filter]) -> tuple[str, bool]:
     """The file to read: a clustered copy when a selective root-id filter allows pruning.
 
     Returns the relation and whether rows must be re-sorted by id: a copy is sorted by its
     column, then id, so the rows of a single value already come in id order.
     """
-    for f in filters:
-        if f.column in source.clustered and (
-            (f.kind == "in" and 0 < len(f.value) <= CLUSTER_MAX_IDS) or f.kind == "equal"
-        ):
-            single = f.kind == "equal" or len(set(f.value)) == 1
-            return source.clustered[f.column], not single
-    return source.relation, False
+    f = clustered_filter(source, filters)
+    if f is None:
+        return source.relation, False
+    single = f.kind == "equal" or len(set(f.value)) == 1
+    return parquet_source(source.clustered[f.column]), not single
 
 
 def sample_clause(source: Source, random_sample: int | None) -> str:

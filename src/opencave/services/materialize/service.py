@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from opencave.errors import BadRequest, NotFound
-from opencave.services.materialize import planner
-from opencave.services.materialize.answers import Answer, run
+from opencave.services.materialize import direct, planner
+from opencave.services.materialize.answers import Answer, from_table, run
 from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.requests import QueryOptions
+from opencave.services.materialize.root_rows import RootRowReader
 from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry
 from opencave.services.materialize.views import ViewRegistry, layout_of_result, view_column_types
 from opencave.storage.snapshots import SnapshotEngine, clustered_name, parquet_source
@@ -58,6 +59,7 @@ class MaterializeService:
         self.info = info
         self.snapshots = snapshots
         self.row_limit = row_limit
+        self.root_rows = RootRowReader()
 
     # -- versions ------------------------------------------------------------------------------
     def _check_datastack(self, datastack: str) -> str:
@@ -111,7 +113,7 @@ class MaterializeService:
             layout = frozen_layout(table.schema)
             # copies may be built after the version is published: until then, the id-sorted file
             copies = [(c, clustered_name(table.file, c)) for c in layout.root_columns]
-            clustered = {c: parquet_source(files.local_path(found.location, copy)) for c, copy in copies if files.exists(found.location, copy)}
+            clustered = {c: files.local_path(found.location, copy) for c, copy in copies if files.exists(found.location, copy)}
         else:
             import pyarrow.parquet as pq
 
@@ -168,21 +170,20 @@ class MaterializeService:
         desired = query.desired_resolution if rescale else None
         factors = planner.scale_factors(source, desired)
         limit, capped = self._capped(query.paging.limit)
-        sql, params, names = planner.simple_select(
-            source,
-            query.filters,
-            query.select_columns,
-            factors,
-            count=options.count,
-            random_sample=options.random_sample,
-            offset=query.paging.offset,
-            limit=None if options.count else limit,
+        arguments = dict(
+            count=options.count, random_sample=options.random_sample, offset=query.paging.offset, limit=None if options.count else limit
         )
         headers = {
-            "column_names": {source.name: {n: n for n in names}},
             "resolution": (desired or source.voxel_resolution) if rescale else None,
             "warnings": self._notices(found),
         }
+        table = direct.answer(self.root_rows, source, planner.check_filters(source, query.filters), query.select_columns, factors, **arguments)
+        if table is not None:
+            if capped and not options.count and table.num_rows >= (limit or 0):
+                headers["warnings"].append(truncation_warning(limit or 0))
+            return from_table(table, column_names={source.name: {n: n for n in table.column_names}}, **headers)
+        sql, params, names = planner.simple_select(source, query.filters, query.select_columns, factors, **arguments)
+        headers["column_names"] = {source.name: {n: n for n in names}}
         return self._execute(sql, params, capped and not options.count, limit, headers)
 
     def query_join(self, left: VersionTable, right: VersionTable, query: JoinQuery, options: QueryOptions, rescale: bool) -> Answer:

@@ -1,0 +1,185 @@
+"""Queries for a few roots answered from a clustered copy's footer index (``direct``) equal the
+planner's SQL answers exactly — rows, order, column names and types — over generated filters,
+selections, scales and paging; queries that path cannot answer exactly are left to SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from opencave.services.materialize import clustering, direct, planner
+from opencave.services.materialize.layout import frozen_layout
+from opencave.services.materialize.root_rows import RootRowReader, build_index
+from opencave.storage.snapshots import clustered_name, parquet_source, write_parquet
+from opencave.wire.materialize_query import Filter
+
+ROOT_BASE = 864691135000000000
+TABLE = "cells"
+
+
+def _cells(rows: int, seed: int) -> pa.Table:
+    """A frozen cell-type table: few roots with many rows each, null roots, halves in positions."""
+    rng = np.random.default_rng(seed)
+    layout = frozen_layout("cell_type_local")
+    roots = ROOT_BASE + rng.integers(0, 12, rows)
+    root_mask = rng.random(rows) < 0.05
+    halves = rng.integers(-400, 400, (rows, 3)) / 2  # x.5 values round away from zero
+    columns = {
+        "id": np.arange(1, rows + 1, dtype=np.int64) * 3,
+        "valid": np.ones(rows, dtype=bool),
+        "pt_supervoxel_id": pa.array(roots * 7 % 100_000, pa.int64()),
+        "pt_root_id": pa.array(roots, pa.int64(), mask=root_mask),
+        "classification_system": pa.array(rng.choice(["a", "b", None], rows).tolist(), pa.string()),
+        "cell_type": pa.array(rng.choice(["pyr", "basket", "chandelier", "Pyr"], rows).tolist(), pa.string()),
+        "pt_position_x": halves[:, 0],
+        "pt_position_y": halves[:, 1],
+        "pt_position_z": halves[:, 2] + 0.25,
+    }
+    return pa.table(columns, schema=layout.arrow_schema)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> planner.Source:
+    directory = tmp_path_factory.mktemp("direct")
+    file = f"{TABLE}.parquet"
+    write_parquet(directory / file, _cells(5_000, seed=3))
+    original = clustering.ROW_GROUP_ROWS
+    clustering.ROW_GROUP_ROWS = 2_048  # many row groups: one root's rows span several
+    try:
+        assert clustering.ensure_clustered(directory, file, ["pt_root_id"]) == ["pt_root_id"]
+    finally:
+        clustering.ROW_GROUP_ROWS = original
+    copy = directory / clustered_name(file, "pt_root_id")
+    assert pq.ParquetFile(copy).metadata.num_row_groups > 2
+    return planner.Source(
+        name=TABLE,
+        layout=frozen_layout("cell_type_local"),
+        relation=parquet_source(directory / file),
+        voxel_resolution=(4.0, 4.0, 40.0),
+        clustered={"pt_root_id": copy},
+        row_count=5_000,
+    )
+
+
+def _by_sql(source: planner.Source, filters, select, factors, **arguments) -> pa.Table:
+    sql, params, _ = planner.simple_select(source, filters, select, factors, **arguments)
+    return duckdb.connect().sql(sql, params=params).to_arrow_table()
+
+
+def _same(direct_answer: pa.Table, sql_answer: pa.Table) -> None:
+    assert [(f.name, f.type) for f in direct_answer.schema] == [(f.name, f.type) for f in sql_answer.schema]
+    assert direct_answer.to_pylist() == sql_answer.to_pylist()
+
+
+roots = st.integers(0, 14).map(lambda i: ROOT_BASE + i)  # 12 present, 3 absent
+root_filters = st.one_of(
+    roots.map(lambda r: Filter(TABLE, "pt_root_id", "equal", r)),
+    st.lists(roots, min_size=1, max_size=6).map(lambda rs: Filter(TABLE, "pt_root_id", "in", rs)),
+)
+other_filters = st.lists(
+    st.one_of(
+        st.sampled_from(["equal", "greater", "less", "greater_equal", "less_equal"]).flatmap(
+            lambda kind: st.integers(0, 16_000).map(lambda v: Filter(TABLE, "id", kind, v))
+        ),
+        st.lists(st.integers(0, 400), max_size=40).map(lambda vs: Filter(TABLE, "pt_supervoxel_id", "notin", vs)),
+        st.lists(st.sampled_from(["pyr", "basket", "Pyr", "none"]), max_size=3).map(lambda vs: Filter(TABLE, "cell_type", "in", vs)),
+        st.sampled_from(["a", "b"]).map(lambda v: Filter(TABLE, "classification_system", "equal", v)),
+        st.lists(st.sampled_from(["a", "b"]), max_size=2).map(lambda vs: Filter(TABLE, "classification_system", "notin", vs)),
+        st.booleans().map(lambda v: Filter(TABLE, "valid", "equal", v)),
+    ),
+    max_size=2,
+)
+selections = st.one_of(
+    st.none(),
+    st.lists(st.sampled_from(["id", "pt_root_id", "cell_type", "pt_position", "pt_position_x", "valid"]), min_size=1, max_size=4, unique=True)
+    # both would answer two columns named pt_position_x
+    .filter(lambda names: not {"pt_position", "pt_position_x"} <= set(names)),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    key=root_filters,
+    others=other_filters,
+    select=selections,
+    factors=st.sampled_from([None, (2.0, 0.5, 0.1)]),
+    count=st.booleans(),
+    offset=st.one_of(st.none(), st.integers(0, 300)),
+    limit=st.one_of(st.none(), st.integers(0, 500)),
+    key_first=st.booleans(),
+)
+def test_direct_answers_equal_sql_answers(source, key, others, select, factors, count, offset, limit, key_first):
+    filters = planner.check_filters(source, [key, *others] if key_first else [*others, key])
+    arguments = dict(count=count, offset=offset, limit=None if count else limit)
+    answer = direct.answer(RootRowReader(), source, filters, select, factors, **arguments)
+    assert answer is not None, "a root filter with integer and text filters is answered directly"
+    _same(answer, _by_sql(source, filters, select, factors, **arguments))
+
+
+def test_every_root_of_the_copy_reads_its_whole_range(source):
+    """Each root (one spanning row groups among them) gives exactly its rows, in id order."""
+    reader = RootRowReader()
+    table = pq.read_table(source.relation.removeprefix("read_parquet('").removesuffix("')"), columns=["id", "pt_root_id"])
+    ids_of: dict[int, list[int]] = {}
+    for row in table.to_pylist():
+        if row["pt_root_id"] is not None:
+            ids_of.setdefault(row["pt_root_id"], []).append(row["id"])
+    index = reader.index(Path(source.clustered["pt_root_id"]), "pt_root_id")
+    assert max(len(index.row_groups(np.array([root]))) for root in ids_of) > 1
+    for root, ids in ids_of.items():
+        got = reader.read(Path(source.clustered["pt_root_id"]), "pt_root_id", [root], ["id"])
+        assert got.column("id").to_pylist() == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        Filter(TABLE, "pt_position_x", "greater", 3.0),  # a float column: NaN rules differ
+        Filter(TABLE, "cell_type", "regex", "p.*"),
+        Filter(TABLE, "cell_type", "greater", "b"),  # text order: collation is SQL's business
+        Filter(TABLE, "pt_position", "spatial", [[0, 0, 0], [50, 50, 50]]),
+    ],
+)
+def test_filters_arrow_cannot_match_exactly_go_to_sql(source, extra):
+    filters = planner.check_filters(source, [Filter(TABLE, "pt_root_id", "equal", ROOT_BASE + 1), extra])
+    assert direct.answer(RootRowReader(), source, filters, None, None) is None
+
+
+def test_no_root_filter_or_a_random_sample_goes_to_sql(source):
+    by_id = planner.check_filters(source, [Filter(TABLE, "id", "equal", 3)])
+    assert direct.answer(RootRowReader(), source, by_id, None, None) is None
+    by_root = planner.check_filters(source, [Filter(TABLE, "pt_root_id", "equal", ROOT_BASE + 1)])
+    assert direct.answer(RootRowReader(), source, by_root, None, None, random_sample=10) is None
+    many = planner.check_filters(source, [Filter(TABLE, "pt_root_id", "in", list(range(65)))])
+    assert direct.answer(RootRowReader(), source, many, None, None) is None
+
+
+def test_an_unsorted_or_statistics_free_file_is_not_indexed(tmp_path):
+    shuffled = pa.table({"id": [1, 2, 3, 4], "pt_root_id": [5, 1, 9, 2]})
+    pq.write_table(shuffled, tmp_path / "shuffled.parquet", row_group_size=2)
+    assert build_index(pq.ParquetFile(tmp_path / "shuffled.parquet").metadata, "pt_root_id") is None
+    sorted_rows = pa.table({"id": [1, 2, 3, 4], "pt_root_id": [1, 2, 5, 9]})
+    pq.write_table(sorted_rows, tmp_path / "bare.parquet", row_group_size=2, write_statistics=False)
+    assert build_index(pq.ParquetFile(tmp_path / "bare.parquet").metadata, "pt_root_id") is None
+    assert RootRowReader().read(tmp_path / "bare.parquet", "pt_root_id", [2], ["id"]) is None
+    # sorted by row group but not within one: found out on reading
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "pt_root_id": [2, 1, 5, 9]}), tmp_path / "inner.parquet", row_group_size=2)
+    assert RootRowReader().read(tmp_path / "inner.parquet", "pt_root_id", [2], ["id"]) is None
+
+
+def test_a_file_replaced_at_the_same_path_is_indexed_anew(tmp_path):
+    path = tmp_path / "copy.parquet"
+    reader = RootRowReader()
+    pq.write_table(pa.table({"id": [1, 2], "pt_root_id": [7, 8]}), path)
+    assert reader.read(path, "pt_root_id", [8], ["id"]).column("id").to_pylist() == [2]
+    replacement = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3], "pt_root_id": [7, 8, 8]}), replacement)
+    replacement.replace(path)
+    assert reader.read(path, "pt_root_id", [8], ["id"]).column("id").to_pylist() == [2, 3]
