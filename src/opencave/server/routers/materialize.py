@@ -237,18 +237,20 @@ def _header_text(text: str) -> str:
 
 
 def _respond(request: Request, answer: Answer, return_pyarrow: bool, compress: bool, v3: bool) -> Response:
+    """The answer's response (called in a worker thread, as small answers are encoded here)."""
     headers: list[tuple[str, str]] = []
     if v3 and answer.resolution is not None:
         headers += [("dataframe_resolution", repr(float(r))) for r in answer.resolution]
     headers.append(("column_names", _header_text(repr(answer.column_names))))
     headers += [("Warning", _header_text(w)) for w in answer.warnings]
     if not return_pyarrow:
-        response = StreamingResponse(json_records(answer.batches), media_type="application/json")
+        media_type, body = "application/json", json_records(answer.batches)
     else:
         codec = arrow_ipc.compression_for(request.headers.get("accept-encoding"), compress)
-        response = StreamingResponse(
-            arrow_ipc.stream_batches(answer.schema, answer.batches, codec), media_type=arrow_ipc.CONTENT_TYPE
-        )
+        media_type, body = arrow_ipc.CONTENT_TYPE, arrow_ipc.stream_batches(answer.schema, answer.batches, codec)
+    # called in a worker thread: a small answer is encoded here, whole
+    response = Response(b"".join(body), media_type=media_type) if answer.small else StreamingResponse(body, media_type=media_type)
+    if return_pyarrow:
         response.headers["Cache-Control"] = "no-cache"
     for name, value in headers:
         response.headers.append(name, value)
@@ -276,8 +278,7 @@ async def query_table(
         _readable(request, context, datastack_name, table_name, found.frozen.metadata)
         return service.query_table(found, query, options, rescale=_is_v3(request))
 
-    answer = await run_in_threadpool(work)
-    return _respond(request, answer, options.return_pyarrow, options.ipc_compress, _is_v3(request))
+    return await run_in_threadpool(lambda: _respond(request, work(), options.return_pyarrow, options.ipc_compress, _is_v3(request)))
 
 
 @_route("POST", "join_query", responses=QUERY_ANSWERS)
@@ -301,8 +302,7 @@ async def join_query(
             _readable(request, context, datastack_name, found.frozen.table_name, found.frozen.metadata)
         return service.query_join(left, right, query, options, rescale=_is_v3(request))
 
-    answer = await run_in_threadpool(work)
-    return _respond(request, answer, options.return_pyarrow, options.ipc_compress, _is_v3(request))
+    return await run_in_threadpool(lambda: _respond(request, work(), options.return_pyarrow, options.ipc_compress, _is_v3(request)))
 
 
 @router.post(route_path(V3["live_live_query"]), responses=QUERY_ANSWERS)
@@ -325,8 +325,7 @@ async def live_query(
             _readable(request, context, datastack_name, table)
         return runtime.live.query(datastack_name, query, options)
 
-    answer = await run_in_threadpool(work)
-    return _respond(request, answer, options.return_pyarrow, options.ipc_compress, v3=True)
+    return await run_in_threadpool(lambda: _respond(request, work(), options.return_pyarrow, options.ipc_compress, v3=True))
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -373,8 +372,7 @@ async def query_view(
     def work() -> Answer:
         return service.query_table(service.frozen_table(datastack_name, number, view_name, kind="view"), query, options, rescale=True)
 
-    answer = await run_in_threadpool(work)
-    return _respond(request, answer, options.return_pyarrow, options.ipc_compress, v3=True)
+    return await run_in_threadpool(lambda: _respond(request, work(), options.return_pyarrow, options.ipc_compress, v3=True))
 
 
 # -- workflows -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from opencave.errors import BadRequest, Conflict, NotFound
 from opencave.services.viewer import BUNDLED_VIEWER_SITE
 from opencave.storage.state import INFO_GENERATION, Generations, bump_generation
+from opencave.storage.sql import reader
 from opencave.storage.tables import aligned_volumes, datastacks, image_sources
 
 LOCAL_SERVER = "{local_server}"
@@ -158,7 +159,7 @@ class InfoRegistry:
             )
 
     def aligned_volume_of(self, datastack: str) -> str:
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             name = conn.execute(
                 select(aligned_volumes.c.name)
                 .join(datastacks, datastacks.c.aligned_volume_id == aligned_volumes.c.id)

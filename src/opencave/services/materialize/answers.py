@@ -18,6 +18,10 @@ import pandas as pd
 import pyarrow as pa
 
 BATCH_ROWS = 262_144
+# An answer made whole in memory with at most this many rows is encoded in the request's worker
+# thread and sent as one body: streaming costs a hop between threads per message, which is most
+# of the time of a small answer. Larger ones stream, so a server never holds two copies of them.
+WHOLE_BODY_ROWS = 65_536
 # Rows per JSON encoder call (~2 MB of text for a synapse table). Larger calls are no faster and
 # their big transient strings fragment the heap: 32,768 rows raised a process's memory twice as much.
 JSON_ROWS = 4_096
@@ -45,6 +49,7 @@ class Answer:
     column_names: dict[str, dict[str, str]] = field(default_factory=dict)
     resolution: tuple[float, float, float] | None = None
     warnings: list[str] = field(default_factory=list)
+    small: bool = False  # whole in memory, at most WHOLE_BODY_ROWS rows: sent as one body
 
     def table(self) -> pa.Table:
         return pa.Table.from_batches(list(self.batches), schema=self.schema)
@@ -82,7 +87,9 @@ def run(
 
 
 def from_table(table: pa.Table, **headers) -> Answer:
-    return Answer(schema=table.schema, batches=iter(table.to_batches(max_chunksize=BATCH_ROWS)), **headers)
+    return Answer(
+        schema=table.schema, batches=iter(table.to_batches(max_chunksize=BATCH_ROWS)), small=table.num_rows <= WHOLE_BODY_ROWS, **headers
+    )
 
 
 def json_records(batches: Iterable[pa.RecordBatch]) -> Iterator[bytes]:

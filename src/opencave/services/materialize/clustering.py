@@ -32,15 +32,12 @@ import duckdb
 from opencave.background import repeating
 from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.versions import STALE_AFTER, VersionRegistry, builder_gone, worker_name
-from opencave.storage.snapshots import COMPRESSION, clustered_name, parquet_source
+from opencave.storage.snapshots import CLUSTERED_ROW_GROUP_ROWS, COMPRESSION, clustered_name, parquet_source
 from opencave.storage.version_files import VersionFiles, is_remote
 
 log = logging.getLogger(__name__)
 MEMORY_LIMIT = "1GB"  # DuckDB sorts within this and spills the rest beside the table
-# Rows per row group of a copy. A few roots' rows are read a row group at a time
-# (``root_rows``): 16,384 rows decode in ~1.5 ms where 65,536 take ~4.5 ms, and the footer of a
-# 300-million-row copy stays ~40 MB.
-ROW_GROUP_ROWS = 16_384
+ROW_GROUP_ROWS = CLUSTERED_ROW_GROUP_ROWS
 
 
 def lock_name(file: str) -> str:

@@ -99,7 +99,7 @@ def answer(
     types = {f.column: source.layout.type_of(f.column) for f in others}
     if not all(_filterable(f, types[f.column]) for f in others):
         return None
-    columns = selected_columns(source, select)
+    columns = [] if count else selected_columns(source, select)
     stored = [name for c in columns for name in (split_position(c) if c in source.layout.positions else [c])]
     needed = list(dict.fromkeys(["id", *stored, *types]))
     roots = [key.value] if key.kind == "equal" else key.value

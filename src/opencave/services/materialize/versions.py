@@ -15,6 +15,8 @@ import json
 import os
 import secrets
 import socket
+import threading
+from collections import OrderedDict
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from opencave.storage.tables import mat_version_tables, mat_versions
 from opencave.storage.version_files import VersionFiles
 
 AVAILABLE, RUNNING, FAILED, EXPIRED = "AVAILABLE", "RUNNING", "FAILED", "EXPIRED"
+PUBLISHED_TABLES_KEPT = 512  # versions × kinds whose table lists a process keeps
 STALE_AFTER = timedelta(minutes=2)  # a RUNNING version without a heartbeat for this long is abandoned
 
 
@@ -98,6 +101,7 @@ class Version:
     status: str
     is_merged: bool
     location: str
+    created: datetime | None = None  # when its building began: with the id, names it for good
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,6 +138,7 @@ def _version(row: Any) -> Version:
         status=row.status,
         is_merged=bool(row.is_merged),
         location=row.location,
+        created=as_utc(row.created),
     )
 
 
@@ -143,6 +148,9 @@ class VersionRegistry:
     def __init__(self, engine: Engine, files: VersionFiles | None = None) -> None:
         self.engine = engine
         self.files = files or VersionFiles(Path("versions"), Path("."))
+        # A published version's tables never change: kept per process, read once.
+        self._published_tables: OrderedDict[tuple, list[FrozenTable]] = OrderedDict()
+        self._lock = threading.Lock()
 
     # -- building ------------------------------------------------------------------------------
     def begin(self, datastack: str, time_stamp: datetime, expires_on: datetime | None, location_root: str) -> Version:
@@ -317,6 +325,22 @@ class VersionRegistry:
         return _version(row)
 
     def tables(self, version: Version, kind: str = "table") -> list[FrozenTable]:
+        if version.status != AVAILABLE or version.created is None:
+            return self._read_tables(version, kind)
+        key = (version.id, version.created, kind)
+        with self._lock:
+            found = self._published_tables.get(key)
+            if found is not None:
+                self._published_tables.move_to_end(key)
+                return found
+        found = self._read_tables(version, kind)
+        with self._lock:
+            self._published_tables[key] = found
+            while len(self._published_tables) > PUBLISHED_TABLES_KEPT:
+                self._published_tables.popitem(last=False)
+        return found
+
+    def _read_tables(self, version: Version, kind: str) -> list[FrozenTable]:
         with reader(self.engine).connect() as conn:
             rows = conn.execute(
                 select(mat_version_tables)
