@@ -117,14 +117,16 @@ def test_edit_through_one_process_is_seen_by_the_others(fleet, clients, world, n
     A, B, C = clients
     before = [c.chunkedgraph.get_roots([sv_a, sv_b]) for c in clients]  # every process has its index now
     assert all((b == before[0]).all() for b in before) and before[0][0] != before[0][1]
+    for client in clients:  # each process's index is now known fresh at this graph generation
+        client.chunkedgraph.get_leaves(int(before[0][0]))
 
     merged = A.chunkedgraph.do_merge([sv_a, sv_b], [world.viewer_point(sv_a), world.viewer_point(sv_b)], resolution=(4, 4, 40))
     merge_op, [merged_root] = merged["operation_id"], merged["new_root_ids"]
     leaves = sorted(A.chunkedgraph.get_leaves(merged_root).tolist())
     for name, client in zip("BC", (B, C)):
         cg = client.chunkedgraph
+        assert sorted(cg.get_leaves(merged_root).tolist()) == leaves, f"{name} answers from a stale index"
         assert cg.get_root_id(sv_a) == cg.get_root_id(sv_b) == merged_root, f"{name} answers an old root"
-        assert sorted(cg.get_leaves(merged_root).tolist()) == leaves
         assert not cg.is_latest_roots(before[0]).any()
         lineage = cg.get_lineage_graph(merged_root)
         assert {int(n["id"]) for n in lineage["nodes"]} >= {merged_root, *map(int, before[0])}

@@ -17,7 +17,8 @@ from opencave.storage.tables import server_state
 
 AUTH_GENERATION = "auth_generation"
 INFO_GENERATION = "info_generation"
-GENERATION_KEYS = (AUTH_GENERATION, INFO_GENERATION)
+GRAPH_GENERATION = "graph_generation"  # bumped by every chunkedgraph edit
+GENERATION_KEYS = (AUTH_GENERATION, INFO_GENERATION, GRAPH_GENERATION)
 SECRET_KEY = "secret_key"
 
 
@@ -27,11 +28,14 @@ class Generations:
 
     auth: str = "0"
     info: str = "0"
+    graph: str = "0"
 
     @classmethod
     def from_pairs(cls, pairs) -> "Generations":
         values = {key: value for key, value in pairs if key is not None}
-        return cls(auth=values.get(AUTH_GENERATION, "0"), info=values.get(INFO_GENERATION, "0"))
+        return cls(
+            auth=values.get(AUTH_GENERATION, "0"), info=values.get(INFO_GENERATION, "0"), graph=values.get(GRAPH_GENERATION, "0")
+        )
 
 
 GENERATIONS_QUERY = select(server_state.c.key, server_state.c.value).where(server_state.c.key.in_(GENERATION_KEYS))

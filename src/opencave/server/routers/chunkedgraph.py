@@ -383,7 +383,7 @@ async def leaves(
     answers are encoded on a worker thread."""
     runtime = runtime_of(request)
     runtime.identities.require(context, "view", NAMESPACE, table_id)
-    handle = runtime.graphs.current(table_id) or await run_in_threadpool(runtime.graphs.graph, table_id)
+    handle = runtime.graphs.current(table_id, context.generations.graph) or await run_in_threadpool(runtime.graphs.graph, table_id)
     found = queries.leaves(handle.index, root_id, stop_layer or 1, bounds)
     if found.size <= INLINE_IDS:
         return _ids(request, "leaf_ids", found, as_str)

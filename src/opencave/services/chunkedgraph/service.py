@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from opencave.errors import BadRequest, Conflict, NotFound
 from opencave.storage.sql import reader
+from opencave.storage.state import GRAPH_GENERATION, bump_generation
 from opencave.services.segmentation.volume import WatershedVolume
 from opencave.services.meshing.layout import MeshLayout
 from opencave.storage.tables import cg_graphs, cg_nodes, cg_operations
@@ -61,6 +62,8 @@ class GraphHandle:
     index: GraphIndex
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     sync_lock: threading.Lock = field(default_factory=threading.Lock)
+    # the graph generation at which the index was last found to hold every committed edit
+    fresh_at: str | None = None
 
     @cached_property
     def volume(self) -> WatershedVolume:
@@ -215,16 +218,26 @@ class GraphService:
         self.refresh(handle)
         return handle
 
-    def current(self, table_id: str) -> GraphHandle | None:
-        """The graph if this process has loaded it and its index has every committed operation
-        (one indexed read), else None: loading or catching up is slow work, left to ``graph``
-        on a worker thread, while a fresh index answers small reads on the spot."""
+    def current(self, table_id: str, generation: str | None = None) -> GraphHandle | None:
+        """The graph if this process has loaded it and its index has every committed operation,
+        else None: loading or catching up is slow work, left to ``graph`` on a worker thread,
+        while a fresh index answers small reads on the spot.
+
+        ``generation`` is the graph generation the request read with its token (every edit
+        bumps it in its transaction): when the index was found complete at that generation,
+        no edit has been committed since and no read is needed; otherwise one indexed read."""
         handle = self._graphs.get(table_id)
         if handle is None:
             return None
+        if generation is not None and handle.fresh_at == generation:
+            return handle
         with reader(self.engine).connect() as conn:
             last = conn.execute(select(cg_graphs.c.last_op_id).where(cg_graphs.c.table_id == table_id)).scalar()
-        return handle if last is not None and last <= handle.index.seq else None
+        if last is None or last > handle.index.seq:
+            return None
+        if generation is not None:
+            handle.fresh_at = generation  # read before ``last``: later edits change it
+        return handle
 
     def _load(self, table_id: str) -> GraphHandle:
         with reader(self.engine).connect() as conn:
@@ -334,6 +347,7 @@ class GraphService:
                     .where(cg_graphs.c.table_id == handle.table_id)
                     .values(last_op_id=cg_graphs.c.last_op_id + 1)
                 )
+                bump_generation(conn, GRAPH_GENERATION)  # every process's fresh indexes look again
                 op_id = conn.execute(
                     select(cg_graphs.c.last_op_id).where(cg_graphs.c.table_id == handle.table_id)
                 ).scalar_one()
