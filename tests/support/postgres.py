@@ -9,6 +9,7 @@ started on a free loopback port and removed afterwards. Running as root, the clu
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import shutil
 import socket
@@ -35,10 +36,43 @@ def _pg_bin(name: str) -> str:
     return candidates[-1]
 
 
-def free_port() -> int:
+# Under pytest-xdist each worker hands out ports from its own block below the kernel's ephemeral
+# range (32768 and up): a port is chosen well before its server binds it, and the kernel could
+# give the same free port to two workers in that time; a worker never reuses one it gave out.
+WORKER_PORT_BLOCK = 1500
+_worker_ports: Iterator[int] | None = None
+
+
+def _worker_index() -> int | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", … in a pytest-xdist worker
+    return int(worker[2:]) % 8 if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
+def _can_bind(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (nor will another test worker hand out)."""
+    global _worker_ports
+    index = _worker_index()
+    if index is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    if _worker_ports is None:
+        first = 20000 + index * WORKER_PORT_BLOCK
+        _worker_ports = itertools.cycle(range(first, first + WORKER_PORT_BLOCK))
+    for _ in range(WORKER_PORT_BLOCK):
+        port = next(_worker_ports)
+        if _can_bind(port):
+            return port
+    raise RuntimeError(f"no free port in this worker's block from {20000 + index * WORKER_PORT_BLOCK}")
 
 
 def _as_postgres_user(command: list[str]) -> list[str]:
