@@ -183,7 +183,7 @@ def test_access_log_never_shows_a_token(tmp_path):
                 try:
                     if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except (requests.ConnectionError, requests.Timeout):  # a loaded machine may answer slowly at first
                     pass
                 assert time.time() < deadline, log_path.read_text()
                 time.sleep(0.1)
@@ -198,7 +198,11 @@ def test_access_log_never_shows_a_token(tmp_path):
             time.sleep(0.5)
         finally:
             process.terminate()
-            process.wait(20)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     logged = log_path.read_text()
     assert "GET /info/api/v2/datastacks?middle_auth_token=[redacted]" in logged, logged[-2000:]
     assert token not in logged

@@ -128,10 +128,25 @@ def test_invalid_edits(http, world):
     assert (_roots(http, svs) == roots).all(), "a rejected edit must change nothing"
 
 
+def _separate_pairs(http, world, count: int) -> list[tuple[int, int]]:
+    """Touching supervoxels of two neurons whose objects are different now, no object in two
+    pairs (other modules' edits on the shared server may have joined some neurons already)."""
+    pairs = world.merge_candidates_raw(len(world.graph.edges))
+    roots = _roots(http, [sv for pair in pairs for sv in pair]).reshape(-1, 2).tolist()
+    used: set[int] = set()
+    found = []
+    for pair, (ra, rb) in zip(pairs, roots):
+        if ra != rb and not {ra, rb} & used:
+            used |= {ra, rb}
+            found.append(pair)
+            if len(found) == count:
+                return found
+    raise AssertionError("too few touching neuron pairs of different objects left")
+
+
 def test_concurrent_conflicting_edits(http, world, server, admin_token):
     """Two clients merge the same pair at once: one merge applies, the other is refused."""
-    candidates = world.merge_candidates_raw(2)
-    (a, b), (c, d) = candidates
+    (a, b), (c, d) = _separate_pairs(http, world, 2)
     body = [[a, 0, 0, 0], [b, 0, 0, 0]]
     results: list[requests.Response] = []
     barrier = threading.Barrier(2)
@@ -156,7 +171,9 @@ def test_concurrent_conflicting_edits(http, world, server, admin_token):
     # Edits of different objects both apply.
     other = [[c, 0, 0, 0], [d, 0, 0, 0]]
     undo = http("POST", T + "/undo", json={"operation_id": merged["operation_id"]})
-    assert http("POST", T + "/merge", json=other).status_code == 200 and undo.status_code == 200
+    second = http("POST", T + "/merge", json=other)
+    assert second.status_code == 200 and undo.status_code == 200, (second.text, undo.text)
+    assert http("POST", T + "/undo", json={"operation_id": second.json()["operation_id"]}).status_code == 200
 
 
 def test_cloudvolume_reads_the_watershed(server, admin_token, world):

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -56,11 +57,19 @@ def test_ctrl_c_during_the_first_start_keeps_the_login(backend, tmp_path, databa
             if line.startswith("opencave: "):  # the demo is being built: the operator presses Ctrl-C
                 process.send_signal(signal.SIGINT)
                 break
-        process.wait(60)
-        seen.append(process.stdout.read())
+        # read on while it stops (a full pipe would block it); a busy machine may take a while
+        reader = threading.Thread(target=lambda: seen.append(process.stdout.read()), daemon=True)
+        reader.start()
+        try:
+            process.wait(180)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            reader.join(10)
+            raise AssertionError(f"opencave serve still ran 180 s after Ctrl-C:\n{''.join(seen)}") from None
+        reader.join(10)
     finally:
         process.kill()
-        process.stdout.close()
     output = "".join(seen)
     assert process.returncode == 130, output
     assert "opencave is serving" not in output and "password" not in output, output
