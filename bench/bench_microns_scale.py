@@ -3,7 +3,8 @@
 
 Figures (targets in brackets):
 - one neuron's inputs (``filter_equal_dict={"post_pt_root_id": r}``), p50/p90 over a random
-  sample of neurons [p50 < 50 ms]; floor: DuckDB on the post-root copy;
+  sample of neurons [p50 < 50 ms]; floors: DuckDB on the post-root copy, and pyarrow reading the
+  copy's row groups that a footer index (parsed once, as the server keeps it) locates;
 - the MICrONS workload: all synapses among the 2,000 proofread neurons (``filter_in_dict`` on
   both root columns, positions split) and their adjacency matrix [< 3 s]; floor: DuckDB on the
   id-sorted file and on the pre-root copy (the faster counts);
@@ -29,6 +30,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import psutil
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,10 +61,31 @@ def timed_once(fn):
     return time.perf_counter() - start, value
 
 
+class FooterIndex:
+    """A copy's row groups located by their root-id range (min/max statistics of the footer)."""
+
+    def __init__(self, path: str, column: str) -> None:
+        self.path, self.column = path, column
+        self.metadata = pq.ParquetFile(path).metadata
+        position = self.metadata.schema.names.index(column)
+        stats = [self.metadata.row_group(g).column(position).statistics for g in range(self.metadata.num_row_groups)]
+        self.lows = np.array([s.min for s in stats], dtype=np.int64)
+        self.highs = np.array([s.max for s in stats], dtype=np.int64)
+
+    def rows(self, root: int):
+        groups = list(range(np.searchsorted(self.highs, root, "left"), np.searchsorted(self.lows, root, "right")))
+        table = pq.ParquetFile(self.path, metadata=self.metadata).read_row_groups(groups, use_threads=False)
+        return table.filter(pc.equal(table[self.column], root)).to_pandas(split_blocks=True)
+
+
 def neuron_inputs(mat, floor_db, by_post: str, sample: list[int]) -> dict:
-    """One neuron's inputs through the client and with DuckDB on the post-root copy."""
+    """One neuron's inputs through the client, with DuckDB on the post-root copy and with pyarrow
+    reading the copy's row groups found by a footer index."""
+    start = time.perf_counter()
+    index = FooterIndex(by_post, "post_pt_root_id")
+    index_s = time.perf_counter() - start
     first_s, _ = timed_once(lambda: mat.query_table("synapses", filter_equal_dict={"post_pt_root_id": sample[0]}))
-    client_t, floor_t, sizes = [], [], []
+    client_t, floor_t, direct_t, sizes = [], [], [], []
     for root in sample:
         seconds, frame = timed_once(lambda: mat.query_table("synapses", filter_equal_dict={"post_pt_root_id": root}))
         client_t.append(seconds)
@@ -73,7 +97,10 @@ def neuron_inputs(mat, floor_db, by_post: str, sample: list[int]) -> dict:
         )
         floor_t.append(seconds)
         assert len(floor) == len(frame), (root, len(floor), len(frame))
-    p50, floor_p50 = statistics.median(client_t), statistics.median(floor_t)
+        seconds, direct = timed_once(lambda: index.rows(root))
+        direct_t.append(seconds)
+        assert len(direct) == len(frame)
+    p50, floor_p50, direct_p50 = statistics.median(client_t), statistics.median(floor_t), statistics.median(direct_t)
     return {
         "neurons": len(sample),
         "median_rows": int(statistics.median(sizes)),
@@ -84,6 +111,10 @@ def neuron_inputs(mat, floor_db, by_post: str, sample: list[int]) -> dict:
         "floor_p50_ms": round(1000 * floor_p50, 1),
         "floor_p90_ms": round(1000 * float(np.percentile(floor_t, 90)), 1),
         "ratio_to_floor": round(p50 / floor_p50, 2),
+        "direct_floor_p50_ms": round(1000 * direct_p50, 1),
+        "direct_floor_p90_ms": round(1000 * float(np.percentile(direct_t, 90)), 1),
+        "direct_floor_index_s": round(index_s, 2),
+        "ratio_to_direct_floor": round(p50 / direct_p50, 2),
         "target_p50_ms": 50,
         "met": p50 < 0.050,
     }
