@@ -1,6 +1,8 @@
 """Queries for a few roots answered from a clustered copy's footer index (``direct``) equal the
 planner's SQL answers exactly — rows, order, column names and types — over generated filters,
-selections, scales and paging; queries that path cannot answer exactly are left to SQL."""
+selections, scales and paging; queries that path cannot answer exactly are left to SQL. A long
+id list whose row groups are few is read from the copy, pruned by literal ids, with the same
+answer as from the id-sorted file."""
 
 from __future__ import annotations
 
@@ -47,9 +49,13 @@ def _cells(rows: int, seed: int) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> planner.Source:
-    directory = tmp_path_factory.mktemp("direct")
+    return _source(tmp_path_factory.mktemp("direct"), 5_000)
+
+
+def _source(directory: Path, rows: int) -> planner.Source:
+    """A frozen table of ``rows`` rows and its copy clustered by root, in many row groups."""
     file = f"{TABLE}.parquet"
-    write_parquet(directory / file, _cells(5_000, seed=3))
+    write_parquet(directory / file, _cells(rows, seed=3))
     original = clustering.ROW_GROUP_ROWS
     clustering.ROW_GROUP_ROWS = 2_048  # many row groups: one root's rows span several
     try:
@@ -64,7 +70,7 @@ def source(tmp_path_factory) -> planner.Source:
         relation=parquet_source(directory / file),
         voxel_resolution=(4.0, 4.0, 40.0),
         clustered={"pt_root_id": copy},
-        row_count=5_000,
+        row_count=rows,
     )
 
 
@@ -183,3 +189,39 @@ def test_a_file_replaced_at_the_same_path_is_indexed_anew(tmp_path):
     pq.write_table(pa.table({"id": [1, 2, 3], "pt_root_id": [7, 8, 8]}), replacement)
     replacement.replace(path)
     assert reader.read(path, "pt_root_id", [8], ["id"]).column("id").to_pylist() == [2, 3]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    present=st.lists(st.integers(0, 11), min_size=1, max_size=5, unique=True),
+    others=other_filters,
+    limit=st.one_of(st.none(), st.integers(0, 500)),
+)
+def test_a_long_id_list_read_from_the_copy_answers_as_the_sorted_file(source, present, others, limit):
+    ids = [ROOT_BASE + i for i in present] + [ROOT_BASE + 1_000 + i for i in range(planner.CLUSTER_MAX_IDS)]  # most absent
+    filters = planner.check_filters(source, [Filter(TABLE, "pt_root_id", "in", ids), *others])
+    sql, params, _ = planner.simple_select(source, filters, None, None, limit=limit, prune_on="pt_root_id")
+    assert "by_pt_root_id" in sql and str(ids[-1]) in sql  # the copy, its ids written out
+    plain, plain_params, _ = planner.simple_select(source, filters, None, None, limit=limit)
+    assert "by_pt_root_id" not in plain
+    database = duckdb.connect()
+    pruned = database.sql(sql, params=params).to_arrow_table()
+    ids_of_pruned = pruned.column("id").to_pylist()
+    assert ids_of_pruned == sorted(ids_of_pruned)  # in id order, as the sorted file is read
+    if limit is None:  # the semi join of the plain SQL does not keep the file's order
+        _same(pruned, database.sql(plain, params=plain_params).to_arrow_table().sort_by("id"))
+    else:
+        _same(pruned, database.sql(plain, params=plain_params).to_arrow_table())
+
+
+def test_the_service_reads_a_copy_for_a_long_list_only_when_its_row_groups_are_few(tmp_path):
+    from opencave.services.materialize.service import MaterializeService
+
+    source = _source(tmp_path, 40_000)  # one root's rows: 1 or 2 of 20 row groups
+    service = MaterializeService.__new__(MaterializeService)
+    service.root_rows = RootRowReader()
+    few = [ROOT_BASE + 1] + [ROOT_BASE + 1_000 + i for i in range(planner.CLUSTER_MAX_IDS)]
+    assert service._pruning_copy(source, [Filter(TABLE, "pt_root_id", "in", few)]) == "pt_root_id"
+    every = [ROOT_BASE + i for i in range(12)] + [ROOT_BASE + 1_000 + i for i in range(planner.CLUSTER_MAX_IDS)]
+    assert service._pruning_copy(source, [Filter(TABLE, "pt_root_id", "in", every)]) is None  # the whole table
+    assert service._pruning_copy(source, [Filter(TABLE, "pt_root_id", "in", few[:10])]) is None  # few ids: direct or pruned anyway

@@ -134,23 +134,27 @@ def check_filters(source: Source, filters: list[Filter]) -> list[Filter]:
     return out
 
 
-def _membership(column: str, values: list[Any], parts: SqlParts, negate: bool) -> str:
+def _membership(column: str, values: list[Any], parts: SqlParts, negate: bool, inline: bool = False) -> str:
     """``column [NOT] IN values``. Few integers are inlined (row-group statistics can prune on
-    them); long integer lists travel as one bound array joined against, which is several
-    times faster than parsing and planning thousands of literals."""
+    them); long integer lists travel as one bound array (``list_contains``, or an anti join for
+    NOT IN), several times faster than parsing and planning thousands of literals — unless
+    ``inline``: on a copy sorted by the column, pruning row groups by the literals saves far
+    more than they cost."""
     if not values:
         return "TRUE" if negate else "FALSE"
     operator = "NOT IN" if negate else "IN"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         unique = list(dict.fromkeys(values))
-        if len(unique) > CLUSTER_MAX_IDS:
-            return f"{column} {operator} (SELECT unnest({parts.bind(unique)}::BIGINT[]))"
+        if len(unique) > CLUSTER_MAX_IDS and not inline:
+            if negate:
+                return f"{column} NOT IN (SELECT unnest({parts.bind(unique)}::BIGINT[]))"
+            return f"list_contains({parts.bind(unique)}::BIGINT[], {column})"  # no join to plan: ~1.5x faster
         return f"{column} {operator} ({', '.join(map(str, unique))})"
     return f"{column} {operator} ({', '.join(parts.bind(v) for v in values)})"
 
 
-def condition(f: Filter, parts: SqlParts, alias: str = "") -> str:
-    """One filter as a SQL condition (values already checked)."""
+def condition(f: Filter, parts: SqlParts, alias: str = "", inline: bool = False) -> str:
+    """One filter as a SQL condition (values already checked; ``inline``: id lists as literals)."""
     prefix = f"{alias}." if alias else ""
     if f.kind == "spatial":
         lo, hi = f.value
@@ -160,7 +164,7 @@ def condition(f: Filter, parts: SqlParts, alias: str = "") -> str:
         )
     column = prefix + quote(f.column)
     if f.kind in ("in", "notin"):
-        return _membership(column, f.value, parts, negate=f.kind == "notin")
+        return _membership(column, f.value, parts, negate=f.kind == "notin", inline=inline)
     if f.kind == "regex":
         return f"regexp_matches({column}, {parts.bind(f.value)})"
     value = f.value
@@ -168,8 +172,8 @@ def condition(f: Filter, parts: SqlParts, alias: str = "") -> str:
     return f"{column} {_COMPARISONS[f.kind]} {rendered}"
 
 
-def where(filters: list[Filter], parts: SqlParts, alias: str = "", extra: list[str] | None = None) -> str:
-    conditions = [condition(f, parts, alias) for f in filters] + list(extra or [])
+def where(filters: list[Filter], parts: SqlParts, alias: str = "", extra: list[str] | None = None, inline: Filter | None = None) -> str:
+    conditions = [condition(f, parts, alias, inline=f is inline) for f in filters] + list(extra or [])
     return " WHERE " + " AND ".join(f"({c})" for c in conditions) if conditions else ""
 
 
@@ -247,17 +251,22 @@ def clustered_filter(source: Source, filters: list[Filter]) -> Filter | None:
     return None
 
 
-def pick_relation(source: Source, filters: list[Filter]) -> tuple[str, bool]:
-    """The file to read: a clustered copy when a selective root-id filter allows pruning.
+def pick_relation(source: Source, filters: list[Filter], prune_on: str | None = None) -> tuple[str, bool, Filter | None]:
+    """The file to read: a clustered copy when a selective root-id filter allows pruning —
+    one or a few ids, or the ``in`` filter on ``prune_on`` (the caller found its ids' row
+    groups few), whose ids are then written as literals.
 
-    Returns the relation and whether rows must be re-sorted by id: a copy is sorted by its
-    column, then id, so the rows of a single value already come in id order.
+    Returns the relation, whether rows must be re-sorted by id (a copy is sorted by its column,
+    then id, so the rows of a single value already come in id order) and the filter to inline.
     """
+    many = next((f for f in filters if prune_on and f.column == prune_on and f.kind == "in" and f.column in source.clustered), None)
+    if many is not None:
+        return parquet_source(source.clustered[many.column]), True, many
     f = clustered_filter(source, filters)
     if f is None:
-        return source.relation, False
+        return source.relation, False, None
     single = f.kind == "equal" or len(set(f.value)) == 1
-    return parquet_source(source.clustered[f.column]), not single
+    return parquet_source(source.clustered[f.column]), not single, None
 
 
 def sample_clause(source: Source, random_sample: int | None) -> str:
@@ -289,16 +298,18 @@ def simple_select(
     limit: int | None = None,
     order: bool = False,
     add_supervoxels: bool = True,
+    prune_on: str | None = None,
 ) -> tuple[str, list[Any], list[str]]:
     """SQL of a single-table query: (sql, params, answer column names).
 
     Stored column names (``pre_pt_position_x``) select the raw stored values; position names
-    (``pre_pt_position``) give the split, rounded or rescaled answer columns."""
+    (``pre_pt_position``) give the split, rounded or rescaled answer columns. ``prune_on``: a
+    root column whose long ``in`` filter should read that column's clustered copy."""
     filters = check_filters(source, filters)
     columns = selected_columns(source, select, add_supervoxels)
     parts = SqlParts()
-    relation, resort = pick_relation(source, filters) if not random_sample else (source.relation, False)
-    body = f" FROM {relation}{sample_clause(source, random_sample)}{where(filters, parts, extra=extra_conditions)}"
+    relation, resort, inline = pick_relation(source, filters, prune_on) if not random_sample else (source.relation, False, None)
+    body = f" FROM {relation}{sample_clause(source, random_sample)}{where(filters, parts, extra=extra_conditions, inline=inline)}"
     if count:
         return "SELECT count(*) AS count" + body, parts.params, ["count"]
     exprs = column_expressions(source, columns, factors)

@@ -35,6 +35,7 @@ class RootIndex:
     metadata: pq.FileMetaData
     lows: np.ndarray  # smallest root id of each row group
     highs: np.ndarray  # largest root id of each row group
+    rows: np.ndarray  # rows of each row group
 
     def row_groups(self, roots: np.ndarray) -> list[int]:
         """The row groups (in file order) that may hold any of ``roots`` (sorted, unique)."""
@@ -45,6 +46,10 @@ class RootIndex:
             chosen.update(range(a, b))
         return sorted(chosen)
 
+    def candidate_rows(self, roots: np.ndarray) -> int:
+        """How many rows the row groups that may hold ``roots`` (sorted, unique) have."""
+        return int(self.rows[self.row_groups(roots)].sum()) if len(roots) else 0
+
 
 def build_index(metadata: pq.FileMetaData, column: str) -> RootIndex | None:
     """The index of a copy sorted by ``column``; None when the footer cannot serve as one."""
@@ -54,7 +59,9 @@ def build_index(metadata: pq.FileMetaData, column: str) -> RootIndex | None:
     position = names.index(column)
     lows = np.empty(metadata.num_row_groups, dtype=np.int64)
     highs = np.empty(metadata.num_row_groups, dtype=np.int64)
+    rows = np.empty(metadata.num_row_groups, dtype=np.int64)
     for group in range(metadata.num_row_groups):
+        rows[group] = metadata.row_group(group).num_rows
         chunk = metadata.row_group(group).column(position)
         stats = chunk.statistics
         if stats is not None and stats.has_min_max:
@@ -67,7 +74,7 @@ def build_index(metadata: pq.FileMetaData, column: str) -> RootIndex | None:
             return None
     if len(lows) and (np.any(np.diff(lows) < 0) or np.any(highs[:-1] > lows[1:])):
         return None  # not sorted by this column
-    return RootIndex(metadata, lows, highs)
+    return RootIndex(metadata, lows, highs, rows)
 
 
 class RootRowReader:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from opencave.errors import BadRequest, NotFound
 from opencave.services.materialize import direct, planner
 from opencave.services.materialize.answers import Answer, from_table, run
@@ -25,6 +27,9 @@ from opencave.wire.materialize_query import JoinQuery, TableQuery
 if TYPE_CHECKING:
     from opencave.services.annotation import AnnotationService
     from opencave.services.info import InfoRegistry
+
+
+PRUNED_SHARE = 0.25  # a copy is read for a long id list when its row groups hold at most this share of rows
 
 
 def truncation_warning(limit: int) -> str:
@@ -177,14 +182,36 @@ class MaterializeService:
             "resolution": (desired or source.voxel_resolution) if rescale else None,
             "warnings": self._notices(found),
         }
-        table = direct.answer(self.root_rows, source, planner.check_filters(source, query.filters), query.select_columns, factors, **arguments)
+        checked = planner.check_filters(source, query.filters)
+        table = direct.answer(self.root_rows, source, checked, query.select_columns, factors, **arguments)
         if table is not None:
             if capped and not options.count and table.num_rows >= (limit or 0):
                 headers["warnings"].append(truncation_warning(limit or 0))
             return from_table(table, column_names={source.name: {n: n for n in table.column_names}}, **headers)
-        sql, params, names = planner.simple_select(source, query.filters, query.select_columns, factors, **arguments)
+        prune_on = self._pruning_copy(source, checked)
+        sql, params, names = planner.simple_select(source, checked, query.select_columns, factors, prune_on=prune_on, **arguments)
         headers["column_names"] = {source.name: {n: n for n in names}}
         return self._execute(sql, params, capped and not options.count, limit, headers)
+
+    def _pruning_copy(self, source: planner.Source, filters: list) -> str | None:
+        """The root column whose long id list is best read from its clustered copy: the one
+        whose ids' row groups hold the fewest rows, if under ``PRUNED_SHARE`` of the table
+        (the SQL then prunes the copy's row groups by the ids; ``planner.pick_relation``)."""
+        best: tuple[int, str] | None = None
+        for f in filters:
+            if f.kind != "in" or f.column not in source.clustered or len(f.value) <= planner.CLUSTER_MAX_IDS:
+                continue
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in f.value):
+                continue
+            index = self.root_rows.index(source.clustered[f.column], f.column)
+            if index is None:
+                continue
+            rows = index.candidate_rows(np.unique(np.asarray(f.value, dtype=np.int64)))
+            if best is None or rows < best[0]:
+                best = (rows, f.column)
+        if best is None or source.row_count is None or best[0] > PRUNED_SHARE * source.row_count:
+            return None
+        return best[1]
 
     def query_join(self, left: VersionTable, right: VersionTable, query: JoinQuery, options: QueryOptions, rescale: bool) -> Answer:
         """An inner join of two frozen tables (``frozen_table``), in the order ``query.tables`` names them."""
