@@ -45,10 +45,21 @@ def _web_login(server: ServerProcess, email: str, password: str) -> bool:
     return session.get(server.url + "/auth/api/v1/user/cache", timeout=30).status_code == 200
 
 
+# A child inherits an ignored SIGINT, and Python then never turns Ctrl-C into KeyboardInterrupt;
+# a test worker process may have SIGINT ignored (set by a library, below Python's view), so the
+# server is started as an operator's terminal would start it: SIGINT at its default.
+WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'opencave', *sys.argv[1:]])",
+]
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_ctrl_c_during_the_first_start_keeps_the_login(backend, tmp_path, database_for):
     data_dir, database = tmp_path / "data", database_for(backend)
-    command = [*OPENCAVE, "serve", "--port", str(free_port()), "--log-level", "warning", *_storage(data_dir, database)]
+    command = [*WITH_CTRL_C, "serve", "--port", str(free_port()), "--log-level", "warning", *_storage(data_dir, database)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     try:
