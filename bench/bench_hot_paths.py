@@ -19,9 +19,7 @@ The world is built once per data directory and reused (bench_materialize.py uses
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import time
@@ -36,7 +34,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import demo_store, served, timed, wait_idle  # noqa: E402
+from bench.support import demo_store, print_record, served, timed, wait_idle  # noqa: E402
 from opencave import CAVEclient  # noqa: E402
 from opencave.services.chunkedgraph.service import GraphService  # noqa: E402
 from opencave.storage.sql import create_store_engine  # noqa: E402
@@ -67,11 +65,7 @@ def main() -> int:
     args = parser.parse_args()
     name, storage, token = demo_store(args.size, args.data_dir)
     data_dir = Path(storage[1])
-    results: dict[str, object] = {
-        "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "command": " ".join(sys.argv),
-    }
+    results: dict[str, object] = {}
     with postgres_server() as admin_url, served(storage, settle=True) as (url, server_pid):
         client = CAVEclient(name, server_address=url, auth_token=token)
         mat = client.materialize
@@ -161,7 +155,7 @@ def main() -> int:
         print(json.dumps(results["get_leaves"]), flush=True)
         pg_adbc.close()
         pg_rows.close()
-    print(json.dumps(results, indent=1))
+    print_record(results)
     return 0
 
 

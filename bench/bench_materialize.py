@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -32,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opencave import CAVEclient  # noqa: E402
 from tests.support.demo import DemoWorld, _neuron_pairs  # noqa: E402
-from bench.support import loopback_server, opencave_cli  # noqa: E402
+from bench.support import loopback_server, opencave_cli, print_record  # noqa: E402
 
 
 
@@ -194,13 +191,7 @@ def main() -> int:
         }
         print(f"live-live: {results['live_live']}", flush=True)
 
-    record = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores",
-        "command": " ".join(sys.argv),
-        "results": results,
-    }
-    print(json.dumps(record, indent=1))
+    print_record(results)
     return 0
 
 

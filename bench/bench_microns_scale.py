@@ -18,10 +18,7 @@ Usage: python bench/bench_microns_scale.py [--data-dir /tmp/opencave-microns] [-
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -37,7 +34,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_materialize import adjacency  # noqa: E402
-from bench.support import opencave_cli, served  # noqa: E402
+from bench.support import opencave_cli, print_record, served  # noqa: E402
 from opencave import CAVEclient  # noqa: E402
 
 GIB = 1 << 30
@@ -226,13 +223,7 @@ def main() -> int:
             print(f"MICrONS workload: {results['microns_workload']}", flush=True)
         peak = peak_rss(pid)
         results["server_peak_rss"] = {"mib": round(peak / 2**20), "target_gib": 8, "met": peak < 8 * GIB}
-    record = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {psutil.virtual_memory().total / GIB:.0f} GiB",
-        "command": " ".join(sys.argv),
-        "results": results,
-    }
-    print(json.dumps(record, indent=1))
+    print_record(results)
     return 0
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import datetime as dt
+import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -170,3 +173,17 @@ def demo_store(size: str, data_dir: str | None) -> tuple[str, list[str], str]:
     if name not in opencave_cli("datastack", "list", storage=storage).split():
         opencave_cli("demo", "create", name, "--size", size, storage=storage)
     return name, storage, opencave_cli("token", "create", "admin@localhost", storage=storage)
+
+
+def print_record(results: dict) -> None:
+    """A benchmark's figures as one JSON record with its date, machine and command."""
+    import psutil
+
+    record = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "command": " ".join(sys.argv),
+        "results": results,
+    }
+    print(json.dumps(record, indent=1))
+
