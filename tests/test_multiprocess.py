@@ -386,6 +386,17 @@ def test_version_made_through_one_process_is_queried_by_every_process(fleet, cli
     for frame in answers[3::2]:
         pd.testing.assert_frame_equal(frame.sort_values("id").reset_index(drop=True), answers[1].sort_values("id").reset_index(drop=True))
 
+    # expired through one process (every process has the version in its caches): gone for all at once
+    create_version(fleet[0], fleet.token)  # the newest version never expires
+    fleet[0].cli("materialize", "keep", DS, str(number), "--until", "2000-01-01T00:00:00")
+    for process in fleet.processes:  # past its expiry, not expired yet: still answered (and cached)
+        kept = session.post(process.url + MATERIALIZE + f"/version/{number}/table/{name}/query", json={}, params={"return_pyarrow": False})
+        assert kept.status_code == 200 and len(kept.json()) == 5, kept.text
+    assert f"expired version {number} of {DS}" in fleet[0].cli("materialize", "expire").stdout
+    for process in fleet.processes:
+        refused = session.post(process.url + MATERIALIZE + f"/version/{number}/table/{name}/query", json={}, params={"return_pyarrow": False})
+        assert refused.status_code == 404 and refused.json()["error"] == "version_expired", refused.text
+
 
 # -- a process killed mid-work --------------------------------------------------------------------
 def test_process_killed_mid_stream_loses_nothing_acknowledged(fleet, world, neuron_pairs):

@@ -7,7 +7,10 @@ stale: a writer bumps the counter in the same transaction as its change, readers
 from __future__ import annotations
 
 import secrets
+import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 from datetime import datetime, timezone
 
 from sqlalchemy import BigInteger, Connection, select, update
@@ -18,7 +21,8 @@ from opencave.storage.tables import server_state
 AUTH_GENERATION = "auth_generation"
 INFO_GENERATION = "info_generation"
 GRAPH_GENERATION = "graph_generation"  # bumped by every chunkedgraph edit
-GENERATION_KEYS = (AUTH_GENERATION, INFO_GENERATION, GRAPH_GENERATION)
+CATALOG_GENERATION = "catalog_generation"  # annotation tables' metadata and the versions' states
+GENERATION_KEYS = (AUTH_GENERATION, INFO_GENERATION, GRAPH_GENERATION, CATALOG_GENERATION)
 SECRET_KEY = "secret_key"
 
 
@@ -29,13 +33,48 @@ class Generations:
     auth: str = "0"
     info: str = "0"
     graph: str = "0"
+    catalog: str = "0"
 
     @classmethod
     def from_pairs(cls, pairs) -> "Generations":
         values = {key: value for key, value in pairs if key is not None}
         return cls(
-            auth=values.get(AUTH_GENERATION, "0"), info=values.get(INFO_GENERATION, "0"), graph=values.get(GRAPH_GENERATION, "0")
+            auth=values.get(AUTH_GENERATION, "0"),
+            info=values.get(INFO_GENERATION, "0"),
+            graph=values.get(GRAPH_GENERATION, "0"),
+            catalog=values.get(CATALOG_GENERATION, "0"),
         )
+
+
+T = TypeVar("T")
+
+
+class GenerationCache(Generic[T]):
+    """Per-process values valid for one generation of a counter: a request passes the
+    generation it read with its token, and any write that could change a value bumps the
+    counter in its own transaction, so no process answers from a stale value. Values are
+    shared between requests: callers must not change them."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._values: dict[tuple, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, generation: str | None, compute: Callable[[], T]) -> T:
+        """``compute()``'s value for ``key`` at ``generation`` (always computed when None)."""
+        if generation is None:
+            return compute()
+        full = (key, generation)
+        try:
+            return self._values[full]
+        except KeyError:
+            pass
+        value = compute()  # errors are not kept
+        with self._lock:
+            if len(self._values) >= self.limit:
+                self._values.clear()
+            self._values[full] = value
+        return value
 
 
 GENERATIONS_QUERY = select(server_state.c.key, server_state.c.value).where(server_state.c.key.in_(GENERATION_KEYS))

@@ -173,8 +173,10 @@ def _readable(request: Request, context: AuthContext, datastack: str, table: str
     """Read permission as the table's owner has it set now (upstream checks the live table too):
     a version's frozen metadata keeps the permissions of the day it was made."""
     runtime = runtime_of(request)
+    generations = context.generations
     try:
-        current = runtime.annotations.permissions(runtime.info.aligned_volume_of(datastack), table, include_deleted=True)
+        aligned_volume = runtime.info.aligned_volume_of(datastack, generations.info)
+        current = runtime.annotations.permissions(aligned_volume, table, include_deleted=True, catalog=generations.catalog)
     except NotFound:
         if frozen is None:
             raise
@@ -274,7 +276,7 @@ async def query_table(
     number = version
 
     def work() -> Answer:
-        found = service.frozen_table(datastack_name, number, table_name)
+        found = service.frozen_table(datastack_name, number, table_name, generations=context.generations)
         _readable(request, context, datastack_name, table_name, found.frozen.metadata)
         return service.query_table(found, query, options, rescale=_is_v3(request))
 
@@ -297,7 +299,7 @@ async def join_query(
     number = version
 
     def work() -> Answer:
-        left, right = (service.frozen_table(datastack_name, number, table) for table, _ in query.tables)
+        left, right = (service.frozen_table(datastack_name, number, table, generations=context.generations) for table, _ in query.tables)
         for found in (left, right):
             _readable(request, context, datastack_name, found.frozen.table_name, found.frozen.metadata)
         return service.query_join(left, right, query, options, rescale=_is_v3(request))

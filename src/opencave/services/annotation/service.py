@@ -47,7 +47,7 @@ from opencave.storage.annotation_rows import (
     rows_by_id,
 )
 from opencave.storage.sql import reader
-from opencave.storage.state import as_utc
+from opencave.storage.state import CATALOG_GENERATION, GenerationCache, as_utc, bump_generation
 from opencave.storage.tables import annotation_tables as meta_table
 
 MAX_INSERT = 10_000  # rows per insert/update request, as upstream
@@ -91,6 +91,7 @@ class AnnotationService:
         self.info = info
         self.graphs = graphs
         self.access = TableAccess(engine)
+        self._permissions: GenerationCache[dict] = GenerationCache()
 
     # -- where rows live ---------------------------------------------------------------------
     def _check_volume(self, aligned_volume: str) -> None:
@@ -246,6 +247,7 @@ class AnnotationService:
                 raise BadRequest(f"No table named '{reference_table}' exists.", code="unknown_reference_table")
         try:  # a concurrent creator of the same name: the caller's transaction rolls back
             conn.execute(insert(meta_table).values(**values))
+            bump_generation(conn, CATALOG_GENERATION)
         except IntegrityError:
             raise self._exists(table_name, False) from None
         create_row_table(conn, row_table(values["row_table"], layout.columns))
@@ -286,6 +288,7 @@ class AnnotationService:
             self._require_owner(record, user_id, admin)
             if changes:
                 conn.execute(update(meta_table).where(meta_table.c.id == record.id).values(**changes))
+                bump_generation(conn, CATALOG_GENERATION)
         return self.table_metadata(aligned_volume, table_name)
 
     @staticmethod
@@ -302,6 +305,7 @@ class AnnotationService:
             record = self._record(aligned_volume, table_name, conn)
             self._require_owner(record, user_id, admin)
             conn.execute(update(meta_table).where(meta_table.c.id == record.id).values(deleted=datetime.now(UTC), valid=False))
+            bump_generation(conn, CATALOG_GENERATION)
 
     def _records(self, aligned_volume: str, timestamp: datetime | None, include_deleted: bool) -> list[Any]:
         self._check_volume(aligned_volume)
@@ -332,16 +336,21 @@ class AnnotationService:
     def _render(record: Any, pcg: str | None) -> dict:
         return metadata.render(record, pcg, bool(row_layout(record.schema_type).bound_points))
 
-    def permissions(self, aligned_volume: str, table_name: str, *, include_deleted: bool = False) -> dict:
+    def permissions(self, aligned_volume: str, table_name: str, *, include_deleted: bool = False, catalog: str | None = None) -> dict:
         """What ``access.require`` reads of a table (owner, name, read and write permission):
-        one query, where the whole metadata also looks the segmentation up."""
-        record = self._record(aligned_volume, table_name, include_deleted=include_deleted)
-        return {
-            "user_id": record.user_id,
-            "table_name": record.table_name,
-            "read_permission": record.read_permission,
-            "write_permission": record.write_permission,
-        }
+        one query, where the whole metadata also looks the segmentation up; none when the
+        request's ``catalog`` generation is given and the answer is known for it."""
+
+        def read() -> dict:
+            record = self._record(aligned_volume, table_name, include_deleted=include_deleted)
+            return {
+                "user_id": record.user_id,
+                "table_name": record.table_name,
+                "read_permission": record.read_permission,
+                "write_permission": record.write_permission,
+            }
+
+        return self._permissions.get((aligned_volume, table_name, include_deleted), catalog, read)
 
     def authorize(self, aligned_volume: str, table_name: str, identity: Identity, action: Action) -> dict:
         """The table's metadata, after checking its read/write permission (or ownership) for ``identity``."""

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from opencave.errors import BadRequest, Conflict, NotFound
 from opencave.services.viewer import BUNDLED_VIEWER_SITE
-from opencave.storage.state import INFO_GENERATION, Generations, bump_generation
+from opencave.storage.state import INFO_GENERATION, GenerationCache, Generations, bump_generation
 from opencave.storage.sql import reader
 from opencave.storage.tables import aligned_volumes, datastacks, image_sources
 
@@ -60,6 +60,7 @@ class InfoRegistry:
         self.engine = engine
         self._records: dict[tuple, dict] = {}
         self._lock = threading.Lock()
+        self._volumes: GenerationCache[str] = GenerationCache()
 
     # -- writes --------------------------------------------------------------------------------
     def add_aligned_volume(self, name: str, image_source: str, description: str = "", display_name: str | None = None) -> int:
@@ -158,16 +159,22 @@ class InfoRegistry:
                 ).scalars()
             )
 
-    def aligned_volume_of(self, datastack: str) -> str:
-        with reader(self.engine).connect() as conn:
-            name = conn.execute(
-                select(aligned_volumes.c.name)
-                .join(datastacks, datastacks.c.aligned_volume_id == aligned_volumes.c.id)
-                .where(datastacks.c.name == datastack)
-            ).scalar()
-        if name is None:
-            raise NotFound(self._unknown_datastack(datastack), code="unknown_datastack")
-        return name
+    def aligned_volume_of(self, datastack: str, info: str | None = None) -> str:
+        """The datastack's aligned volume (NotFound for unknown datastacks); no query when the
+        request's ``info`` generation is given and the answer is known for it."""
+
+        def read() -> str:
+            with reader(self.engine).connect() as conn:
+                name = conn.execute(
+                    select(aligned_volumes.c.name)
+                    .join(datastacks, datastacks.c.aligned_volume_id == aligned_volumes.c.id)
+                    .where(datastacks.c.name == datastack)
+                ).scalar()
+            if name is None:
+                raise NotFound(self._unknown_datastack(datastack), code="unknown_datastack")
+            return name
+
+        return self._volumes.get(datastack, info, read)
 
     def cached_datastack_info(
         self, name: str, server_url: str, generations: Generations, image_source_name: str | None = None

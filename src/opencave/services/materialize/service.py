@@ -22,6 +22,7 @@ from opencave.services.materialize.root_rows import RootRowReader
 from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry
 from opencave.services.materialize.views import ViewRegistry, layout_of_result, view_column_types
 from opencave.storage.snapshots import SnapshotEngine, clustered_name, parquet_source
+from opencave.storage.state import GenerationCache, Generations
 from opencave.wire.materialize_query import JoinQuery, TableQuery
 
 if TYPE_CHECKING:
@@ -65,18 +66,23 @@ class MaterializeService:
         self.snapshots = snapshots
         self.row_limit = row_limit
         self.root_rows = RootRowReader()
+        self._versions: GenerationCache[Version] = GenerationCache()
 
     # -- versions ------------------------------------------------------------------------------
-    def _check_datastack(self, datastack: str) -> str:
-        return self.info.aligned_volume_of(datastack)  # NotFound for unknown datastacks
+    def _check_datastack(self, datastack: str, generations: Generations | None = None) -> str:
+        # NotFound for unknown datastacks
+        return self.info.aligned_volume_of(datastack, generations.info if generations else None)
 
     def versions(self, datastack: str, include_expired: bool = False) -> list[int]:
         self._check_datastack(datastack)
         return [v.version for v in self.registry.list(datastack, include_expired)]
 
-    def version(self, datastack: str, version: int) -> Version:
-        self._check_datastack(datastack)
-        return self.registry.version(datastack, version, include_expired=True)
+    def version(self, datastack: str, version: int, generations: Generations | None = None) -> Version:
+        """A version (expired ones too); read once per catalog generation when ``generations``
+        (the request's, read with its token) are given."""
+        self._check_datastack(datastack, generations)
+        catalog = generations.catalog if generations else None
+        return self._versions.get((datastack, version), catalog, lambda: self.registry.version(datastack, version, include_expired=True))
 
     def versions_metadata(self, datastack: str, include_expired: bool = False) -> list[dict[str, Any]]:
         self._check_datastack(datastack)
@@ -85,8 +91,8 @@ class MaterializeService:
             raise NotFound(f"No valid versions found for datastack {datastack}; create one with `opencave materialize create`.", code="no_versions")
         return [v.to_json() for v in versions]
 
-    def _usable(self, datastack: str, version: int) -> Version:
-        found = self.version(datastack, version)
+    def _usable(self, datastack: str, version: int, generations: Generations | None = None) -> Version:
+        found = self.version(datastack, version, generations)
         if not found.valid:
             raise NotFound(f"Version {version} of {datastack} has expired and its files are gone; use a current version.", code="version_expired")
         return found
@@ -96,10 +102,12 @@ class MaterializeService:
         found = self._usable(datastack, version)
         return [t.table_name for t in self.registry.tables(found)]
 
-    def frozen_table(self, datastack: str, version: int, name: str, kind: str = "table") -> VersionTable:
+    def frozen_table(
+        self, datastack: str, version: int, name: str, kind: str = "table", generations: Generations | None = None
+    ) -> VersionTable:
         """A table (or view) of a version, found once per request: its registry row, metadata
         and planner source (NotFound for unknown versions and names)."""
-        return self.table_of(self._usable(datastack, version), name, kind)
+        return self.table_of(self._usable(datastack, version, generations), name, kind)
 
     def table_of(self, found: Version, name: str, kind: str = "table") -> VersionTable:
         """``frozen_table`` of a version already found (and checked usable) by the caller."""

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from opencave.background import repeating
 from opencave.errors import Conflict, NotFound
 from opencave.storage.sql import reader
+from opencave.storage.state import CATALOG_GENERATION, bump_generation
 from opencave.storage.tables import mat_version_tables, mat_versions
 from opencave.storage.version_files import VersionFiles
 
@@ -252,6 +253,7 @@ class VersionRegistry:
                 .where(and_(mat_versions.c.id == version_id, mat_versions.c.status == RUNNING))
                 .values(status=AVAILABLE, valid=True, worker=None, heartbeat=None)
             )
+            bump_generation(conn, CATALOG_GENERATION)
 
     def fail(self, version_id: int, error: str) -> None:
         """Mark a version FAILED and forget its tables (its files are removed by the caller)."""
@@ -262,6 +264,7 @@ class VersionRegistry:
                 .where(mat_versions.c.id == version_id)
                 .values(status=FAILED, valid=False, error=error[:2000], worker=None, heartbeat=None)
             )
+            bump_generation(conn, CATALOG_GENERATION)
 
     def abandoned(self) -> list[Version]:
         """RUNNING versions whose builder is gone. Never this process's own. On this host, one
@@ -288,11 +291,13 @@ class VersionRegistry:
                 .where(and_(mat_versions.c.datastack == datastack, mat_versions.c.version == version))
                 .values(expires_on=expires_on)
             )
+            bump_generation(conn, CATALOG_GENERATION)
         return self.version(datastack, version, include_expired=True)
 
     def mark_expired(self, version_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(mat_versions).where(mat_versions.c.id == version_id).values(status=EXPIRED, valid=False))
+            bump_generation(conn, CATALOG_GENERATION)
 
     # -- reading -------------------------------------------------------------------------------
     def list(self, datastack: str, include_expired: bool = False) -> list[Version]:
