@@ -152,8 +152,9 @@ def test_login_popup_posts_the_token_to_allowed_openers_only(browser, server, ot
       window.addEventListener("message", (event) => window.received.push(JSON.stringify(event.data)));
       window.popup = window.open("{server.url}{AUTHORIZE}");
     </script>"""
-    page.goto(other_site.url + "/opener")
-    popup = context.wait_for_event("page")
+    with context.expect_page() as opened:  # listening before the page opens it: no event missed
+        page.goto(other_site.url + "/opener")
+    popup = opened.value
     popup.wait_for_selector("#authorized")
     page.wait_for_timeout(1000)
     assert page.evaluate("window.received") == [], "an opener of another origin receives nothing"
