@@ -7,8 +7,8 @@
   - PostgreSQL with a btree index on ``post_pt_root_id``, queried in-process — the stack CAVE's
     MaterializationEngine uses — through ADBC (Arrow → pandas) and through psycopg (rows →
     pandas). The version's synapse file is loaded into a private PostgreSQL cluster first.
-  Each neuron is asked of every system in turn, round after round, so all see the same
-  machine load.
+  Each system asks for all the neurons in turn, and the systems take turns round after
+  round, so all see the same machine load.
 - ``get_leaves`` of the largest root through the client [p50 < 3 ms], beside a ``/health``
   request (what any request costs on this machine) and the in-process index walk.
 
@@ -115,17 +115,18 @@ def main() -> int:
         times: dict[str, list[float]] = {label: [] for label in systems}
         sizes = []
         wait_idle(server_pid)
-        for round_number in range(args.rounds + 1):  # the first round warms every cache
-            for root in sample:
-                counts = set()
-                for label, fn in systems.items():
+        for root in sample:  # a first round warms every cache and checks the systems agree
+            counts = {fn(root) for fn in systems.values()}
+            assert len(counts) == 1, f"the systems disagree on neuron {root}: {counts}"
+            sizes.append(counts.pop())
+        for round_number in range(args.rounds):
+            # each system asks for every neuron in turn, as a session would; the systems take
+            # turns round after round, so all see the same machine load
+            for label, fn in systems.items():
+                for root in sample:
                     start = time.perf_counter()
-                    counts.add(fn(root))
-                    if round_number:
-                        times[label].append(time.perf_counter() - start)
-                assert len(counts) == 1, f"the systems disagree on neuron {root}: {counts}"
-                if not round_number:
-                    sizes.append(counts.pop())
+                    fn(root)
+                    times[label].append(time.perf_counter() - start)
         floor = statistics.median(times["duckdb_in_process"])
         inputs = {label: {"p50_ms": p50_ms(t), "p90_ms": round(1000 * float(np.percentile(t, 90)), 2)} for label, t in times.items()}
         for label in systems:
