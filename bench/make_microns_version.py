@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -56,7 +55,7 @@ from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.manifest import write_version_manifest
 from opencave.services.materialize.versions import FrozenTable
 from opencave.services.transfer.version_import import SourceTable, table_metadata
-from opencave.storage.snapshots import COMPRESSION, ROW_GROUP_ROWS, clustered_name
+from opencave.storage.snapshots import CLUSTERED_ROW_GROUP_ROWS, COMPRESSION, ROW_GROUP_ROWS, clustered_name
 
 DATASTACK = "microns_synthetic"
 RESOLUTION = (4.0, 4.0, 40.0)
@@ -395,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--main-row-group-rows",
         type=int,
-        default=clustering.ROW_GROUP_ROWS,
+        default=CLUSTERED_ROW_GROUP_ROWS,
         help="row groups of the id-sorted file; it is also the post-root copy, so by default the copies' size "
-        f"({clustering.ROW_GROUP_ROWS:,}; a frozen file's usual size is {ROW_GROUP_ROWS:,})",
+        f"({CLUSTERED_ROW_GROUP_ROWS:,}; a frozen file's usual size is {ROW_GROUP_ROWS:,})",
     )
     parser.add_argument("--no-demo", action="store_true", help="do not set up the demo datastack (serve does it on its first start)")
     args = parser.parse_args(argv)
@@ -436,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if not by_pre.exists():
         ordered = pre_order_ids(world, kept)
-        write_parquet(by_pre, pre_order_chunks(world, ordered, kept), clustering.ROW_GROUP_ROWS, ["valid", "pre_pt_root_id"], world.synapses, "synapses by pre root")
+        write_parquet(by_pre, pre_order_chunks(world, ordered, kept), CLUSTERED_ROW_GROUP_ROWS, ["valid", "pre_pt_root_id"], world.synapses, "synapses by pre root")
         del ordered
     del kept
     sizes["synapses_by_pre"] = by_pre.stat().st_size

@@ -56,12 +56,12 @@ def _source(directory: Path, rows: int) -> planner.Source:
     """A frozen table of ``rows`` rows and its copy clustered by root, in many row groups."""
     file = f"{TABLE}.parquet"
     write_parquet(directory / file, _cells(rows, seed=3))
-    original = clustering.ROW_GROUP_ROWS
-    clustering.ROW_GROUP_ROWS = 2_048  # many row groups: one root's rows span several
+    original = clustering.CLUSTERED_ROW_GROUP_ROWS
+    clustering.CLUSTERED_ROW_GROUP_ROWS = 2_048  # many row groups: one root's rows span several
     try:
         assert clustering.ensure_clustered(directory, file, ["pt_root_id"]) == ["pt_root_id"]
     finally:
-        clustering.ROW_GROUP_ROWS = original
+        clustering.CLUSTERED_ROW_GROUP_ROWS = original
     copy = directory / clustered_name(file, "pt_root_id")
     assert pq.ParquetFile(copy).metadata.num_row_groups > 2
     return planner.Source(

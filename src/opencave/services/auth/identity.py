@@ -7,7 +7,6 @@ the generation in the store, so every process sees it on its next request.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -16,7 +15,7 @@ from sqlalchemy import Engine, select
 from opencave.errors import Forbidden, NotFound, Unauthorized
 from opencave.services.auth.tokens import TokenStore
 from opencave.storage.sql import reader
-from opencave.storage.state import Generations, read_generations
+from opencave.storage.state import GenerationCache, Generations, read_generations
 from opencave.storage.tables import (
     dataset_admins,
     datasets,
@@ -96,8 +95,7 @@ class IdentityResolver:
         self.engine = engine
         self.tokens = TokenStore(engine)
         self.tos_url = tos_url
-        self._lock = threading.Lock()
-        self._identities: dict[tuple[int, str], Identity] = {}
+        self._identities: GenerationCache[Identity] = GenerationCache()
         self._resources: tuple[str, dict[tuple[str, str], str]] | None = None
 
     def authenticate(self, token: str) -> AuthContext:
@@ -108,14 +106,7 @@ class IdentityResolver:
                 "(/sticky_auth/settings/tokens) and save it with client.auth.save_token().",
                 code="invalid_token",
             )
-        key = (match.user_id, match.generations.auth)
-        identity = self._identities.get(key)
-        if identity is None:
-            identity = self._compute(match.user_id)
-            with self._lock:
-                if len(self._identities) > 4096:
-                    self._identities.clear()
-                self._identities[key] = identity
+        identity = self._identity(match.user_id, match.generations)
         if identity.token_id != match.token_id:
             identity = replace(identity, token_id=match.token_id)
         return AuthContext(identity, match.generations)
@@ -132,15 +123,11 @@ class IdentityResolver:
         """The context of a user named by other means than a token (a signed volume URL)."""
         with reader(self.engine).connect() as conn:
             generations = read_generations(conn)
-        key = (user_id, generations.auth)
-        identity = self._identities.get(key)
-        if identity is None:
-            identity = self._compute(user_id)
-            with self._lock:
-                if len(self._identities) > 4096:
-                    self._identities.clear()
-                self._identities[key] = identity
-        return AuthContext(identity, generations)
+        return AuthContext(self._identity(user_id, generations), generations)
+
+    def _identity(self, user_id: int, generations: Generations) -> Identity:
+        """The user's identity, computed once per auth generation."""
+        return self._identities.get(user_id, generations.auth, lambda: self._compute(user_id))
 
     def dataset_of(self, namespace: str, name: str, generations: Generations) -> str | None:
         """The dataset a service resource belongs to (None when nothing maps it)."""

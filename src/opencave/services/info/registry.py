@@ -8,7 +8,6 @@ server moves (a new ``--public-url``) without rewriting the database.
 from __future__ import annotations
 
 import copy
-import threading
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -58,8 +57,7 @@ class InfoRegistry:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._records: dict[tuple, dict] = {}
-        self._lock = threading.Lock()
+        self._records: GenerationCache[dict] = GenerationCache(limit=1024)
         self._volumes: GenerationCache[str] = GenerationCache()
 
     # -- writes --------------------------------------------------------------------------------
@@ -180,14 +178,9 @@ class InfoRegistry:
         self, name: str, server_url: str, generations: Generations, image_source_name: str | None = None
     ) -> dict:
         """``datastack_info`` from a per-process cache that the info generation invalidates."""
-        key = (name, server_url, image_source_name, generations.info)
-        record = self._records.get(key)
-        if record is None:
-            record = self.datastack_info(name, server_url, image_source_name)
-            with self._lock:
-                if len(self._records) > 1024:
-                    self._records.clear()
-                self._records[key] = record
+        record = self._records.get(
+            (name, server_url, image_source_name), generations.info, lambda: self.datastack_info(name, server_url, image_source_name)
+        )
         return copy.deepcopy(record)
 
     def datastack_info(self, name: str, server_url: str, image_source_name: str | None = None) -> dict:

@@ -37,7 +37,6 @@ from opencave.storage.version_files import VersionFiles, is_remote
 
 log = logging.getLogger(__name__)
 MEMORY_LIMIT = "1GB"  # DuckDB sorts within this and spills the rest beside the table
-ROW_GROUP_ROWS = CLUSTERED_ROW_GROUP_ROWS
 
 
 def lock_name(file: str) -> str:
@@ -131,7 +130,7 @@ def _build(directory: Path, file: str, columns: list[str], built: list[str], say
             target_literal = "'" + str(partial).replace("'", "''") + "'"
             con.execute(
                 f"COPY (SELECT * FROM {source} ORDER BY {key}, id) TO {target_literal} "
-                f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, DICTIONARY_SIZE_LIMIT 1000)"
+                f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {CLUSTERED_ROW_GROUP_ROWS}, DICTIONARY_SIZE_LIMIT 1000)"
             )
             with open(partial, "rb+") as handle:
                 os.fsync(handle.fileno())
