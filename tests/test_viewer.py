@@ -315,7 +315,10 @@ def test_viewer_shows_em_with_the_segmentation_over_it(browser, server, admin_to
             page.wait_for_timeout(1500)  # decoded and drawn
             break
         page.wait_for_timeout(250)
-    assert image_chunks() and all(answers[url] == 200 for url in image_chunks()), "EM chunks were read with the login's token"
+    assert image_chunks() and all(answers[url] == 200 for url in image_chunks()), (
+        f"EM chunks were read with the login's token: {len(image_chunks())} chunks, "
+        f"not 200: {({url: answers[url] for url in image_chunks() if answers[url] != 200})}"
+    )
     pixels = np.asarray(Image.open(io.BytesIO(page.locator("canvas").first.screenshot())).convert("RGB")).astype(int)
     spread = pixels.max(axis=2) - pixels.min(axis=2)
     gray = pixels[spread < 10].mean(axis=1)
