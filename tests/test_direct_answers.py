@@ -1,5 +1,5 @@
-"""Queries for a few roots answered from a clustered copy's footer index (``direct``) equal the
-planner's SQL answers exactly — rows, order, column names and types — over generated filters,
+"""Queries for a few roots answered from a clustered copy's footer index, or from its Arrow twin
+(``direct``), equal the planner's SQL answers exactly — rows, order, column names and types — over generated filters,
 selections, scales and paging; queries that path cannot answer exactly are left to SQL. A long
 id list whose row groups are few is read from the copy, pruned by literal ids, with the same
 answer as from the id-sorted file."""
@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from opencave.services.materialize import clustering, direct, planner
 from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.root_rows import RootRowReader, build_index
+from opencave.storage import arrow_copies
+from opencave.storage.arrow_copies import arrow_copy_name, open_arrow_copy, write_arrow_copy
 from opencave.storage.snapshots import clustered_name, parquet_source, write_parquet
 from opencave.wire.materialize_query import Filter
 
@@ -47,29 +49,38 @@ def _cells(rows: int, seed: int) -> pa.Table:
     return pa.table(columns, schema=layout.arrow_schema)
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> planner.Source:
-    return _source(tmp_path_factory.mktemp("direct"), 5_000)
+@pytest.fixture(scope="module", params=["parquet", "arrow"])
+def source(request, tmp_path_factory) -> planner.Source:
+    """The table read through its Parquet copy, or through the copy's Arrow twin."""
+    found = _source(tmp_path_factory.mktemp("direct"), 5_000)
+    if request.param == "parquet":
+        found.arrow_copies = {}
+    return found
 
 
 def _source(directory: Path, rows: int) -> planner.Source:
-    """A frozen table of ``rows`` rows and its copy clustered by root, in many row groups."""
+    """A frozen table of ``rows`` rows and its copy clustered by root, in many row groups, with
+    its Arrow twin in many batches."""
     file = f"{TABLE}.parquet"
     write_parquet(directory / file, _cells(rows, seed=3))
-    original = clustering.CLUSTERED_ROW_GROUP_ROWS
+    original = clustering.CLUSTERED_ROW_GROUP_ROWS, arrow_copies.BATCH_ROWS
     clustering.CLUSTERED_ROW_GROUP_ROWS = 2_048  # many row groups: one root's rows span several
+    arrow_copies.BATCH_ROWS = 256
     try:
         assert clustering.ensure_clustered(directory, file, ["pt_root_id"]) == ["pt_root_id"]
     finally:
-        clustering.CLUSTERED_ROW_GROUP_ROWS = original
+        clustering.CLUSTERED_ROW_GROUP_ROWS, arrow_copies.BATCH_ROWS = original
     copy = directory / clustered_name(file, "pt_root_id")
+    twin = directory / arrow_copy_name(file, "pt_root_id")
     assert pq.ParquetFile(copy).metadata.num_row_groups > 2
+    assert open_arrow_copy(twin, "pt_root_id").reader.num_record_batches > 10
     return planner.Source(
         name=TABLE,
         layout=frozen_layout("cell_type_local"),
         relation=parquet_source(directory / file),
         voxel_resolution=(4.0, 4.0, 40.0),
         clustered={"pt_root_id": copy},
+        arrow_copies={"pt_root_id": twin},
         row_count=rows,
     )
 
@@ -130,7 +141,8 @@ def test_direct_answers_equal_sql_answers(source, key, others, select, factors, 
 
 
 def test_every_root_of_the_copy_reads_its_whole_range(source):
-    """Each root (one spanning row groups among them) gives exactly its rows, in id order."""
+    """Each root (one spanning row groups, or batches, among them) gives exactly its rows, in id
+    order, from the copy and from its twin."""
     reader = RootRowReader()
     table = pq.read_table(source.relation.removeprefix("read_parquet('").removesuffix("')"), columns=["id", "pt_root_id"])
     ids_of: dict[int, list[int]] = {}
@@ -139,9 +151,42 @@ def test_every_root_of_the_copy_reads_its_whole_range(source):
             ids_of.setdefault(row["pt_root_id"], []).append(row["id"])
     index = reader.index(Path(source.clustered["pt_root_id"]), "pt_root_id")
     assert max(len(index.row_groups(np.array([root]))) for root in ids_of) > 1
+    twin = open_arrow_copy(Path(_twin_of(source)), "pt_root_id")
+    assert max(len(twin.batches_of(np.array([root]))) for root in ids_of) > 1
     for root, ids in ids_of.items():
-        got = reader.read(Path(source.clustered["pt_root_id"]), "pt_root_id", [root], ["id"])
-        assert got.column("id").to_pylist() == sorted(ids)
+        for copy in (source.clustered["pt_root_id"], _twin_of(source)):
+            got = reader.read(Path(copy), "pt_root_id", [root], ["id"])
+            assert got.column("id").to_pylist() == sorted(ids)
+    assert reader.read(Path(_twin_of(source)), "pt_root_id", [ROOT_BASE + 99], ["id"]).num_rows == 0
+
+
+def _twin_of(source: planner.Source) -> Path:
+    return Path(str(source.clustered["pt_root_id"]).removesuffix(".parquet") + ".arrow")
+
+
+def test_a_twin_without_key_bounds_or_of_another_column_is_not_used(tmp_path):
+    table = pa.table({"id": [1, 2, 3, 4], "pt_root_id": [1, 2, 5, 9]})
+    write_arrow_copy(tmp_path / "t.arrow", table, "pt_root_id")
+    assert RootRowReader().read(tmp_path / "t.arrow", "pt_root_id", [5], ["id"]).column("id").to_pylist() == [3]
+    assert RootRowReader().read(tmp_path / "t.arrow", "id", [3], ["id"]) is None
+    import pyarrow.ipc as ipc
+
+    with ipc.new_file(tmp_path / "plain.arrow", table.schema) as writer:
+        writer.write_table(table)
+    assert RootRowReader().read(tmp_path / "plain.arrow", "pt_root_id", [5], ["id"]) is None
+
+
+def test_only_tables_up_to_the_row_limit_get_twins(tmp_path, monkeypatch):
+    file = f"{TABLE}.parquet"
+    write_parquet(tmp_path / file, _cells(300, seed=4))
+    monkeypatch.setenv(arrow_copies.MAX_ROWS_ENV, "299")
+    assert clustering.ensure_clustered(tmp_path, file, ["pt_root_id"]) == ["pt_root_id"]
+    assert (tmp_path / clustered_name(file, "pt_root_id")).exists() and not (tmp_path / arrow_copy_name(file, "pt_root_id")).exists()
+    assert clustering.ensure_clustered(tmp_path, file, ["pt_root_id"]) == [], "nothing is due"
+    monkeypatch.setenv(arrow_copies.MAX_ROWS_ENV, "300")
+    assert clustering.ensure_clustered(tmp_path, file, ["pt_root_id"]) == ["pt_root_id"], "the missing twin is built"
+    twin = pa.ipc.open_file(tmp_path / arrow_copy_name(file, "pt_root_id")).read_all()
+    assert twin.equals(pq.read_table(tmp_path / clustered_name(file, "pt_root_id")).replace_schema_metadata(None))
 
 
 @pytest.mark.parametrize(

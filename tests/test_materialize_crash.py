@@ -185,8 +185,8 @@ def test_sigkill_during_version_creation(backend, server_factory):
         assert client.materialize.get_annotation_count("synapses", version=number) == 19_800
         assert sorted(os.listdir(_version_dir(restarted, number))) == sorted(
             [f"{t}.parquet" for t in ("cell_types", "nucleus_detection", "proofreading_status", "synapses", BIG)]
-            + [f"{t}.by_{c}.parquet" for t in ("synapses", BIG) for c in ("pre_pt_root_id", "post_pt_root_id")]
-            + [f"{t}.by_pt_root_id.parquet" for t in ("nucleus_detection", "proofreading_status")]
+            + [f"{t}.by_{c}.{kind}" for t in ("synapses", BIG) for c in ("pre_pt_root_id", "post_pt_root_id") for kind in ("parquet", "arrow")]
+            + [f"{t}.by_pt_root_id.{kind}" for t in ("nucleus_detection", "proofreading_status") for kind in ("parquet", "arrow")]
             + ["view.single_neurons.parquet", "view.synapse_connections.parquet", "version.json"]
         )
 

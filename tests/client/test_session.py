@@ -111,6 +111,40 @@ def test_timeout_applies_to_every_request_unless_given():
     assert adapter.timeouts == [(2, 20), (2, 20), (2, 20), 99]
 
 
+def test_environment_settings_follow_the_environment(monkeypatch):
+    """The per-server memory of requests' environment settings never hides a change: a proxy
+    set, changed or removed, and a CA bundle, are seen by the next request."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    session = TimeoutSession()
+    plain = requests.Session()
+
+    def both(url: str) -> tuple[dict, dict]:
+        ours = session.merge_environment_settings(url, {}, None, None, None)
+        theirs = plain.merge_environment_settings(url, {}, None, None, None)
+        assert ours == theirs
+        return ours, theirs
+
+    assert both("http://lab.example/a")[0]["proxies"] == {}
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    assert both("http://lab.example/a")[0]["proxies"] == {"http": "http://proxy.example:3128"}
+    monkeypatch.setenv("http_proxy", "http://other.example:3128")
+    assert both("http://lab.example/b")[0]["proxies"] == {"http": "http://other.example:3128"}
+    monkeypatch.setenv("no_proxy", "lab.example")
+    assert both("http://lab.example/b")[0]["proxies"] == {}
+    assert both("http://elsewhere.example/")[0]["proxies"]["http"] == "http://other.example:3128"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/lab.pem")
+    assert both("https://lab.example/")[0]["verify"] == "/etc/ssl/lab.pem"
+    session.proxies = {"https": "http://session.example:1"}
+    plain.proxies = {"https": "http://session.example:1"}
+    assert both("https://lab.example/")[0]["proxies"] == {"https": "http://session.example:1"}
+    found = session.merge_environment_settings("https://lab.example/", {}, None, None, None)
+    found["proxies"]["https"] = "changed by the caller"
+    assert session.merge_environment_settings("https://lab.example/", {}, None, None, None)["proxies"]["https"] == "http://session.example:1"
+
+
 # ----------------------------------------------------------------------------------------------
 # Against a real socket
 

@@ -357,12 +357,18 @@ def version_fails_constraint(version: Version | None, constraint: Constraint | N
         return False
     if version is None:
         return True
-    return all(version not in SpecifierSet(c) for c in _as_list(constraint))
+    return all(version not in _specifiers(c) for c in _as_list(constraint))
+
+
+@functools.lru_cache(maxsize=256)
+def _specifiers(constraint: str) -> SpecifierSet:
+    """A constraint parsed once: sub-client methods check theirs on every call."""
+    return SpecifierSet(constraint)
 
 
 def _passed_arguments(method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Arguments the caller gave, by name (positional ones included; ``**kwargs`` flattened)."""
-    signature = inspect.signature(method)
+    signature = _signature(method)
     try:
         given = dict(signature.bind_partial(*args, **kwargs).arguments)
     except TypeError:  # the call itself is wrong; let the method raise its own error
@@ -371,6 +377,11 @@ def _passed_arguments(method: Callable[..., Any], args: tuple[Any, ...], kwargs:
         if param.kind is inspect.Parameter.VAR_KEYWORD and name in given:
             given.update(given.pop(name))
     return given
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(method: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(method)
 
 
 def check_version_compatibility(

@@ -590,15 +590,6 @@ class QueryCache:
             self.records.append(record)
 
 
-class PassThrough:
-    """What a sub-client without a CAVEclient calls: no cache, no record."""
-
-    enabled = False
-
-    def answer(self, *, fetch: Callable[[], Fetched], **_: Any) -> pd.DataFrame:
-        return fetch().frame
-
-
 # -- opencave cache ls | rm ---------------------------------------------------------------------
 
 

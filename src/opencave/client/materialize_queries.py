@@ -26,7 +26,7 @@ from ..wire.json_encoding import dumps
 from ..wire.materialize_query import FILTERS, encode, live_query_body, query_body
 from . import live
 from .base import check_version_compatibility, handle_response
-from .cache import Fetched, PassThrough
+from .cache import Fetched
 from .query_frames import (
     DEFAULT_COMPRESSION,
     answer_encoding,
@@ -142,7 +142,9 @@ def cached_query(method: str, table_of: Callable[[dict[str, Any]], str], live: b
 
         @functools.wraps(func)
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            cache = getattr(self.fc, "query_cache", None) or PassThrough()
+            cache = getattr(self.fc, "query_cache", None)
+            if cache is None or not cache.enabled:  # no cache: nothing to key, keep or replay
+                return func(self, *args, **kwargs)
             try:
                 bound = signature.bind(self, *args, **kwargs)
             except TypeError:

@@ -102,8 +102,13 @@ class _Pieces(io.RawIOBase):
 
 
 def read_query_answer(response: requests.Response) -> pd.DataFrame:
-    """The DataFrame of an Arrow answer requested with ``stream=True``, read in large pieces."""
+    """The DataFrame of an Arrow answer requested with ``stream=True``: an answer of known
+    length up to ``ANSWER_READ_BYTES`` is read whole, in one call; a longer one is decoded
+    piece by piece as it arrives."""
     _check_arrow(response)
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) <= ANSWER_READ_BYTES and not response.headers.get("Content-Encoding"):
+        return arrow_ipc.decode_frame(response.raw.read())
     pieces = _Pieces(response.iter_content(chunk_size=ANSWER_READ_BYTES))
     return arrow_ipc.decode_frame(io.BufferedReader(pieces, buffer_size=1 << 16))
 

@@ -8,8 +8,10 @@ clients (and lazily built sub-clients) created afterwards.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -22,6 +24,14 @@ Timeout = float | tuple[float | None, float | None]
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 300.0)
 
 SESSION_DEFAULTS: dict[str, Any] = {}
+
+# What requests reads from the environment for an http(s) URL: its proxies (the CGI rule of
+# ``REQUEST_METHOD`` included) and the CA bundle.
+_ENVIRONMENT = tuple(
+    name
+    for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    for name in (base, base.upper())
+) + ("REQUEST_METHOD", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 # Only these are retried on a status in ``status_forcelist``: PUT and DELETE may have taken
 # effect before a gateway error, and caveclient does not repeat them either.
@@ -121,6 +131,45 @@ class TimeoutSession(requests.Session):
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
         return super().send(request, **kwargs)
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
+        """requests' answer, remembered per server while the environment it depends on stays
+        the same: requests reads every environment variable on every request to find proxies,
+        which costs more than a small request to a server on the same machine."""
+        if not self.trust_env:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(str(url))
+        key = (
+            parts.scheme,
+            parts.netloc,
+            _frozen(proxies),
+            stream,
+            _frozen(verify),
+            _frozen(cert),
+            _frozen(self.proxies),
+            _frozen(self.verify),
+            _frozen(self.cert),
+            self.stream,
+            len(os.environ),
+            tuple(os.environ.get(name) for name in _ENVIRONMENT),
+        )
+        remembered = self.__dict__.setdefault("_environment_settings", {})
+        found = remembered.get(key)
+        if found is None:
+            found = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if len(remembered) > 64:
+                remembered.clear()
+            remembered[key] = found
+        return dict(found, proxies=dict(found["proxies"]))
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` as something hashable (dicts become sorted item tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def make_retry(max_retries: int | None = None) -> Retry:

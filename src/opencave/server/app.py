@@ -14,6 +14,7 @@ from opencave.runtime import Runtime
 from opencave.server.errors import install_error_handlers
 from opencave.server.faults import FaultMiddleware
 from opencave.server.limits import BodyLimitMiddleware
+from opencave.server.routing import PrefixedRouter
 from opencave.server.routers import annotation, auth_api, chunkedgraph, connectivity, info, jobs, l2cache, materialize, meshing, nglstate, pending, schema, skeleton, viewer, volumes
 from opencave.server.web import browser, mat_views, pages
 
@@ -42,14 +43,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (auth_api.router, info.router, schema.router, chunkedgraph.router, l2cache.router, annotation.router, materialize.router, meshing.router, volumes.router, nglstate.router, skeleton.router, connectivity.router, jobs.router, pages.router, browser.router, pending.router):
-        app.include_router(router)
-    app.include_router(mat_views.router)
-    app.include_router(viewer.router)
-
     @app.get("/health", include_in_schema=False)
     def health() -> dict:
         return {"status": "ok", "version": __version__}
+
+    for router in (auth_api.router, info.router, schema.router, chunkedgraph.router, l2cache.router, annotation.router, materialize.router, meshing.router, volumes.router, nglstate.router, skeleton.router, connectivity.router, jobs.router, pages.router, browser.router, pending.router, mat_views.router, viewer.router):
+        app.include_router(PrefixedRouter(router))
 
     app.add_middleware(FaultMiddleware)  # innermost: its answers pass the body limit and CORS layers
     app.add_middleware(

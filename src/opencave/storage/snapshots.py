@@ -21,6 +21,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from opencave.storage import arrow_copies
+
 ROW_GROUP_ROWS = 65_536
 # Rows per row group of a clustered copy. A few roots' rows are read a row group at a time
 # (``materialize/root_rows.py``): 16,384 rows decode in ~1.5 ms where 65,536 take ~4.5 ms, and
@@ -52,11 +54,14 @@ def write_parquet(path: Path, table: pa.Table, row_group_rows: int = ROW_GROUP_R
 
 
 def write_frozen_table(directory: Path, file: str, table: pa.Table, cluster_by: list[str]) -> None:
-    """The table sorted by id, plus one clustered copy per column of ``cluster_by``."""
+    """The table sorted by id, plus one clustered copy per column of ``cluster_by`` (and its
+    Arrow twin, for tables small enough to get one)."""
     write_parquet(directory / file, table.sort_by("id") if table.num_rows else table)
     for column in cluster_by:
         ordered = table.sort_by([(column, "ascending"), ("id", "ascending")]) if table.num_rows else table
         write_parquet(directory / clustered_name(file, column), ordered, CLUSTERED_ROW_GROUP_ROWS)
+        if arrow_copies.wanted(table.num_rows):
+            arrow_copies.write_arrow_copy(directory / arrow_copies.arrow_copy_name(file, column), ordered, column)
 
 
 class SnapshotEngine:

@@ -1,7 +1,9 @@
 """Clustered copies of frozen tables, built after a version is published.
 
 A frozen table is queried from its id-sorted file; a copy sorted by a root-id column only makes
-selective root-id filters faster (row groups pruned). So a version can be published as soon as
+selective root-id filters faster (row groups pruned), and the copy's Arrow twin
+(``storage/arrow_copies.py``; tables of at most ``arrow_copies.max_rows()`` rows) makes reading
+a few roots' rows cheaper still. So a version can be published as soon as
 its id-sorted files are written and get its copies afterwards: ``MaterializeService`` reads a
 copy only once its file exists, and ``heal`` (a periodic job of every serving process) builds
 the copies that are missing.
@@ -32,6 +34,10 @@ import duckdb
 from opencave.background import repeating
 from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.versions import STALE_AFTER, VersionRegistry, builder_gone, worker_name
+import pyarrow.parquet as pq
+
+from opencave.storage import arrow_copies
+from opencave.storage.arrow_copies import arrow_copy_name, write_arrow_copy
 from opencave.storage.snapshots import CLUSTERED_ROW_GROUP_ROWS, COMPRESSION, clustered_name, parquet_source
 from opencave.storage.version_files import VersionFiles, is_remote
 
@@ -51,13 +57,19 @@ def _spill_name(file: str) -> str:
 def ensure_clustered(
     directory: Path, file: str, columns: Sequence[str], say: Callable[[str], None] | None = None
 ) -> list[str]:
-    """Write the missing clustered copies of ``directory/file`` (one per column of ``columns``).
+    """Write the missing clustered copies of ``directory/file`` (one per column of ``columns``)
+    and their missing Arrow twins.
 
-    Returns the columns whose copy this call built: none when another live process holds the
-    table's lock, or when the version's directory is gone (deleted or expired meanwhile)."""
+    Returns the columns whose copy or twin this call built: none when another live process
+    holds the table's lock, or when the version's directory is gone (deleted or expired
+    meanwhile)."""
     directory = Path(directory)
     main = directory / file
-    if not main.exists() or all((directory / clustered_name(file, c)).exists() for c in columns):
+    try:
+        twins = arrow_copies.wanted(pq.ParquetFile(main).metadata.num_rows)
+    except FileNotFoundError:
+        return []
+    if not _missing(lambda name: (directory / name).exists(), file, columns, twins):
         return []
     lock = directory / lock_name(file)
     try:
@@ -71,9 +83,9 @@ def ensure_clustered(
         # process, never takes a live lock for stale.
         with repeating(STALE_AFTER.total_seconds() / 4, lambda: os.utime(lock), f"clustering-lock-{lock.name}"):
             _remove_leftovers(directory, file, columns)
-            missing = [c for c in columns if not (directory / clustered_name(file, c)).exists()]
+            missing = _missing(lambda name: (directory / name).exists(), file, columns, twins)
             if missing:
-                _build(directory, file, missing, built, say or (lambda message: None))
+                _build(directory, file, missing, twins, built, say or (lambda message: None))
     except (OSError, duckdb.Error):
         if main.exists():
             raise
@@ -85,13 +97,20 @@ def ensure_clustered(
 
 
 def ensure_version_clustered(
-    files: VersionFiles, location: str, file: str, columns: Sequence[str], say: Callable[[str], None] | None = None
+    files: VersionFiles,
+    location: str,
+    file: str,
+    columns: Sequence[str],
+    say: Callable[[str], None] | None = None,
+    row_count: int | None = None,
 ) -> list[str]:
     """``ensure_clustered`` for a version wherever its files are: in place when local; when
-    remote, built beside a cached copy of the file in a staging directory, then uploaded."""
+    remote, built beside a cached copy of the file in a staging directory, then uploaded.
+    ``row_count`` (the table's, when known) tells without a download whether twins are due."""
     if not is_remote(location):
         return ensure_clustered(Path(location), file, columns, say)
-    missing = [c for c in columns if not files.exists(location, clustered_name(file, c))]
+    twins = None if row_count is None else arrow_copies.wanted(row_count)
+    missing = _missing(lambda name: files.exists(location, name), file, columns, twins)
     if not missing:
         return []
     work = files.staging(location)
@@ -107,15 +126,29 @@ def ensure_version_clustered(
             return []
         built = ensure_clustered(work, file, missing, say)
         for column in built:
-            name = clustered_name(file, column)
-            files.put(location, name, work / name)
+            for name in (clustered_name(file, column), arrow_copy_name(file, column)):
+                if (work / name).exists():
+                    files.put(location, name, work / name)
         return built
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _build(directory: Path, file: str, columns: list[str], built: list[str], say: Callable[[str], None]) -> None:
-    """Write one copy per column (appending each to ``built`` once it is in place)."""
+def _missing(exists: Callable[[str], bool], file: str, columns: Sequence[str], twins: bool | None) -> list[str]:
+    """The columns whose copy, or whose Arrow twin (when ``twins``; None: when the table is
+    small enough, told by the copy's own row count), is not there yet."""
+    out = []
+    for column in columns:
+        if not exists(clustered_name(file, column)):
+            out.append(column)
+        elif twins is not False and not exists(arrow_copy_name(file, column)):
+            out.append(column)
+    return out
+
+
+def _build(directory: Path, file: str, columns: list[str], twins: bool, built: list[str], say: Callable[[str], None]) -> None:
+    """Write one copy per column, and its Arrow twin when ``twins`` (appending each column to
+    ``built`` once its files are in place)."""
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET memory_limit = ?", [MEMORY_LIMIT])
@@ -125,16 +158,20 @@ def _build(directory: Path, file: str, columns: list[str], built: list[str], say
         source = parquet_source(directory / file)
         for column in columns:
             target = directory / clustered_name(file, column)
-            partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-            key = '"' + column.replace('"', '""') + '"'
-            target_literal = "'" + str(partial).replace("'", "''") + "'"
-            con.execute(
-                f"COPY (SELECT * FROM {source} ORDER BY {key}, id) TO {target_literal} "
-                f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {CLUSTERED_ROW_GROUP_ROWS}, DICTIONARY_SIZE_LIMIT 1000)"
-            )
-            with open(partial, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(partial, target)
+            if not target.exists():
+                partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+                key = '"' + column.replace('"', '""') + '"'
+                target_literal = "'" + str(partial).replace("'", "''") + "'"
+                con.execute(
+                    f"COPY (SELECT * FROM {source} ORDER BY {key}, id) TO {target_literal} "
+                    f"(FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE {CLUSTERED_ROW_GROUP_ROWS}, DICTIONARY_SIZE_LIMIT 1000)"
+                )
+                with open(partial, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(partial, target)
+            twin = directory / arrow_copy_name(file, column)
+            if twins and not twin.exists():
+                write_arrow_copy(twin, target, column)
             built.append(column)
             say(f"{directory.name}/{file}: clustered by {column}")
     finally:
@@ -144,8 +181,9 @@ def _build(directory: Path, file: str, columns: list[str], built: list[str], say
 def _remove_leftovers(directory: Path, file: str, columns: Sequence[str]) -> None:
     """Partial copies and spilled sort runs of the table (its lock's holder's, or a dead one's)."""
     for column in columns:
-        for partial in directory.glob(f"{clustered_name(file, column)}.partial-*"):
-            partial.unlink(missing_ok=True)
+        for name in (clustered_name(file, column), arrow_copy_name(file, column)):
+            for partial in directory.glob(f"{name}.partial-*"):
+                partial.unlink(missing_ok=True)
     shutil.rmtree(directory / _spill_name(file), ignore_errors=True)
 
 
@@ -212,9 +250,10 @@ def heal(registry: VersionRegistry, say: Callable[[str], None] | None = None) ->
         for table in registry.tables(version, "table"):
             try:
                 columns = frozen_layout(table.schema).root_columns
-                if all(files.exists(version.location, clustered_name(table.file, c)) for c in columns):
+                twins = arrow_copies.wanted(table.row_count)
+                if not _missing(lambda name: files.exists(version.location, name), table.file, columns, twins):
                     continue
-                count += len(ensure_version_clustered(files, version.location, table.file, columns, say))
+                count += len(ensure_version_clustered(files, version.location, table.file, columns, say, table.row_count))
             except Exception:
                 log.exception(
                     "building the clustered copies of %s in version %s of %s failed", table.table_name, version.version, version.datastack

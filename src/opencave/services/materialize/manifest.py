@@ -4,9 +4,10 @@ without opencave and importable back.
 It is a version package manifest (``services/transfer/package.py``: same format name, version
 and keys, each entry's ``path`` naming its one Parquet file), so ``opencave import version DIR``
 takes a version directory as it is. Each entry adds what a reader with Polars, DuckDB or Spark
-needs: ``columns`` (the Arrow schema: names and types) and ``clustered`` (root-id column →
+needs: ``columns`` (the Arrow schema: names and types), ``clustered`` (root-id column →
 the copy of the file sorted by it; a copy may appear shortly after the version is published,
-and the entry's own ``path`` always holds every row).
+and the entry's own ``path`` always holds every row) and ``arrow_copies`` (root-id column → the
+same copy as an Arrow IPC file, for tables small enough to get one).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.versions import FrozenTable, Version, format_time
 from opencave.services.transfer.package import FORMAT, FORMAT_VERSION, MANIFEST
+from opencave.storage import arrow_copies
+from opencave.storage.arrow_copies import arrow_copy_name
 from opencave.storage.snapshots import clustered_name
 
 __all__ = ["MANIFEST", "version_manifest", "write_version_manifest"]
@@ -28,9 +31,11 @@ __all__ = ["MANIFEST", "version_manifest", "write_version_manifest"]
 
 def _entry(directory: Path, table: FrozenTable) -> dict[str, Any]:
     schema = pq.read_schema(directory / table.file)
-    clustered = {}
+    clustered, twins = {}, {}
     if table.kind == "table" and table.schema:
         clustered = {column: clustered_name(table.file, column) for column in frozen_layout(table.schema).root_columns}
+        if arrow_copies.wanted(table.row_count):
+            twins = {column: arrow_copy_name(table.file, column) for column in clustered}
     return {
         "name": table.table_name,
         "kind": "table" if table.kind == "table" else "view",
@@ -39,6 +44,7 @@ def _entry(directory: Path, table: FrozenTable) -> dict[str, Any]:
         "path": table.file,
         "columns": [{"name": field.name, "type": str(field.type)} for field in schema],
         "clustered": clustered,
+        "arrow_copies": twins,
         "metadata": table.metadata,
     }
 

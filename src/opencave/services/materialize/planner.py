@@ -36,6 +36,7 @@ class Source:
     relation: str  # DuckDB table expression
     voxel_resolution: tuple[float, float, float]
     clustered: dict[str, Path] = field(default_factory=dict)  # root column -> its clustered copy
+    arrow_copies: dict[str, Path] = field(default_factory=dict)  # root column -> the copy's Arrow twin
     row_count: int | None = None
 
 

@@ -5,7 +5,8 @@ column in each row group (its Parquet footer) index root ids to row ranges: find
 neuron's synapses is a binary search and a read of the one or two row groups that hold them —
 no SQL engine, no scan, whatever the table's size. Footers are parsed once per file and kept
 (``RootRowReader`` holds a bounded number); each read opens the file anew with the kept footer,
-so concurrent requests share nothing mutable.
+so concurrent requests share nothing mutable. A copy's Arrow twin (``storage/arrow_copies.py``),
+where there is one, is read the same way, a small batch at a time, from a kept memory map.
 
 A file whose footer lacks the statistics, or whose rows turn out not to be sorted, is not
 indexed (``read`` answers None) and the caller falls back to its SQL path.
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-INT64_MAX = np.iinfo(np.int64).max  # nulls sort last in a copy: they stand in as the largest id
+from opencave.storage.arrow_copies import INT64_MAX, ArrowCopy, open_arrow_copy
 
 
 @dataclass(frozen=True)
@@ -77,49 +78,72 @@ def build_index(metadata: pq.FileMetaData, column: str) -> RootIndex | None:
     return RootIndex(metadata, lows, highs, rows)
 
 
+def _parquet_index(path: Path, column: str) -> RootIndex | None:
+    return build_index(pq.ParquetFile(path).metadata, column)
+
+
 class RootRowReader:
     """Reads root ids' rows from clustered copies, keeping the indexes of recently used files."""
 
     def __init__(self, capacity: int = 128) -> None:
         self.capacity = capacity
-        self._indexes: OrderedDict[tuple, RootIndex | None] = OrderedDict()
+        self._indexes: OrderedDict[tuple, RootIndex | ArrowCopy | None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def index(self, path: Path, column: str) -> RootIndex | None:
-        """``path``'s index, built on first use. Keyed by the file's identity, so a file
-        replaced at the same path (a version made again) is indexed anew."""
+    def _kept(self, path: Path, column: str, build) -> RootIndex | ArrowCopy | None:
+        """``build(path, column)``, made on first use and kept. Keyed by the file's identity,
+        so a file replaced at the same path (a version made again) is opened anew."""
         status = os.stat(path)
         key = (str(path), column, status.st_ino, status.st_mtime_ns, status.st_size)
         with self._lock:
             if key in self._indexes:
                 self._indexes.move_to_end(key)
                 return self._indexes[key]
-        found = build_index(pq.ParquetFile(path).metadata, column)
+        found = build(path, column)
         with self._lock:
             self._indexes[key] = found
             while len(self._indexes) > self.capacity:
                 self._indexes.popitem(last=False)
         return found
 
+    def index(self, path: Path, column: str) -> RootIndex | None:
+        """The footer index of the Parquet copy ``path`` (None if it cannot serve as one)."""
+        found = self._kept(path, column, _parquet_index)
+        return found if isinstance(found, RootIndex) else None
+
     def read(self, path: Path, column: str, roots: Sequence[int], columns: Sequence[str]) -> pa.Table | None:
-        """The rows whose ``column`` is one of ``roots``, in (root, id) order, with ``columns``;
-        None when the file cannot be read this way (the caller uses SQL instead)."""
-        index = self.index(path, column)
-        if index is None:
-            return None
+        """The rows whose ``column`` is one of ``roots``, in (root, id) order, with ``columns``,
+        from a Parquet copy or an Arrow twin (``.arrow``); None when the file cannot be read this
+        way (the caller uses SQL instead)."""
         wanted = np.unique(np.asarray(list(roots), dtype=np.int64))
-        groups = index.row_groups(wanted)
         read_columns = list(dict.fromkeys([*columns, column]))
-        parquet = pq.ParquetFile(path, metadata=index.metadata)
-        if not groups:
-            return parquet.schema_arrow.empty_table().select(read_columns)
-        rows = parquet.read_row_groups(groups, columns=read_columns, use_threads=False)
-        keys = pc.fill_null(rows.column(column), INT64_MAX).to_numpy()
-        if len(keys) > 1 and np.any(keys[1:] < keys[:-1]):
-            return None
-        starts = np.searchsorted(keys, wanted, side="left")
-        stops = np.searchsorted(keys, wanted, side="right")
-        pieces = [rows.slice(a, b - a) for a, b in zip(starts.tolist(), stops.tolist()) if b > a]
-        if len(pieces) == 1:
-            return pieces[0]
-        return pa.concat_tables(pieces) if pieces else rows.slice(0, 0)
+        if Path(path).suffix == ".arrow":
+            twin = self._kept(path, column, open_arrow_copy)
+            if twin is None:
+                return None
+            assert isinstance(twin, ArrowCopy)
+            rows = twin.read(twin.batches_of(wanted), read_columns)
+        else:
+            index = self.index(path, column)
+            if index is None:
+                return None
+            groups = index.row_groups(wanted)
+            parquet = pq.ParquetFile(path, metadata=index.metadata)
+            if not groups:
+                return parquet.schema_arrow.empty_table().select(read_columns)
+            rows = parquet.read_row_groups(groups, columns=read_columns, use_threads=False)
+        return _rows_of(rows, column, wanted)
+
+
+def _rows_of(rows: pa.Table, column: str, wanted: np.ndarray) -> pa.Table | None:
+    """The rows of ``rows`` (sorted by ``column``) whose ``column`` is in ``wanted`` (sorted,
+    unique); None if ``rows`` turn out not to be sorted."""
+    keys = pc.fill_null(rows.column(column), INT64_MAX).to_numpy()
+    if len(keys) > 1 and np.any(keys[1:] < keys[:-1]):
+        return None
+    starts = np.searchsorted(keys, wanted, side="left")
+    stops = np.searchsorted(keys, wanted, side="right")
+    pieces = [rows.slice(a, b - a) for a, b in zip(starts.tolist(), stops.tolist()) if b > a]
+    if len(pieces) == 1:
+        return pieces[0]
+    return pa.concat_tables(pieces) if pieces else rows.slice(0, 0)

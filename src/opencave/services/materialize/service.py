@@ -21,6 +21,7 @@ from opencave.services.materialize.requests import QueryOptions
 from opencave.services.materialize.root_rows import RootRowReader
 from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry
 from opencave.services.materialize.views import ViewRegistry, layout_of_result, view_column_types
+from opencave.storage.arrow_copies import arrow_copy_name
 from opencave.storage.snapshots import SnapshotEngine, clustered_name, parquet_source
 from opencave.storage.state import GenerationCache, Generations
 from opencave.wire.materialize_query import JoinQuery, TableQuery
@@ -127,11 +128,13 @@ class MaterializeService:
             # copies may be built after the version is published: until then, the id-sorted file
             copies = [(c, clustered_name(table.file, c)) for c in layout.root_columns]
             clustered = {c: files.local_path(found.location, copy) for c, copy in copies if files.exists(found.location, copy)}
+            twins = [(c, arrow_copy_name(table.file, c)) for c in clustered]
+            arrow_copies = {c: files.local_path(found.location, twin) for c, twin in twins if files.exists(found.location, twin)}
         else:
             import pyarrow.parquet as pq
 
             layout = layout_of_result(name, pq.read_schema(path))
-            clustered = {}
+            clustered, arrow_copies = {}, {}
         meta = table.metadata
         resolution = (float(meta["voxel_resolution_x"]), float(meta["voxel_resolution_y"]), float(meta["voxel_resolution_z"]))
         source = planner.Source(
@@ -140,6 +143,7 @@ class MaterializeService:
             relation=parquet_source(path),
             voxel_resolution=resolution,
             clustered=clustered,
+            arrow_copies=arrow_copies,
             row_count=table.row_count,
         )
         return VersionTable(found, table, source)
