@@ -183,6 +183,8 @@ def test_only_tables_up_to_the_row_limit_get_twins(tmp_path, monkeypatch):
     assert clustering.ensure_clustered(tmp_path, file, ["pt_root_id"]) == ["pt_root_id"]
     assert (tmp_path / clustered_name(file, "pt_root_id")).exists() and not (tmp_path / arrow_copy_name(file, "pt_root_id")).exists()
     assert clustering.ensure_clustered(tmp_path, file, ["pt_root_id"]) == [], "nothing is due"
+    monkeypatch.setenv(arrow_copies.MAX_ROWS_ENV, "0")
+    assert not arrow_copies.wanted(0), "0: no table gets twins, not even an empty one"
     monkeypatch.setenv(arrow_copies.MAX_ROWS_ENV, "300")
     assert clustering.ensure_clustered(tmp_path, file, ["pt_root_id"]) == ["pt_root_id"], "the missing twin is built"
     twin = pa.ipc.open_file(tmp_path / arrow_copy_name(file, "pt_root_id")).read_all()

@@ -1,16 +1,17 @@
 """Arrow twins of clustered copies: a few roots' rows without decoding a Parquet row group.
 
 A clustered copy answers "the rows of root r" by reading the one or two row groups that hold
-them, but reading any Parquet row group costs ~0.5–1 ms however few rows are wanted (a column
+them, but reading any Parquet row group costs ~0.5–1.5 ms however few rows are wanted (a column
 reader per column to set up, every page of the group to decompress and decode). The twin holds
-the same rows in the same order as an Arrow IPC file of small LZ4-compressed record batches,
-with each batch's first and last key stored in the file's footer: finding a root is a binary
-search, and reading its batch from a memory map takes ~0.1–0.2 ms. Any Arrow reader opens it
-(``pyarrow.ipc.open_file``, ``polars.read_ipc``).
+the same rows in the same order as an uncompressed Arrow IPC file of small record batches, with
+each batch's first and last key stored in the file's footer: finding a root is a binary search,
+and its batches are read from a memory map without a copy or a decode (~0.1 ms for one
+neuron's synapses). Any Arrow reader opens it (``pyarrow.ipc.open_file``, ``polars.read_ipc``).
 
-Twins cost ~30 B per row of disk beside the Parquet copy's ~20–70 B, so only tables of at most
-``max_rows()`` rows get them (``OPENCAVE_ARROW_COPY_MAX_ROWS``, default 50 million); larger
-tables are read from the Parquet copies alone.
+Being uncompressed, a twin takes about as much disk as the table's columns in memory (~120 B
+a synapse), as PostgreSQL's heap does; so only tables of at most ``max_rows()`` rows get them
+(``OPENCAVE_ARROW_COPY_MAX_ROWS``, default 20 million; 0 for none). Larger tables are read from
+the Parquet copies alone.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-BATCH_ROWS = 2_048  # one LZ4 batch of a synapse table decodes in ~0.1–0.2 ms
-COMPRESSION = "lz4"
+BATCH_ROWS = 2_048  # a cold read of one batch of a synapse table touches ~250 kB
+COMPRESSION = None  # LZ4 would take a quarter of the disk but 5–7 times as long to read
 MAX_ROWS_ENV = "OPENCAVE_ARROW_COPY_MAX_ROWS"
-DEFAULT_MAX_ROWS = 50_000_000
+DEFAULT_MAX_ROWS = 20_000_000
 INT64_MAX = np.iinfo(np.int64).max  # a null key sorts last (as in the Parquet copies)
 
 _KEY = b"opencave.key_column"
@@ -52,7 +53,8 @@ def max_rows() -> int:
 
 def wanted(row_count: int | None) -> bool:
     """Whether a table of ``row_count`` rows gets Arrow twins."""
-    return row_count is not None and row_count <= max_rows()
+    limit = max_rows()
+    return row_count is not None and limit > 0 and row_count <= limit
 
 
 def _file_batches(path: Path, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
