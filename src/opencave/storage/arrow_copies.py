@@ -105,6 +105,17 @@ def write_arrow_copy(path: Path, source: Path | pa.Table, column: str) -> None:
         partial.unlink(missing_ok=True)
 
 
+def blocks_holding(lows: np.ndarray, highs: np.ndarray, roots: np.ndarray) -> list[int]:
+    """The blocks (row groups, batches) of a file sorted by key that may hold any of ``roots``
+    (sorted, unique), given each block's smallest and largest key, in file order."""
+    start = np.searchsorted(highs, roots, side="left")
+    stop = np.searchsorted(lows, roots, side="right")
+    chosen: set[int] = set()
+    for a, b in zip(start.tolist(), stop.tolist()):
+        chosen.update(range(a, b))
+    return sorted(chosen)
+
+
 @dataclass
 class ArrowCopy:
     """An open twin: its reader (over a memory map) and each batch's first and last key."""
@@ -116,12 +127,7 @@ class ArrowCopy:
 
     def batches_of(self, roots: np.ndarray) -> list[int]:
         """The batches (in file order) that may hold any of ``roots`` (sorted, unique)."""
-        start = np.searchsorted(self.last, roots, side="left")
-        stop = np.searchsorted(self.first, roots, side="right")
-        chosen: set[int] = set()
-        for a, b in zip(start.tolist(), stop.tolist()):
-            chosen.update(range(a, b))
-        return sorted(chosen)
+        return blocks_holding(self.first, self.last, roots)
 
     def read(self, batches: list[int], columns: list[str]) -> pa.Table:
         """The rows of ``batches`` with ``columns``."""

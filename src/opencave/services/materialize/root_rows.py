@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from opencave.storage.arrow_copies import INT64_MAX, ArrowCopy, open_arrow_copy
+from opencave.storage.arrow_copies import INT64_MAX, ArrowCopy, blocks_holding, open_arrow_copy
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,7 @@ class RootIndex:
 
     def row_groups(self, roots: np.ndarray) -> list[int]:
         """The row groups (in file order) that may hold any of ``roots`` (sorted, unique)."""
-        first = np.searchsorted(self.highs, roots, side="left")
-        last = np.searchsorted(self.lows, roots, side="right")
-        chosen: set[int] = set()
-        for a, b in zip(first.tolist(), last.tolist()):
-            chosen.update(range(a, b))
-        return sorted(chosen)
+        return blocks_holding(self.lows, self.highs, roots)
 
     def candidate_rows(self, roots: np.ndarray) -> int:
         """How many rows the row groups that may hold ``roots`` (sorted, unique) have."""
