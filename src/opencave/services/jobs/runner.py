@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from opencave.background import repeating
 from opencave.services.jobs.queue import Job, JobError, JobQueue
 from opencave.services.materialize.versions import worker_name
@@ -152,19 +154,32 @@ class JobRunner:
     def _run(self, job: Job, worker: str, progress: Progress | None, reraise: bool = False) -> Job:
         kind = self.kinds[job.kind]
         latest: list[str | None] = [None]
-        written = [0.0]
+        written: list[Any] = [None, time.monotonic()]  # the progress last written, and when
 
         def say(message: str) -> None:
             if progress is not None:
                 progress(message)
             latest[0] = message
-            if time.monotonic() - written[0] >= PROGRESS_EVERY_S:
-                written[0] = time.monotonic()
+
+        def keep_alive() -> None:
+            """Write the progress when it changed, else a heartbeat every HEARTBEAT_S: from a
+            thread of its own, so that the work never waits on it (an import reports progress
+            inside its transaction, which on SQLite holds the only write lock)."""
+            message = latest[0]
+            if message is written[0] and time.monotonic() - written[1] < HEARTBEAT_S:
+                return
+            written[:] = [message, time.monotonic()]
+            try:
                 self.queue.heartbeat(job.id, worker, message)
+            except OperationalError as error:
+                if "database is locked" not in str(error):
+                    raise
+                # SQLite, while the job's own transaction writes: its process is checked directly
+                log.debug("job %s: progress not written while the database is locked", job.id)
 
         log.info("job %s (%s) started", job.id, job.kind)
         try:
-            with repeating(HEARTBEAT_S, lambda: self.queue.heartbeat(job.id, worker, latest[0]), f"job {job.id} heartbeat"):
+            with repeating(PROGRESS_EVERY_S, keep_alive, f"job {job.id} heartbeat"):
                 result = kind.handler(job.payload, say)
         except BaseException as error:  # recorded, then re-raised for the caller or an interpreter exit
             failure = JobError.of(error)
