@@ -479,18 +479,48 @@ def cmd_materialize_create(args) -> int:
     return 0
 
 
-def _run_job(runtime, kind: str, payload: dict, queue_only: bool):
-    """Run a job here with its progress shown, or with ``queue_only`` leave it to a serving
-    process or `opencave worker`. Its result, or None when only queued. A job run here starts
-    once: if this command is killed, the work is discarded, not finished elsewhere."""
+def _run_job(runtime, kind: str, payload: dict, queue_only: bool, progress: Callable[[str], None] | None = None, submitted_by: str | None = None):
+    """Run a job here with its progress shown (printed, or given to ``progress``), or with
+    ``queue_only`` leave it to a serving process or `opencave worker`. Its result, or None when
+    only queued. A job run here starts once: if this command is killed, the work is discarded,
+    not finished elsewhere."""
     if queue_only:
-        job = runtime.jobs.submit(kind, payload)
+        job = runtime.jobs.submit(kind, payload, submitted_by=submitted_by)
         print(f"queued job {job.id} ({kind}); follow it with `opencave jobs show {job.id}`")
         return None
-    job = runtime.job_runner.run_here(kind, payload, progress=lambda m: print(m, flush=True))
+    job = runtime.job_runner.run_here(kind, payload, progress=progress or (lambda m: print(m, flush=True)), submitted_by=submitted_by)
     if job.error is not None:
         job.error.raise_()
     return job.result
+
+
+class _Bars:
+    """A job's progress on stderr: its ``Step``s as bars (one a phase; a new phase closes the
+    bars before it), its other messages as lines."""
+
+    def __init__(self) -> None:
+        self.bars: dict = {}
+
+    def __call__(self, message: str) -> None:
+        from tqdm import tqdm
+
+        from opencave.services.jobs.progress import Step
+
+        if not isinstance(message, Step):
+            print(message, file=sys.stderr, flush=True)
+            return
+        bar = self.bars.get(message.phase)
+        if bar is None:
+            self.close()
+            look = {"bar_format": "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"} if message.unit == "%" else {"unit": f" {message.unit}", "unit_scale": True}
+            bar = self.bars[message.phase] = tqdm(total=message.total, desc=message.phase, file=sys.stderr, **look)
+        bar.update(message.done - bar.n)
+        if message.done >= message.total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def cmd_materialize_list(args) -> int:
@@ -556,77 +586,77 @@ def cmd_import_version(args) -> int:
 
 
 def cmd_import_table(args) -> int:
-    from tqdm import tqdm
-
+    from opencave.services.jobs.kinds import IMPORT_TABLE
     from opencave.services.transfer.table_import import parse_renames
+    from opencave.services.transfer.table_import_job import files_payload, import_options
 
     runtime = _runtime(args)
     user = runtime.accounts.get_user_by_email(args.user or runtime.first_admin_email())
-    importer = runtime.table_imports
-    bars: dict[str, tqdm] = {}
-
-    def progress(phase: str, done: int, total: int) -> None:
-        bar = bars.get(phase)
-        if bar is None:
-            for other in bars.values():
-                other.close()
-            unit = {"bar_format": "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"} if phase == "reading" else {"unit": " rows", "unit_scale": True}
-            bar = bars[phase] = tqdm(total=total, desc=phase, file=sys.stderr, **unit)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
+    options = import_options(
+        schema=args.schema,
+        user_id=str(user.id),
+        description=args.description,
+        voxel_resolution=args.voxel_resolution,
+        reference_table=args.reference_table,
+        renames=parse_renames(args.columns),
+        on_error=args.on_error,
+    )
+    payload = files_payload(args.datastack, args.table, args.files, options)
+    bars = _Bars()
     try:
-        result = importer.import_into_datastack(
-            args.datastack,
-            args.table,
-            args.files,
-            schema=args.schema,
-            user_id=str(user.id),
-            description=args.description,
-            voxel_resolution=args.voxel_resolution,
-            reference_table=args.reference_table,
-            renames=parse_renames(args.columns),
-            on_error=args.on_error,
-            say=lambda m: print(m, file=sys.stderr, flush=True),
-            progress=progress,
-        )
+        result = _run_job(runtime, IMPORT_TABLE, payload, args.queue, progress=bars, submitted_by=str(user.id))
     finally:
-        for bar in bars.values():
-            bar.close()
-    for problem in result.problems if result.skipped else []:
+        bars.close()
+    if result is None:
+        return 0
+    for problem in result["problems"] if result["skipped"] else []:
         print(f"  skipped: {problem}", file=sys.stderr)
-    extra = f", {result.skipped:,} bad rows skipped" if result.skipped else ""
-    extra += f", {result.not_valid:,} rows marked not valid left out" if result.not_valid else ""
-    ids = f" (ids {result.first_id}..{result.last_id})" if result.rows else ""
-    print(f"imported {result.rows:,} rows into {'new ' if result.created else ''}table {result.table_name} of {args.datastack}{ids}{extra} in {result.seconds:.1f} s")
+    extra = f", {result['skipped']:,} bad rows skipped" if result["skipped"] else ""
+    extra += f", {result['not_valid']:,} rows marked not valid left out" if result["not_valid"] else ""
+    ids = f" (ids {result['first_id']}..{result['last_id']})" if result["rows"] else ""
+    created = "new " if result["created_table"] else ""
+    print(f"imported {result['rows']:,} rows into {created}table {result['table_name']} of {args.datastack}{ids}{extra} in {result['seconds']:.1f} s")
     return 0
+
+
+def _shared_location(name: str | None) -> str | None:
+    """A URL as it is, a local path made absolute: what a worker elsewhere reads too."""
+    if name is None or "://" in name:
+        return name
+    return str(Path(name).expanduser().resolve())
 
 
 def cmd_ingest_segmentation(args) -> int:
     from opencave.services.ingest.service import IngestRequest
+    from opencave.services.jobs.kinds import INGEST_SEGMENTATION
 
     runtime = _runtime(args)
     request = IngestRequest(
         name=args.name,
-        watershed=args.watershed,
-        agglomeration=args.agglomeration,
-        edges=args.edges,
+        watershed=_shared_location(args.watershed),
+        agglomeration=_shared_location(args.agglomeration),
+        edges=_shared_location(args.edges),
         threshold=args.threshold,
-        image=args.image,
+        image=_shared_location(args.image),
         chunk_size=tuple(args.chunk_size) if args.chunk_size else None,
         layers=args.layers,
         grant=tuple(args.grant or ()),
         workers=args.processes,
     )
-    result = runtime.ingest.ingest(request, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    verb = "completed the registration of" if result.resumed else "ingested"
+    bars = _Bars()
+    try:
+        result = _run_job(runtime, INGEST_SEGMENTATION, request.to_json(), args.queue, progress=bars)
+    finally:
+        bars.close()
+    if result is None:
+        return 0
+    verb = "completed the registration of" if result["resumed"] else "ingested"
     print(
-        f"{verb} datastack {result.name}: {result.n_objects:,} objects in {result.n_supervoxels:,} supervoxels "
-        f"({result.n_voxels:,} voxels, {result.seconds:.1f} s); world in {result.world_dir}"
+        f"{verb} datastack {result['name']}: {result['n_objects']:,} objects in {result['n_supervoxels']:,} supervoxels "
+        f"({result['n_voxels']:,} voxels, {result['seconds']:.1f} s); world in {result['world_dir']}"
     )
     if not request.grant:
-        print(f"only admins see it yet; share it with `opencave permission grant GROUP {result.name} view` (and edit)")
+        print(f"only admins see it yet; share it with `opencave permission grant GROUP {result['name']} view` (and edit)")
     return 0
 
 
@@ -995,6 +1025,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", metavar="NEW=OLD,…", help="rename columns of the files to the schema's names")
     p.add_argument("--on-error", choices=["reject", "skip"], default="reject", help="reject: import nothing when any row is bad (default); skip: leave bad rows out")
     p.add_argument("--user", metavar="EMAIL", help="the user who owns a new table (default: the first superadmin)")
+    p.add_argument("--queue", action="store_true", help="only queue the job: a serving process or `opencave worker` runs it (the files must be reachable there)")
 
     ingest = top.add_parser("ingest", help="bring your own segmentation in as a proofreadable datastack").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _command(
@@ -1014,6 +1045,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, metavar="N", help="layers of the graph (default: the fewest the chunk grid needs)")
     p.add_argument("--grant", action="append", metavar="GROUP", help="let this group view and edit it (repeatable; e.g. default for every user)")
     p.add_argument("--processes", type=int, metavar="N", help="worker processes reading the volume (default: one per CPU for large volumes)")
+    p.add_argument("--queue", action="store_true", help="only queue the job: a serving process or `opencave worker` runs it (the inputs must be reachable there)")
 
     p = _command(top, "export", cmd_export, "write a version as open files: Parquet datasets or the CAVE static-export CSV layout")
     p.add_argument("datastack")

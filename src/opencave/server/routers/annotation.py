@@ -25,6 +25,7 @@ from opencave.services.annotation import AnnotationService
 from opencave.services.annotation.service import MAX_IDS, MAX_INSERT
 from opencave.services.auth import AuthContext
 from opencave.services.transfer.table_import import parse_renames
+from opencave.services.transfer.table_import_job import IMPORT_TABLE, import_options, new_upload, upload_payload
 from opencave.wire.endpoints import ANNOTATION, route_path
 
 # Bodies are JSON whatever the Content-Type says (CAVE's servers read them so).
@@ -324,7 +325,7 @@ async def _save_body(request: Request, path: FilePath) -> None:
             await run_in_threadpool(sink.write, bytes(pending))
 
 
-@router.post(_path("table_import"), openapi_extra=IMPORT_BODY)
+@router.post(_path("table_import"), openapi_extra=IMPORT_BODY, responses={202: {"description": "the import is still running: its job to follow"}})
 async def import_table(
     aligned_volume_name: AlignedVolume,
     table_name: TableName,
@@ -337,34 +338,50 @@ async def import_table(
     columns: Annotated[text(10_000) | None, Query(description="renames NEW=OLD,… of the file's columns to the schema's")] = None,
     on_error: Annotated[Literal["reject", "skip"], Query(description="reject: import nothing when any row is bad; skip: leave bad rows out")] = "reject",
     header: Annotated[text(65_536) | None, Query(description="the static-export header file's text (column,postgres_type lines) when the body is a static-export data file")] = None,
+    wait_s: Annotated[float, Query(ge=0, le=3600, description="on a server that runs no jobs itself: seconds to wait for the import before answering 202 with its job")] = 600,
     context: AuthContext = Depends(current_context),
 ) -> JSONResponse:
     """Rows of an uploaded file into a live annotation table, created when missing: the owner of an
-    existing table or an admin of its dataset; anyone with edit permission creates a new one."""
+    existing table or an admin of its dataset; anyone with edit permission creates a new one.
+
+    The body is saved in the data directory, then imported as a job: by this request's thread
+    when this process runs jobs, else by `opencave worker` processes, answering 202 with the job
+    to follow when that takes longer than ``wait_s``."""
     runtime: Runtime = runtime_of(request)
     dataset = await run_in_threadpool(runtime.identities.require, context, "edit", NAMESPACE, aligned_volume_name)
     importer = runtime.table_imports
     await run_in_threadpool(importer.authorize, aligned_volume_name, table_name, context.identity, dataset)
     renames = parse_renames(columns)
-    work = await run_in_threadpool(importer.new_workspace, table_name)
+    user = _user(context)
+    options = import_options(
+        schema=schema,
+        user_id=user,
+        description=description,
+        voxel_resolution=voxel_resolution,
+        reference_table=reference_table,
+        renames=renames,
+        on_error=on_error,
+    )
+    work = await run_in_threadpool(new_upload, importer, runtime.jobs, table_name)
+    queued = False  # once queued, the job removes the upload folder
     try:
         await _save_body(request, importer.upload_path(work, file_name))
-        item = await run_in_threadpool(importer.uploaded, work, file_name, header)
-        result = await run_in_threadpool(
-            lambda: importer.import_table(
-                aligned_volume_name,
-                table_name,
-                [item],
-                schema=schema,
-                user_id=_user(context),
-                description=description,
-                voxel_resolution=voxel_resolution,
-                reference_table=reference_table,
-                renames=renames,
-                on_error=on_error,
-                work=work,
-            )
-        )
+        payload = upload_payload(aligned_volume_name, table_name, work, file_name, header, options)
+        if runtime.settings.job_threads > 0:  # this process runs jobs: the request's thread imports
+            job = await run_in_threadpool(runtime.job_runner.run_here, IMPORT_TABLE, payload, None, user)
+            return JSONResponse(job.result)
+        # a request killed with its process gets no answer: its import is discarded (attempts=1)
+        job = await run_in_threadpool(lambda: runtime.jobs.submit(IMPORT_TABLE, payload, submitted_by=user, attempts=1))
+        queued = True
     finally:
-        await run_in_threadpool(shutil.rmtree, work, True)
-    return JSONResponse(result.to_json())
+        if not queued:
+            await run_in_threadpool(shutil.rmtree, work, True)
+    runtime.job_runner.poke()
+    job = await runtime.job_runner.ended(job.id, wait_s)
+    if not job.done:
+        await run_in_threadpool(runtime.jobs.keep, job.id)  # accepted now: finished even after a crash
+        message = f"The rows are being imported; follow the import at /jobs/api/v1/jobs/{job.id}."
+        return JSONResponse({"job": job.to_json(), "message": message}, status_code=202)
+    if job.error is not None:
+        job.error.raise_()
+    return JSONResponse(job.result)

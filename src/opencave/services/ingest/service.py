@@ -40,6 +40,7 @@ from opencave.services.materialize.materializer import Materializer
 from opencave.services.ingest.agglomeration import GraphEdges, Mapping, check_edges, graph_edges, read_edges
 from opencave.services.ingest.source import MAX_CHUNK_VOXELS, WatershedSource, normalise_url, open_layer
 from opencave.services.ingest.world import Supervoxels, split_volume
+from opencave.services.jobs.progress import Step
 from opencave.wire.node_ids import SPATIAL_BITS, NodeIdLayout, layer_count
 
 WORLD_FORMAT = 1
@@ -79,6 +80,18 @@ class IngestRequest:
         record["chunk_size"] = list(self.chunk_size) if self.chunk_size else None
         return record
 
+    def to_json(self) -> dict[str, Any]:
+        """The request as a job's arguments (``from_json`` reads them back)."""
+        record = asdict(self)
+        record["chunk_size"] = list(self.chunk_size) if self.chunk_size else None
+        record["grant"] = list(self.grant)
+        return record
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "IngestRequest":
+        chunk_size = record.get("chunk_size")
+        return cls(**{**record, "chunk_size": tuple(chunk_size) if chunk_size else None, "grant": tuple(record.get("grant") or ())})
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -91,6 +104,9 @@ class IngestResult:
     seconds: float
     resumed: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "world_dir": str(self.world_dir)}
 
 
 class SegmentationIngest:
@@ -105,6 +121,8 @@ class SegmentationIngest:
         self.viewer_site = viewer_site
 
     def ingest(self, request: IngestRequest, progress: Progress | None = None, bars: bool = True) -> IngestResult:
+        """Ingest as ``request`` says. The pass over the volume shows a bar on stderr (``bars``)
+        or, without, reports its voxels to ``progress`` as ``Step``s (a job's progress)."""
         say = progress or (lambda message: None)
         started = time.perf_counter()
         _check_name(request.name)
@@ -140,7 +158,10 @@ class SegmentationIngest:
             timings: dict[str, float] = {}
             try:
                 t0 = time.perf_counter()
-                supervoxels = split_volume(source, staging / "ws", chunk_size, layout, progress=bars, workers=request.workers, label=request.name)
+                voxels = None if bars else (lambda done, total: say(Step(request.name, done, total, "voxels")))
+                supervoxels = split_volume(
+                    source, staging / "ws", chunk_size, layout, progress=bars, workers=request.workers, label=request.name, on_voxels=voxels
+                )
                 timings["split"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 volume_labels = np.unique(supervoxels.sv_label)

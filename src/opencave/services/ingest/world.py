@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -113,8 +113,10 @@ def split_volume(
     progress: bool = True,
     workers: int | None = None,
     label: str = "ingest",
+    on_voxels: Callable[[int, int], None] | None = None,
 ) -> Supervoxels:
-    """Write the supervoxel watershed of ``source`` into ``ws_dir`` and gather its graph."""
+    """Write the supervoxel watershed of ``source`` into ``ws_dir`` and gather its graph; the
+    voxels done so far go to a bar on stderr (``progress``) and to ``on_voxels(done, total)``."""
     info = segmentation_info(source.size, source.resolution, chunk_size, source.voxel_offset)  # type: ignore[arg-type]
     scale = info["scales"][0]
     write_info(ws_dir, info)
@@ -128,6 +130,7 @@ def split_volume(
     contacts = _Contacts()
     pending: dict[tuple[tuple[int, int, int], int], np.ndarray] = {}
     per_block = tuple(r // g for r, g in zip(read_block(chunk_size, source.chunk_size), chunk_size))
+    done = 0
     with tqdm(total=source.n_voxels, desc=label, unit="vx", unit_scale=True, disable=not progress, file=sys.stderr) as bar:
         for results in _results(source.url, layout, scale, _blocks(grid, per_block), ws_dir, workers):
             for result in results:
@@ -143,7 +146,11 @@ def split_volume(
                         contacts.add(int(np.ravel_multi_index(below, grid)), la, linear, lb, area)
                     if coords[axis] < grid[axis] - 1:
                         pending[(coords, axis)] = result.high_faces[axis]
-                bar.update(_chunk_voxels(scale, coords))
+                chunk_voxels = _chunk_voxels(scale, coords)
+                bar.update(chunk_voxels)
+                if on_voxels is not None:
+                    done += chunk_voxels
+                    on_voxels(done, source.n_voxels)
     order = sorted(labels)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     sv_label = np.concatenate([labels[k] for k in order]) if order else np.zeros(0, np.uint64)

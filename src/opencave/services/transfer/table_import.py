@@ -137,7 +137,7 @@ class TableImporter:
         self.work_root = Path(work_root)
 
     def new_workspace(self, table_name: str) -> Path:
-        """A fresh work directory for one import (uploads, staged files); the caller removes it.
+        """A fresh work directory for one import (its staged files); the caller removes it.
 
         Named after the process, so the directories of imports whose process was killed are
         found and removed by the next import (as version imports name and remove theirs)."""
