@@ -91,6 +91,11 @@ def encode_frame(frame: pd.DataFrame, compression: str | None) -> bytes:
     return encode_table(pa.Table.from_pandas(frame, preserve_index=False), compression)
 
 
+# Answers of fewer rows are converted to pandas in the calling thread: handing a small table's
+# columns to pyarrow's thread pool costs more (~0.15 ms of a ~0.3 ms conversion) than it saves.
+THREADED_ROWS = 65_536
+
+
 def decode_frame(body: bytes | BinaryIO) -> pd.DataFrame:
     """An IPC stream (a body, or a file-like object read as it arrives; compressed buffers are
     handled by pyarrow) as a DataFrame.
@@ -102,9 +107,10 @@ def decode_frame(body: bytes | BinaryIO) -> pd.DataFrame:
     """
     source = pa.py_buffer(body) if isinstance(body, bytes | bytearray | memoryview) else body
     table = ipc.open_stream(source).read_all()
+    threads = table.num_rows >= THREADED_ROWS
     if table.num_columns and table.column(0).num_chunks > 1:
-        return table.to_pandas(split_blocks=True, self_destruct=True)
-    return table.to_pandas()
+        return table.to_pandas(split_blocks=True, self_destruct=True, use_threads=threads)
+    return table.to_pandas(use_threads=threads)
 
 
 def _drain(sink: io.BytesIO) -> bytes:
