@@ -28,13 +28,16 @@ ROOT_BASE = 864691135000000000
 TABLE = "cells"
 
 
-def _cells(rows: int, seed: int) -> pa.Table:
-    """A frozen cell-type table: few roots with many rows each, null roots, halves in positions."""
+def _cells(rows: int, seed: int, whole: bool = False) -> pa.Table:
+    """A frozen cell-type table: few roots with many rows each, null roots, halves in positions
+    (or, ``whole``, positions in whole voxels only, some beyond 16 bits)."""
     rng = np.random.default_rng(seed)
     layout = frozen_layout("cell_type_local")
     roots = ROOT_BASE + rng.integers(0, 12, rows)
     root_mask = rng.random(rows) < 0.05
     halves = rng.integers(-400, 400, (rows, 3)) / 2  # x.5 values round away from zero
+    if whole:
+        halves = rng.integers(-(2**31) + 1, 2**31 - 1, (rows, 3)).astype(np.float64)
     columns = {
         "id": np.arange(1, rows + 1, dtype=np.int64) * 3,
         "valid": np.ones(rows, dtype=bool),
@@ -44,7 +47,7 @@ def _cells(rows: int, seed: int) -> pa.Table:
         "cell_type": pa.array(rng.choice(["pyr", "basket", "chandelier", "Pyr"], rows).tolist(), pa.string()),
         "pt_position_x": halves[:, 0],
         "pt_position_y": halves[:, 1],
-        "pt_position_z": halves[:, 2] + 0.25,
+        "pt_position_z": halves[:, 2] + (0.0 if whole else 0.25),
     }
     return pa.table(columns, schema=layout.arrow_schema)
 
@@ -58,11 +61,11 @@ def source(request, tmp_path_factory) -> planner.Source:
     return found
 
 
-def _source(directory: Path, rows: int) -> planner.Source:
+def _source(directory: Path, rows: int, whole: bool = False) -> planner.Source:
     """A frozen table of ``rows`` rows and its copy clustered by root, in many row groups, with
     its Arrow twin in many batches."""
     file = f"{TABLE}.parquet"
-    write_parquet(directory / file, _cells(rows, seed=3))
+    write_parquet(directory / file, _cells(rows, seed=3, whole=whole))
     original = clustering.CLUSTERED_ROW_GROUP_ROWS, arrow_copies.BATCH_ROWS
     clustering.CLUSTERED_ROW_GROUP_ROWS = 2_048  # many row groups: one root's rows span several
     arrow_copies.BATCH_ROWS = 256
@@ -138,6 +141,21 @@ def test_direct_answers_equal_sql_answers(source, key, others, select, factors, 
     answer = direct.answer(RootRowReader(), source, filters, select, factors, **arguments)
     assert answer is not None, "a root filter with integer and text filters is answered directly"
     _same(answer, _by_sql(source, filters, select, factors, **arguments))
+
+
+@pytest.fixture(scope="module")
+def whole_source(tmp_path_factory) -> planner.Source:
+    """A table whose positions are all whole voxels: converted to integers in one pass."""
+    return _source(tmp_path_factory.mktemp("whole"), 5_000, whole=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=root_filters, others=other_filters, select=selections)
+def test_whole_voxel_positions_answer_as_sql(whole_source, key, others, select):
+    filters = planner.check_filters(whole_source, [key, *others])
+    answer = direct.answer(RootRowReader(), whole_source, filters, select, None)
+    assert answer is not None
+    _same(answer, _by_sql(whole_source, filters, select, None))
 
 
 def test_every_root_of_the_copy_reads_its_whole_range(source):

@@ -63,12 +63,32 @@ def _whole_int32(values: pa.ChunkedArray) -> pa.ChunkedArray:
         return pc.cast(pc.round(values, round_mode="half_towards_infinity"), pa.int32())
 
 
+def _whole_int32_columns(table: pa.Table, names: list[str]) -> dict[str, pa.Array]:
+    """The columns ``names`` as 32-bit integers in one numpy pass, when every value is a whole
+    number within 32 bits and none is null (the usual case: positions in voxels); {} otherwise,
+    and each column is then converted on its own (``_whole_int32``)."""
+    if not names or not table.num_rows:
+        return {}
+    values = np.empty((len(names), table.num_rows), dtype=np.float64)
+    for row, name in enumerate(names):
+        column = table.column(name)
+        if column.null_count or not pa.types.is_floating(column.type):
+            return {}
+        values[row] = column.to_numpy()
+    if not (np.all(values == np.floor(values)) and np.all(np.abs(values) <= np.iinfo(np.int32).max)):
+        return {}
+    whole = values.astype(np.int32)
+    return {name: pa.array(whole[row]) for row, name in enumerate(names)}
+
+
 def _answer_columns(
     source: Source, table: pa.Table, columns: list[str], factors: tuple[float, float, float] | None
 ) -> pa.Table | None:
     """The answer's columns, as ``planner.column_expressions`` computes them."""
     arrays: list[Any] = []
     names: list[str] = []
+    stored_positions = [name for c in columns if c in source.layout.positions for name in split_position(c)]
+    whole = _whole_int32_columns(table, stored_positions) if factors is None else {}
     for column in columns:
         if column not in source.layout.positions:
             values = table.column(column)
@@ -78,7 +98,9 @@ def _answer_columns(
             continue
         for axis, stored in enumerate(split_position(column)):
             values = table.column(stored)
-            if factors is None:  # SQL: CAST(round(x) AS INTEGER), halves away from zero
+            if stored in whole:
+                values = whole[stored]
+            elif factors is None:  # SQL: CAST(round(x) AS INTEGER), halves away from zero
                 try:
                     values = _whole_int32(values)
                 except pa.ArrowInvalid:  # NaN or beyond 32 bits: SQL says what is wrong

@@ -133,7 +133,8 @@ class RootRowReader:
 def _rows_of(rows: pa.Table, column: str, wanted: np.ndarray) -> pa.Table | None:
     """The rows of ``rows`` (sorted by ``column``) whose ``column`` is in ``wanted`` (sorted,
     unique); None if ``rows`` turn out not to be sorted."""
-    keys = pc.fill_null(rows.column(column), INT64_MAX).to_numpy()
+    key_column = rows.column(column)
+    keys = (pc.fill_null(key_column, INT64_MAX) if key_column.null_count else key_column).to_numpy()
     if len(keys) > 1 and np.any(keys[1:] < keys[:-1]):
         return None
     starts = np.searchsorted(keys, wanted, side="left")
