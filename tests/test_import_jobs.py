@@ -268,3 +268,50 @@ def _gone():
     from opencave.services.jobs import JobError
 
     return JobError("the process running it stopped", 500, "job_abandoned")
+
+
+# -- opencave's client ----------------------------------------------------------------------------
+def test_the_client_follows_an_import_answered_with_its_job(queue_server, client, rows, tmp_path, monkeypatch, capfd):
+    """No worker yet, a tiny wait_s: the server answers 202 and the client follows the job (on
+    the same server, with its session, silently) once a worker takes it: it returns the summary
+    a 200 gives, or raises the job's error as an HTTPError with its status and code."""
+    import concurrent.futures
+    import threading
+
+    from opencave.client import JobFailedError, jobs as client_jobs
+
+    followed: dict[str, dict] = {}
+    both_followed = threading.Event()
+    follow = client_jobs.follow_job
+
+    def spy(job, *args, **kwargs):
+        followed[job["payload"]["table"]] = job
+        if len(followed) == 2:
+            both_followed.set()
+        return follow(job, *args, **kwargs)
+
+    monkeypatch.setattr(client_jobs, "follow_job", spy)
+    good, bad = write(rows, tmp_path / "good.csv"), write(with_bad_rows(rows), tmp_path / "bad_upload.csv")
+    common = {"schema": "synapse", "description": "Followed.", "voxel_resolution": RESOLUTION, "wait_s": 0.2, "poll_s": 0.2}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        imported = pool.submit(client.annotation.import_table, "followed_rows", good, **common)
+        refused = pool.submit(client.annotation.import_table, "followed_bad", bad, **common)
+        assert both_followed.wait(120), (imported, refused)  # both answered 202 while no worker runs
+        assert {job["status"] for job in followed.values()} == {"queued"}
+        worker = _worker(queue_server)
+        try:
+            result = imported.result(180)
+            with pytest.raises(JobFailedError) as caught:
+                refused.result(180)
+        finally:
+            _stop(worker)
+    assert set(result) == {"aligned_volume", "table_name", "schema", "created_table", "rows", "skipped", "not_valid", "problems", "first_id", "last_id", "seconds"}
+    assert (result["rows"], result["created_table"], result["first_id"], result["last_id"]) == (ROWS, True, 1, ROWS)
+    assert client.annotation.get_annotation_count("followed_rows") == ROWS
+    error = caught.value
+    assert isinstance(error, requests.HTTPError) and (error.status_code, error.code) == (400, "invalid_rows")
+    assert "bad_upload.csv, row 3, column size" in str(error) and "imports/" not in str(error)
+    assert str(error).startswith(f"400 Client Error: job {followed['followed_bad']['id']} (import.table) failed:")
+    assert error.job["status"] == "failed" and "followed_bad" not in _tables(client)
+    assert "job " not in capfd.readouterr().err  # nothing shown unless asked
+    assert _uploads(queue_server) == []

@@ -10,6 +10,7 @@ from .base import ClientBase, ClientBaseWithDatastack, check_version_compatibili
 from .errors import (
     AuthException,
     GlobalClientError,
+    JobFailedError,
     ServerIncompatibilityError,
     TokenFileError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "GlobalClientError",
     "InfoServiceClient",
     "JSONService",
+    "JobFailedError",
     "L2CacheClient",
     "MaterializationClient",
     "SchemaClient",

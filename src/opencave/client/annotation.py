@@ -25,6 +25,7 @@ from ..wire.endpoints import ANNOTATION
 from ..wire.json_encoding import dumps
 from .auth import AuthClient
 from .base import ServiceClient, handle_response
+from .jobs import POLL_S, answer_or_job_result
 from .query_frames import TIMESTAMP_FORMAT
 from .session import Timeout
 from .stage import StagedAnnotations
@@ -321,6 +322,9 @@ class AnnotationClient(ServiceClient):
         file_name: str | None = None,
         aligned_volume_name: str | None = None,
         timeout: Timeout = (60.0, None),
+        wait_s: float | None = None,
+        poll_s: float = POLL_S,
+        progress: bool = False,
     ) -> dict[str, Any]:
         """Import every row of a file into a table, streamed from disk (opencave servers only).
 
@@ -333,6 +337,13 @@ class AnnotationClient(ServiceClient):
         (the error names the file, row and column), with ``"skip"`` bad rows are left out.
         Returns ``{"rows", "skipped", "problems", "first_id", "last_id", …}``. Importing into an
         existing table takes its owner or an admin of its dataset.
+
+        The import is a job on the server. A server whose jobs run in `opencave worker`
+        processes answers 202 with the job once ``wait_s`` seconds (its default: 600) have
+        passed; the client then follows the job, polling every ``poll_s`` seconds at most and
+        printing its progress to stderr only with ``progress``, and returns the same summary,
+        or raises ``JobFailedError`` (a ``requests.HTTPError`` with the answer's ``status_code``
+        and ``code``, e.g. 400 ``invalid_rows``) if the job fails.
         """
         if isinstance(columns, Mapping):
             columns = ",".join(f"{new}={old}" for new, old in columns.items())
@@ -342,20 +353,24 @@ class AnnotationClient(ServiceClient):
                 params[key] = value
         if voxel_resolution is not None:
             params["voxel_resolution"] = ",".join(repr(float(v)) for v in voxel_resolution)
+        if wait_s is not None:
+            params["wait_s"] = wait_s
         url = self._table_url("table_import", aligned_volume_name, table_name)
         headers = {"Content-Type": "application/octet-stream"}
         if hasattr(path_or_file, "read"):
             if not file_name:
                 raise ValueError("give file_name (e.g. synapses.parquet) with an open file: its ending tells the format")
             params["file_name"] = file_name
-            return handle_response(self.session.post(url, params=params, data=path_or_file, headers=headers, timeout=timeout))
-        path = Path(os.fspath(path_or_file))
-        params["file_name"] = file_name or path.name
-        header = path.with_name(_static_header(path.name))
-        if header != path and header.is_file():
-            params["header"] = header.read_text(encoding="utf-8")
-        with open(path, "rb") as handle:
-            return handle_response(self.session.post(url, params=params, data=handle, headers=headers, timeout=timeout))
+            response = self.session.post(url, params=params, data=path_or_file, headers=headers, timeout=timeout)
+        else:
+            path = Path(os.fspath(path_or_file))
+            params["file_name"] = file_name or path.name
+            header = path.with_name(_static_header(path.name))
+            if header != path and header.is_file():
+                params["header"] = header.read_text(encoding="utf-8")
+            with open(path, "rb") as handle:
+                response = self.session.post(url, params=params, data=handle, headers=headers, timeout=timeout)
+        return answer_or_job_result(response, self.session, self.server_address, poll_s=poll_s, progress=progress)
 
     # -- staging -----------------------------------------------------------------------
 

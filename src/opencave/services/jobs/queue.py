@@ -128,7 +128,7 @@ class Job:
             "worker": self.worker,
             "progress": self.progress,
             "result": self.result,
-            "error": None if self.error is None else {"message": self.error.message, "code": self.error.code},
+            "error": None if self.error is None else {"message": self.error.message, "code": self.error.code, "status": self.error.status},
         }
 
 
