@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import errno
 import os
+import secrets
 import socket
 import sys
 from collections.abc import Callable
@@ -642,6 +643,7 @@ def cmd_ingest_segmentation(args) -> int:
         layers=args.layers,
         grant=tuple(args.grant or ()),
         workers=args.processes,
+        run_id=secrets.token_hex(8),  # a start of the job after a crash finds its own finished work
     )
     bars = _Bars()
     try:

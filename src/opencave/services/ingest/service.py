@@ -11,7 +11,9 @@ run completes:
 4. the dataset, resource mappings, grants and aligned volume are registered, then the datastack
    record, then its first version (empty until tables are added: caveclient's materialize
    client needs a version to exist); a re-run with the same inputs finishes a registration
-   that was interrupted.
+   that was interrupted. A job started again after its process died once everything was
+   registered (but before the job was marked done) finds its own world — the ``run_id`` its
+   arguments carry is recorded in it — and ends with that ingest's result.
 
 One ingest of a name runs at a time (a file lock beside the world directory).
 """
@@ -70,11 +72,12 @@ class IngestRequest:
     layers: int | None = None
     grant: tuple[str, ...] = ()
     workers: int | None = None
+    run_id: str | None = None  # the job's own token, recorded in the world: its later starts know their work
 
     def source_record(self) -> dict[str, Any]:
         """The inputs that decide the world files (a re-run with the same ones may resume)."""
         record = asdict(self)
-        for key in ("name", "grant", "workers", "image"):
+        for key in ("name", "grant", "workers", "image", "run_id"):
             record.pop(key)
         record["watershed"] = normalise_url(self.watershed)
         record["chunk_size"] = list(self.chunk_size) if self.chunk_size else None
@@ -137,6 +140,9 @@ class SegmentationIngest:
             if resumed is not None:
                 say(f"{request.name}: completing the registration of an earlier ingest")
                 self._register(request, resumed)
+                return self._result(request, world_dir, started, resumed=True)
+            if self._done_by_this_run(request, world_dir):
+                say(f"{request.name}: ingested by an earlier start of this job")
                 return self._result(request, world_dir, started, resumed=True)
             self._check_free(request.name)
             for group in request.grant:
@@ -234,6 +240,21 @@ class SegmentationIngest:
                 code="graph_exists",
             )
         return world
+
+    def _done_by_this_run(self, request: IngestRequest, world_dir: Path) -> bool:
+        """Whether an earlier start of this same job (its ``run_id``) registered the datastack
+        completely: graph, datastack and first version exist, and the world is that run's."""
+        if request.run_id is None or not (world_dir / "world.json").is_file():
+            return False
+        world = _read_world(world_dir)
+        return (
+            world.get("kind") == KIND
+            and world.get("run_id") == request.run_id
+            and world.get("source") == request.source_record()
+            and self.graphs.exists(request.name)
+            and request.name in self.info.datastack_names()
+            and bool(self.materializer.registry.list(request.name, include_expired=True))
+        )
 
     def _register(self, request: IngestRequest, world: dict[str, Any]) -> None:
         name = request.name
@@ -400,6 +421,7 @@ def _write_world(
         "kind": KIND,
         "name": request.name,
         "source": request.source_record(),
+        "run_id": request.run_id,
         "image": image,
         "resolution": list(source.resolution),
         "voxel_offset": list(source.voxel_offset),
