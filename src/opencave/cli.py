@@ -621,10 +621,9 @@ def cmd_import_table(args) -> int:
 
 
 def _shared_location(name: str | None) -> str | None:
-    """A URL as it is, a local path made absolute: what a worker elsewhere reads too."""
-    if name is None or "://" in name:
-        return name
-    return str(Path(name).expanduser().resolve())
+    from opencave.services.transfer.inputs import shared_name
+
+    return None if name is None else shared_name(name)
 
 
 def cmd_ingest_segmentation(args) -> int:

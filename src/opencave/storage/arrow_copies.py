@@ -37,7 +37,6 @@ INT64_MAX = np.iinfo(np.int64).max  # a null key sorts last (as in the Parquet c
 _KEY = b"opencave.key_column"
 _FIRST = b"opencave.batch_first_keys"
 _LAST = b"opencave.batch_last_keys"
-_ROWS = b"opencave.batch_rows"
 
 
 def arrow_copy_name(file: str, column: str) -> str:
@@ -84,7 +83,7 @@ def write_arrow_copy(path: Path, source: Path | pa.Table, column: str) -> None:
     else:
         first, last, rows = _key_bounds(_file_batches(source, [column]), column)
         schema, again = pq.read_schema(source), lambda: _file_batches(source)
-    footer = {_KEY: column.encode(), _FIRST: first.tobytes(), _LAST: last.tobytes(), _ROWS: rows.tobytes()}
+    footer = {_KEY: column.encode(), _FIRST: first.tobytes(), _LAST: last.tobytes()}
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
         options = ipc.IpcWriteOptions(compression=COMPRESSION)

@@ -10,8 +10,8 @@ import secrets
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 from datetime import datetime, timezone
+from typing import Generic, TypeVar
 
 from sqlalchemy import BigInteger, Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite

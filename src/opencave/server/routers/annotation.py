@@ -363,23 +363,14 @@ async def import_table(
         on_error=on_error,
     )
     work = await run_in_threadpool(new_upload, importer, runtime.jobs, table_name)
-    queued = False  # once queued, the job removes the upload folder
     try:
         await _save_body(request, importer.upload_path(work, file_name))
         payload = upload_payload(aligned_volume_name, table_name, work, file_name, header, options)
-        if runtime.settings.job_threads > 0:  # this process runs jobs: the request's thread imports
-            job = await run_in_threadpool(runtime.job_runner.run_here, IMPORT_TABLE, payload, None, user)
-            return JSONResponse(job.result)
-        # a request killed with its process gets no answer: its import is discarded (attempts=1)
-        job = await run_in_threadpool(lambda: runtime.jobs.submit(IMPORT_TABLE, payload, submitted_by=user, attempts=1))
-        queued = True
-    finally:
-        if not queued:
-            await run_in_threadpool(shutil.rmtree, work, True)
-    runtime.job_runner.poke()
-    job = await runtime.job_runner.ended(job.id, wait_s)
+    except BaseException:
+        await run_in_threadpool(shutil.rmtree, work, True)
+        raise
+    job = await runtime.job_runner.run_for_request(IMPORT_TABLE, payload, user, wait_s)  # from here the job owns the upload
     if not job.done:
-        await run_in_threadpool(runtime.jobs.keep, job.id)  # accepted now: finished even after a crash
         message = f"The rows are being imported; follow the import at /jobs/api/v1/jobs/{job.id}."
         return JSONResponse({"job": job.to_json(), "message": message}, status_code=202)
     if job.error is not None:

@@ -445,15 +445,8 @@ async def create_version(
         except OverflowError:
             raise BadRequest("timestamp + days_to_expire is past the year 9999.", code="bad_body") from None
     payload = {"datastack": datastack_name, "timestamp": moment_text(moment), "expires_on": moment_text(expires)}
-    if runtime.settings.job_threads > 0:  # this process runs jobs: the request's thread builds it
-        job = await run_in_threadpool(runtime.job_runner.run_here, CREATE_VERSION, payload, None, str(identity.id))
-        return job.result
-    # a request killed with its process gets no answer: its work is discarded (attempts=1)
-    job = await run_in_threadpool(runtime.jobs.submit, CREATE_VERSION, payload, submitted_by=str(identity.id), attempts=1)
-    runtime.job_runner.poke()
-    job = await runtime.job_runner.ended(job.id, wait_s)
+    job = await runtime.job_runner.run_for_request(CREATE_VERSION, payload, str(identity.id), wait_s)
     if not job.done:
-        await run_in_threadpool(runtime.jobs.keep, job.id)  # accepted now: finished even after a crash
         return JSONResponse({"job": job.to_json(), "message": f"The version is being built; follow it at /jobs/api/v1/jobs/{job.id}."}, status_code=202)
     if job.error is not None:
         job.error.raise_()

@@ -151,6 +151,21 @@ class JobRunner:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
+    async def run_for_request(self, kind: str, payload: dict[str, Any], submitted_by: str | None, wait_s: float) -> Job:
+        """A request's job: run in the request's thread when this process runs jobs, else queued
+        for workers and waited for up to ``wait_s``. A queued job starts once (a request killed
+        with its process gets no answer, so its work is discarded) unless it is still running
+        when the wait ends: it is then kept, to be finished even after a crash. The caller
+        answers with the job when it has not ended, raises its error, or returns its result."""
+        if self.threads > 0:
+            return await asyncio.to_thread(self.run_here, kind, payload, None, submitted_by)
+        job = await asyncio.to_thread(lambda: self.queue.submit(kind, payload, submitted_by=submitted_by, attempts=1))
+        self.poke()
+        job = await self.ended(job.id, wait_s)
+        if not job.done:
+            await asyncio.to_thread(self.queue.keep, job.id)
+        return job
+
     def _run(self, job: Job, worker: str, progress: Progress | None, reraise: bool = False) -> Job:
         kind = self.kinds[job.kind]
         latest: list[str | None] = [None]

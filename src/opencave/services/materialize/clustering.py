@@ -31,11 +31,11 @@ from pathlib import Path
 
 import duckdb
 
+import pyarrow.parquet as pq
+
 from opencave.background import repeating
 from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.versions import STALE_AFTER, VersionRegistry, builder_gone, worker_name
-import pyarrow.parquet as pq
-
 from opencave.storage import arrow_copies
 from opencave.storage.arrow_copies import arrow_copy_name, write_arrow_copy
 from opencave.storage.snapshots import CLUSTERED_ROW_GROUP_ROWS, COMPRESSION, clustered_name, parquet_source
@@ -55,19 +55,22 @@ def _spill_name(file: str) -> str:
 
 
 def ensure_clustered(
-    directory: Path, file: str, columns: Sequence[str], say: Callable[[str], None] | None = None
+    directory: Path, file: str, columns: Sequence[str], say: Callable[[str], None] | None = None, row_count: int | None = None
 ) -> list[str]:
     """Write the missing clustered copies of ``directory/file`` (one per column of ``columns``)
-    and their missing Arrow twins.
+    and their missing Arrow twins (``row_count``, the table's when known, tells whether twins
+    are due; else the file's footer does).
 
     Returns the columns whose copy or twin this call built: none when another live process
     holds the table's lock, or when the version's directory is gone (deleted or expired
     meanwhile)."""
     directory = Path(directory)
     main = directory / file
+    if not main.exists():
+        return []
     try:
-        twins = arrow_copies.wanted(pq.ParquetFile(main).metadata.num_rows)
-    except FileNotFoundError:
+        twins = arrow_copies.wanted(pq.ParquetFile(main).metadata.num_rows if row_count is None else row_count)
+    except FileNotFoundError:  # the version went away meanwhile
         return []
     if not _missing(lambda name: (directory / name).exists(), file, columns, twins):
         return []
@@ -108,7 +111,7 @@ def ensure_version_clustered(
     remote, built beside a cached copy of the file in a staging directory, then uploaded.
     ``row_count`` (the table's, when known) tells without a download whether twins are due."""
     if not is_remote(location):
-        return ensure_clustered(Path(location), file, columns, say)
+        return ensure_clustered(Path(location), file, columns, say, row_count)
     twins = None if row_count is None else arrow_copies.wanted(row_count)
     missing = _missing(lambda name: files.exists(location, name), file, columns, twins)
     if not missing:
@@ -124,7 +127,7 @@ def ensure_version_clustered(
         except FileNotFoundError:
             log.info("version %s vanished before its copies were built; nothing left to do", location)
             return []
-        built = ensure_clustered(work, file, missing, say)
+        built = ensure_clustered(work, file, missing, say, row_count)
         for column in built:
             for name in (clustered_name(file, column), arrow_copy_name(file, column)):
                 if (work / name).exists():
@@ -250,9 +253,6 @@ def heal(registry: VersionRegistry, say: Callable[[str], None] | None = None) ->
         for table in registry.tables(version, "table"):
             try:
                 columns = frozen_layout(table.schema).root_columns
-                twins = arrow_copies.wanted(table.row_count)
-                if not _missing(lambda name: files.exists(version.location, name), table.file, columns, twins):
-                    continue
                 count += len(ensure_version_clustered(files, version.location, table.file, columns, say, table.row_count))
             except Exception:
                 log.exception(

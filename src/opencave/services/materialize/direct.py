@@ -53,20 +53,10 @@ def _mask(table: pa.Table, f: Filter, dtype: pa.DataType) -> pa.ChunkedArray | p
     return pc.equal(column, value) if f.kind == "equal" else _ORDERINGS[f.kind](column, value)
 
 
-def _whole_int32(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Positions rounded half away from zero to 32-bit integers (ArrowInvalid for NaN or
-    values beyond 32 bits). Positions are most often whole voxels already: a checked cast
-    alone then gives the same answer at half the cost."""
-    try:
-        return pc.cast(values, pa.int32())
-    except pa.ArrowInvalid:
-        return pc.cast(pc.round(values, round_mode="half_towards_infinity"), pa.int32())
-
-
 def _whole_int32_columns(table: pa.Table, names: list[str]) -> dict[str, pa.Array]:
     """The columns ``names`` as 32-bit integers in one numpy pass, when every value is a whole
     number within 32 bits and none is null (the usual case: positions in voxels); {} otherwise,
-    and each column is then converted on its own (``_whole_int32``)."""
+    and each column is then rounded and converted on its own."""
     if not names or not table.num_rows:
         return {}
     values = np.empty((len(names), table.num_rows), dtype=np.float64)
@@ -102,7 +92,7 @@ def _answer_columns(
                 values = whole[stored]
             elif factors is None:  # SQL: CAST(round(x) AS INTEGER), halves away from zero
                 try:
-                    values = _whole_int32(values)
+                    values = pc.cast(pc.round(values, round_mode="half_towards_infinity"), pa.int32())
                 except pa.ArrowInvalid:  # NaN or beyond 32 bits: SQL says what is wrong
                     return None
             else:

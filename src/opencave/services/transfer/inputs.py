@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -173,6 +174,13 @@ def _quote(text: str | Path) -> str:
 
 def is_url(name: str) -> bool:
     return "://" in name and not name.startswith("file://")
+
+
+def shared_name(name: str) -> str:
+    """A command line's file name as any process reads it: URLs as they are, local paths absolute."""
+    if "://" in name:  # a URL, file:// ones included
+        return name
+    return os.path.abspath(os.path.expanduser(name))
 
 
 def local_path(name: str) -> Path:

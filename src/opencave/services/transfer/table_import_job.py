@@ -24,7 +24,7 @@ from opencave.errors import BadRequest, OpencaveError
 from opencave.services.jobs.progress import Step
 from opencave.services.jobs.queue import QUEUED, RUNNING, JobQueue
 from opencave.services.jobs.runner import Progress
-from opencave.services.transfer.inputs import is_url
+from opencave.services.transfer.inputs import is_url, shared_name
 from opencave.services.transfer.table_import import UPLOADS, TableImporter
 
 IMPORT_TABLE = "import.table"
@@ -53,13 +53,6 @@ def import_options(
         "renames": dict(renames or {}),
         "on_error": on_error,
     }
-
-
-def shared_name(name: str) -> str:
-    """A command line's file name as any process reads it: URLs as they are, local paths absolute."""
-    if is_url(name) or name.startswith("file://"):
-        return name
-    return os.path.abspath(os.path.expanduser(name))
 
 
 def files_payload(datastack: str, table_name: str, files: Sequence[str], options: dict[str, Any]) -> dict[str, Any]:
