@@ -145,7 +145,7 @@ def test_direct_answers_equal_sql_answers(source, key, others, select, factors, 
 
 @pytest.fixture(scope="module")
 def whole_source(tmp_path_factory) -> planner.Source:
-    """A table whose positions are all whole voxels: converted to integers in one pass."""
+    """A table whose positions are whole voxels up to the 32-bit limits."""
     return _source(tmp_path_factory.mktemp("whole"), 5_000, whole=True)
 
 
@@ -156,6 +156,20 @@ def test_whole_voxel_positions_answer_as_sql(whole_source, key, others, select):
     answer = direct.answer(RootRowReader(), whole_source, filters, select, None)
     assert answer is not None
     _same(answer, _by_sql(whole_source, filters, select, None))
+
+
+def test_positions_round_in_one_pass_as_sql_rounds_them():
+    """Halves go away from zero and the double just under a half goes down, as DuckDB's round
+    does; nulls stay null; a value that does not round within 32 bits (or NaN) is left to SQL."""
+    edges = [0.49999999999999994, -0.49999999999999994, 0.5, -0.5, 2.5, -2.5, 1e-300, -0.0, 2147483647.4, -2147483648.4]
+    positions = pa.table({"x": edges, "y": pa.array(edges[::-1][:-1] + [None])})
+    rounded = direct._rounded_int32_columns(positions, ["x", "y"])
+    for name in ("x", "y"):
+        sql = duckdb.sql(f"SELECT CAST(round({name}) AS INTEGER) AS r FROM positions").fetch_arrow_table()
+        assert rounded[name].to_pylist() == sql.column("r").to_pylist()
+    assert rounded["x"].to_pylist()[:6] == [0, 0, 1, -1, 3, -3]
+    for beyond in (2147483647.5, -2147483648.5, float("nan"), float("inf")):
+        assert direct._rounded_int32_columns(pa.table({"x": [1.0, beyond]}), ["x"]) is None
 
 
 def test_every_root_of_the_copy_reads_its_whole_range(source):

@@ -53,32 +53,41 @@ def _mask(table: pa.Table, f: Filter, dtype: pa.DataType) -> pa.ChunkedArray | p
     return pc.equal(column, value) if f.kind == "equal" else _ORDERINGS[f.kind](column, value)
 
 
-def _whole_int32_columns(table: pa.Table, names: list[str]) -> dict[str, pa.Array]:
-    """The columns ``names`` as 32-bit integers in one numpy pass, when every value is a whole
-    number within 32 bits and none is null (the usual case: positions in voxels); {} otherwise,
-    and each column is then rounded and converted on its own."""
-    if not names or not table.num_rows:
-        return {}
+def _rounded_int32_columns(table: pa.Table, names: list[str]) -> dict[str, pa.Array] | None:
+    """The columns ``names`` as SQL's ``CAST(round(x) AS INTEGER)`` gives them: halves away
+    from zero, exactly (Arrow's own rounding sends -0.49999999999999994 to -1), in one numpy
+    pass over all of them; None when a value is NaN or does not round within 32 bits (SQL then
+    says what is wrong)."""
     values = np.empty((len(names), table.num_rows), dtype=np.float64)
+    nulls: dict[str, np.ndarray] = {}
     for row, name in enumerate(names):
         column = table.column(name)
-        if column.null_count or not pa.types.is_floating(column.type):
-            return {}
+        if column.null_count:
+            nulls[name] = column.is_null().to_numpy(zero_copy_only=False)
+            column = pc.fill_null(column, 0)
         values[row] = column.to_numpy()
-    if not (np.all(values == np.floor(values)) and np.all(np.abs(values) <= np.iinfo(np.int32).max)):
-        return {}
-    whole = values.astype(np.int32)
-    return {name: pa.array(whole[row]) for row, name in enumerate(names)}
+    whole = np.trunc(values)
+    fraction = values - whole  # exact for every finite double
+    whole += fraction >= 0.5
+    whole -= fraction <= -0.5
+    limits = np.iinfo(np.int32)
+    if whole.size and not (whole.min() >= limits.min and whole.max() <= limits.max):  # NaN fails too
+        return None
+    rounded = whole.astype(np.int32)
+    return {name: pa.array(rounded[row], mask=nulls.get(name)) for row, name in enumerate(names)}
 
 
 def _answer_columns(
     source: Source, table: pa.Table, columns: list[str], factors: tuple[float, float, float] | None
 ) -> pa.Table | None:
-    """The answer's columns, as ``planner.column_expressions`` computes them."""
+    """The answer's columns, as ``planner.column_expressions`` computes them (None when a
+    position does not round within 32 bits)."""
     arrays: list[Any] = []
     names: list[str] = []
     stored_positions = [name for c in columns if c in source.layout.positions for name in split_position(c)]
-    whole = _whole_int32_columns(table, stored_positions) if factors is None else {}
+    rounded = _rounded_int32_columns(table, stored_positions) if factors is None else {}
+    if rounded is None:
+        return None
     for column in columns:
         if column not in source.layout.positions:
             values = table.column(column)
@@ -87,16 +96,10 @@ def _answer_columns(
             names.append(column)
             continue
         for axis, stored in enumerate(split_position(column)):
-            values = table.column(stored)
-            if stored in whole:
-                values = whole[stored]
-            elif factors is None:  # SQL: CAST(round(x) AS INTEGER), halves away from zero
-                try:
-                    values = pc.cast(pc.round(values, round_mode="half_towards_infinity"), pa.int32())
-                except pa.ArrowInvalid:  # NaN or beyond 32 bits: SQL says what is wrong
-                    return None
+            if factors is None:
+                values = rounded[stored]
             else:
-                values = pc.multiply(pc.cast(values, pa.float64()), pa.scalar(factors[axis], pa.float64()))
+                values = pc.multiply(pc.cast(table.column(stored), pa.float64()), pa.scalar(factors[axis], pa.float64()))
             arrays.append(values)
             names.append(f"{column}_{AXES[axis]}")
     return pa.table(arrays, names=names)

@@ -7,6 +7,9 @@ cap answers are complete; with one, they are cut at the cap and say so in a warn
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -19,11 +22,13 @@ from opencave.services.materialize.answers import Answer, from_table, run
 from opencave.services.materialize.layout import frozen_layout
 from opencave.services.materialize.requests import QueryOptions
 from opencave.services.materialize.root_rows import RootRowReader
-from opencave.services.materialize.versions import FrozenTable, Version, VersionRegistry
+from opencave.services.materialize.versions import AVAILABLE, FrozenTable, Version, VersionRegistry
 from opencave.services.materialize.views import ViewRegistry, layout_of_result, view_column_types
+from opencave.storage import arrow_copies as twins
 from opencave.storage.arrow_copies import arrow_copy_name
 from opencave.storage.snapshots import SnapshotEngine, clustered_name, parquet_source
 from opencave.storage.state import GenerationCache, Generations
+from opencave.storage.version_files import is_remote
 from opencave.wire.materialize_query import JoinQuery, TableQuery
 
 if TYPE_CHECKING:
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 
 
 PRUNED_SHARE = 0.25  # a copy is read for a long id list when its row groups hold at most this share of rows
+SOURCES_KEPT = 512  # planner sources of published tables a process keeps
 
 
 def truncation_warning(limit: int) -> str:
@@ -68,6 +74,8 @@ class MaterializeService:
         self.row_limit = row_limit
         self.root_rows = RootRowReader()
         self._versions: GenerationCache[Version] = GenerationCache()
+        self._sources: OrderedDict[tuple, tuple[FrozenTable, planner.Source, tuple[str, ...]]] = OrderedDict()
+        self._sources_lock = threading.Lock()
 
     # -- versions ------------------------------------------------------------------------------
     def _check_datastack(self, datastack: str, generations: Generations | None = None) -> str:
@@ -111,7 +119,30 @@ class MaterializeService:
         return self.table_of(self._usable(datastack, version, generations), name, kind)
 
     def table_of(self, found: Version, name: str, kind: str = "table") -> VersionTable:
-        """``frozen_table`` of a version already found (and checked usable) by the caller."""
+        """``frozen_table`` of a version already found (and checked usable) by the caller.
+
+        The source of a local published table with all its copies is kept: its files change only
+        if someone removes one (checked on every use, then the source is found again)."""
+        key = None
+        if found.status == AVAILABLE and found.created is not None and not is_remote(found.location):
+            key = (found.id, found.created, kind, name)
+            with self._sources_lock:
+                known = self._sources.get(key)
+                if known is not None:
+                    self._sources.move_to_end(key)
+            if known is not None and all(os.path.exists(path) for path in known[2]):
+                return VersionTable(found, known[0], known[1])
+        table, source, complete = self._source_of(found, name, kind)
+        if key is not None and complete:
+            copies = tuple(str(path) for path in (*source.clustered.values(), *source.arrow_copies.values()))
+            with self._sources_lock:
+                self._sources[key] = (table, source, copies)
+                while len(self._sources) > SOURCES_KEPT:
+                    self._sources.popitem(last=False)
+        return VersionTable(found, table, source)
+
+    def _source_of(self, found: Version, name: str, kind: str) -> tuple[FrozenTable, planner.Source, bool]:
+        """A table's registry row and planner source, and whether all its copies are made."""
         version, datastack = found.version, found.datastack
         frozen = {t.table_name: t for t in self.registry.tables(found, kind)}
         if name not in frozen:
@@ -123,13 +154,15 @@ class MaterializeService:
         table = frozen[name]
         files = self.registry.files  # local or remote (then cached here)
         path = files.local_path(found.location, table.file)
+        complete = True
         if kind == "table":
             layout = frozen_layout(table.schema)
             # copies may be built after the version is published: until then, the id-sorted file
             copies = [(c, clustered_name(table.file, c)) for c in layout.root_columns]
             clustered = {c: files.local_path(found.location, copy) for c, copy in copies if files.exists(found.location, copy)}
-            twins = [(c, arrow_copy_name(table.file, c)) for c in clustered]
-            arrow_copies = {c: files.local_path(found.location, twin) for c, twin in twins if files.exists(found.location, twin)}
+            pairs = [(c, arrow_copy_name(table.file, c)) for c in clustered]
+            arrow_copies = {c: files.local_path(found.location, twin) for c, twin in pairs if files.exists(found.location, twin)}
+            complete = len(clustered) == len(copies) and (len(arrow_copies) == len(clustered) or not twins.wanted(table.row_count))
         else:
             import pyarrow.parquet as pq
 
@@ -146,7 +179,7 @@ class MaterializeService:
             arrow_copies=arrow_copies,
             row_count=table.row_count,
         )
-        return VersionTable(found, table, source)
+        return table, source, complete
 
     def tables_metadata(self, datastack: str, version: int) -> list[dict[str, Any]]:
         found = self._usable(datastack, version)
