@@ -239,7 +239,8 @@ def _header_text(text: str) -> str:
 
 
 def _respond(request: Request, answer: Answer, return_pyarrow: bool, compress: bool, v3: bool) -> Response:
-    """The answer's response (called in a worker thread, as small answers are encoded here)."""
+    """The answer's response; a small answer is encoded here, whole (in a worker thread, or on
+    the event loop for an Arrow answer from memory)."""
     headers: list[tuple[str, str]] = []
     if v3 and answer.resolution is not None:
         headers += [("dataframe_resolution", repr(float(r))) for r in answer.resolution]
@@ -250,7 +251,6 @@ def _respond(request: Request, answer: Answer, return_pyarrow: bool, compress: b
     else:
         codec = arrow_ipc.compression_for(request.headers.get("accept-encoding"), compress)
         media_type, body = arrow_ipc.CONTENT_TYPE, arrow_ipc.stream_batches(answer.schema, answer.batches, codec)
-    # called in a worker thread: a small answer is encoded here, whole
     response = Response(b"".join(body), media_type=media_type) if answer.small else StreamingResponse(body, media_type=media_type)
     if return_pyarrow:
         response.headers["Cache-Control"] = "no-cache"
@@ -273,14 +273,22 @@ async def query_table(
     options = params.options()
     query = (body or TableQueryBody()).decode()
     service = runtime_of(request).materialize
-    number = version
+    number, v3 = version, _is_v3(request)
+    kept = service.kept_table(datastack_name, number, table_name, context.generations)
+    if kept is not None and options.return_pyarrow:
+        # A few roots' rows from a mapped twin, sent as Arrow: answered here, as the token was
+        # checked here, since a hop to a worker thread would cost more than the answer.
+        _readable(request, context, datastack_name, table_name, kept.frozen.metadata)
+        answer = service.answer_in_memory(kept, query, options, rescale=v3)
+        if answer is not None:
+            return _respond(request, answer, options.return_pyarrow, options.ipc_compress, v3)
 
     def work() -> Answer:
-        found = service.frozen_table(datastack_name, number, table_name, generations=context.generations)
+        found = kept or service.frozen_table(datastack_name, number, table_name, generations=context.generations)
         _readable(request, context, datastack_name, table_name, found.frozen.metadata)
-        return service.query_table(found, query, options, rescale=_is_v3(request))
+        return service.query_table(found, query, options, rescale=v3)
 
-    return await run_in_threadpool(lambda: _respond(request, work(), options.return_pyarrow, options.ipc_compress, _is_v3(request)))
+    return await run_in_threadpool(lambda: _respond(request, work(), options.return_pyarrow, options.ipc_compress, v3))
 
 
 @_route("POST", "join_query", responses=QUERY_ANSWERS)

@@ -116,9 +116,12 @@ def answer(
     random_sample: int | None = None,
     offset: int | None = None,
     limit: int | None = None,
+    in_memory: bool = False,
 ) -> pa.Table | None:
     """The answer of ``planner.simple_select`` with these arguments (filters already checked),
-    or None when it must be computed with SQL."""
+    or None when it must be computed with SQL. With ``in_memory``, only an answer read from an
+    Arrow twin already mapped, in a bounded number of rows (``RootRowReader.read``); None
+    otherwise."""
     key = clustered_filter(source, filters)
     if key is None or random_sample or "id" not in source.layout.names:
         return None
@@ -131,7 +134,7 @@ def answer(
     needed = list(dict.fromkeys(["id", *stored, *types]))
     roots = [key.value] if key.kind == "equal" else key.value
     copy = source.arrow_copies.get(key.column) or source.clustered[key.column]
-    rows = reader.read(Path(copy), key.column, roots, needed)
+    rows = reader.read(Path(copy), key.column, roots, needed, in_memory=in_memory)
     if rows is None:
         return None
     for f in others:

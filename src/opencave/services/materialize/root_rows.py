@@ -28,6 +28,10 @@ import pyarrow.parquet as pq
 
 from opencave.storage.arrow_copies import INT64_MAX, ArrowCopy, blocks_holding, open_arrow_copy
 
+# A read from memory (``in_memory``) spans at most this many twin batches (16 × 2,048 rows): it
+# runs on the server's event loop, so it must stay short.
+IN_MEMORY_BATCHES = 16
+
 
 @dataclass(frozen=True)
 class RootIndex:
@@ -85,15 +89,18 @@ class RootRowReader:
         self._indexes: OrderedDict[tuple, RootIndex | ArrowCopy | None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _kept(self, path: Path, column: str, build) -> RootIndex | ArrowCopy | None:
-        """``build(path, column)``, made on first use and kept. Keyed by the file's identity,
-        so a file replaced at the same path (a version made again) is opened anew."""
+    def _kept(self, path: Path, column: str, build, open_files: bool = True) -> RootIndex | ArrowCopy | None:
+        """``build(path, column)``, made on first use and kept (None without ``open_files``
+        when it is not kept yet). Keyed by the file's identity, so a file replaced at the same
+        path (a version made again) is opened anew."""
         status = os.stat(path)
         key = (str(path), column, status.st_ino, status.st_mtime_ns, status.st_size)
         with self._lock:
             if key in self._indexes:
                 self._indexes.move_to_end(key)
                 return self._indexes[key]
+        if not open_files:
+            return None
         found = build(path, column)
         with self._lock:
             self._indexes[key] = found
@@ -106,18 +113,27 @@ class RootRowReader:
         found = self._kept(path, column, _parquet_index)
         return found if isinstance(found, RootIndex) else None
 
-    def read(self, path: Path, column: str, roots: Sequence[int], columns: Sequence[str]) -> pa.Table | None:
+    def read(
+        self, path: Path, column: str, roots: Sequence[int], columns: Sequence[str], *, in_memory: bool = False
+    ) -> pa.Table | None:
         """The rows whose ``column`` is one of ``roots``, in (root, id) order, with ``columns``,
         from a Parquet copy or an Arrow twin (``.arrow``); None when the file cannot be read this
-        way (the caller uses SQL instead)."""
+        way (the caller uses SQL instead). With ``in_memory``, only from a twin already mapped
+        whose batches holding ``roots`` are at most ``IN_MEMORY_BATCHES`` (no file is opened, and
+        the work is bounded); None otherwise."""
         wanted = np.unique(np.asarray(list(roots), dtype=np.int64))
         read_columns = list(dict.fromkeys([*columns, column]))
         if Path(path).suffix == ".arrow":
-            twin = self._kept(path, column, open_arrow_copy)
+            twin = self._kept(path, column, open_arrow_copy, open_files=not in_memory)
             if twin is None:
                 return None
             assert isinstance(twin, ArrowCopy)
-            rows = twin.read(twin.batches_of(wanted), read_columns)
+            batches = twin.batches_of(wanted)
+            if in_memory and len(batches) > IN_MEMORY_BATCHES:
+                return None
+            rows = twin.read(batches, read_columns)
+        elif in_memory:
+            return None
         else:
             index = self.index(path, column)
             if index is None:

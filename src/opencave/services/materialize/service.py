@@ -56,6 +56,21 @@ class VersionTable:
     source: planner.Source
 
 
+@dataclass
+class _TablePlan:
+    """A table query checked and ready to answer (``MaterializeService._plan``)."""
+
+    found: VersionTable
+    query: TableQuery
+    count: bool
+    filters: list
+    factors: tuple[float, float, float] | None
+    limit: int | None
+    capped: bool
+    arguments: dict[str, Any]
+    headers: dict[str, Any]
+
+
 class MaterializeService:
     def __init__(
         self,
@@ -123,16 +138,11 @@ class MaterializeService:
 
         The source of a local published table with all its copies is kept: its files change only
         if someone removes one (checked on every use, then the source is found again)."""
-        key = None
-        if found.status == AVAILABLE and found.created is not None and not is_remote(found.location):
-            key = (found.id, found.created, kind, name)
-            with self._sources_lock:
-                known = self._sources.get(key)
-                if known is not None:
-                    self._sources.move_to_end(key)
-            if known is not None and all(os.path.exists(path) for path in known[2]):
-                return VersionTable(found, known[0], known[1])
+        kept = self._kept(found, name, kind)
+        if kept is not None:
+            return kept
         table, source, complete = self._source_of(found, name, kind)
+        key = self._kept_key(found, name, kind)
         if key is not None and complete:
             copies = tuple(str(path) for path in (*source.clustered.values(), *source.arrow_copies.values()))
             with self._sources_lock:
@@ -140,6 +150,30 @@ class MaterializeService:
                 while len(self._sources) > SOURCES_KEPT:
                     self._sources.popitem(last=False)
         return VersionTable(found, table, source)
+
+    def kept_table(self, datastack: str, version: int, name: str, generations: Generations) -> VersionTable | None:
+        """``frozen_table`` when the table's source is kept (``table_of``): then no file is read,
+        and the version is one lookup cached per catalog generation, as a token's is; None
+        otherwise."""
+        return self._kept(self._usable(datastack, version, generations), name, "table")
+
+    @staticmethod
+    def _kept_key(found: Version, name: str, kind: str) -> tuple | None:
+        if found.status != AVAILABLE or found.created is None or is_remote(found.location):
+            return None
+        return (found.id, found.created, kind, name)
+
+    def _kept(self, found: Version, name: str, kind: str) -> VersionTable | None:
+        key = self._kept_key(found, name, kind)
+        if key is None:
+            return None
+        with self._sources_lock:
+            known = self._sources.get(key)
+            if known is not None:
+                self._sources.move_to_end(key)
+        if known is None or not all(os.path.exists(path) for path in known[2]):
+            return None
+        return VersionTable(found, known[0], known[1])
 
     def _source_of(self, found: Version, name: str, kind: str) -> tuple[FrozenTable, planner.Source, bool]:
         """A table's registry row and planner source, and whether all its copies are made."""
@@ -210,6 +244,25 @@ class MaterializeService:
         """A query on one frozen table or view (``frozen_table``).
 
         Frozen tables hold only rows valid at the version, so no ``valid`` condition is needed."""
+        plan = self._plan(found, query, options, rescale)
+        answer = self._direct(plan, in_memory=False)
+        if answer is not None:
+            return answer
+        source = found.source
+        prune_on = self._pruning_copy(source, plan.filters)
+        sql, params, names = planner.simple_select(source, plan.filters, query.select_columns, plan.factors, prune_on=prune_on, **plan.arguments)
+        plan.headers["column_names"] = {source.name: {n: n for n in names}}
+        return self._execute(sql, params, plan.capped and not options.count, plan.limit, plan.headers)
+
+    def answer_in_memory(self, found: VersionTable, query: TableQuery, options: QueryOptions, rescale: bool) -> Answer | None:
+        """``query_table``'s answer when it is read from an Arrow twin already mapped, in a
+        bounded number of rows: no file is opened and no SQL runs, so it may be computed on the
+        server's event loop; None otherwise (errors in the query raise as from ``query_table``)."""
+        return self._direct(self._plan(found, query, options, rescale), in_memory=True)
+
+    def _plan(self, found: VersionTable, query: TableQuery, options: QueryOptions, rescale: bool) -> _TablePlan:
+        """What every way of answering a table query needs: checked filters, scale factors,
+        the effective limit and the answer's headers."""
         source = found.source
         stray = sorted({f.table for f in query.filters} - {source.name})
         if stray:
@@ -218,25 +271,35 @@ class MaterializeService:
                 code="unknown_table",
             )
         desired = query.desired_resolution if rescale else None
-        factors = planner.scale_factors(source, desired)
         limit, capped = self._capped(query.paging.limit)
-        arguments = dict(
-            count=options.count, random_sample=options.random_sample, offset=query.paging.offset, limit=None if options.count else limit
+        return _TablePlan(
+            found=found,
+            query=query,
+            count=options.count,
+            filters=planner.check_filters(source, query.filters),
+            factors=planner.scale_factors(source, desired),
+            limit=limit,
+            capped=capped,
+            arguments=dict(
+                count=options.count, random_sample=options.random_sample, offset=query.paging.offset, limit=None if options.count else limit
+            ),
+            headers={
+                "resolution": (desired or source.voxel_resolution) if rescale else None,
+                "warnings": self._notices(found),
+            },
         )
-        headers = {
-            "resolution": (desired or source.voxel_resolution) if rescale else None,
-            "warnings": self._notices(found),
-        }
-        checked = planner.check_filters(source, query.filters)
-        table = direct.answer(self.root_rows, source, checked, query.select_columns, factors, **arguments)
-        if table is not None:
-            if capped and not options.count and table.num_rows >= (limit or 0):
-                headers["warnings"].append(truncation_warning(limit or 0))
-            return from_table(table, column_names={source.name: {n: n for n in table.column_names}}, **headers)
-        prune_on = self._pruning_copy(source, checked)
-        sql, params, names = planner.simple_select(source, checked, query.select_columns, factors, prune_on=prune_on, **arguments)
-        headers["column_names"] = {source.name: {n: n for n in names}}
-        return self._execute(sql, params, capped and not options.count, limit, headers)
+
+    def _direct(self, plan: _TablePlan, in_memory: bool) -> Answer | None:
+        """The plan's answer computed without SQL (``direct.answer``), or None."""
+        source = plan.found.source
+        table = direct.answer(
+            self.root_rows, source, plan.filters, plan.query.select_columns, plan.factors, in_memory=in_memory, **plan.arguments
+        )
+        if table is None:
+            return None
+        if plan.capped and not plan.count and table.num_rows >= (plan.limit or 0):
+            plan.headers["warnings"].append(truncation_warning(plan.limit or 0))
+        return from_table(table, column_names={source.name: {n: n for n in table.column_names}}, **plan.headers)
 
     def _pruning_copy(self, source: planner.Source, filters: list) -> str | None:
         """The root column whose long id list is best read from its clustered copy: the one
