@@ -209,18 +209,20 @@ class MaterializationClient(QueryMethods, ServiceClient):
     def _get_json(self, url: str, params: dict[str, Any] | None = None, log_warning: bool = True) -> Any:
         return handle_response(self.session.get(url, params=params), log_warning=log_warning)
 
-    def _cached(self, cache: str, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """A deep copy of the cached value of ``key``, computed on a miss.
+    def _cached(self, cache: str, key: Hashable, compute: Callable[[], Any], shared: bool = False) -> Any:
+        """A deep copy of the cached value of ``key``, computed on a miss; the value itself
+        with ``shared``, for the client's own code, which only reads it.
 
         Copies keep callers (which often edit metadata dicts) from changing the cache.
         """
         with self._cache_lock:
             if key in self._caches[cache]:
-                return copy.deepcopy(self._caches[cache][key])
+                value = self._caches[cache][key]
+                return value if shared else copy.deepcopy(value)
         value = compute()
         with self._cache_lock:
             self._caches[cache][key] = value
-        return copy.deepcopy(value)
+        return value if shared else copy.deepcopy(value)
 
     # -- versions ----------------------------------------------------------------------------
 
@@ -299,6 +301,12 @@ class MaterializationClient(QueryMethods, ServiceClient):
         Cached for 12 hours per (table, datastack, version). caveclient keys its cache on the
         literal call, so the same table is fetched again when called another way.
         """
+        return self._table_metadata(table_name, datastack_name, version, log_warning)
+
+    def _table_metadata(
+        self, table_name: str, datastack_name: str | None = None, version: int | None = None, log_warning: bool = True, shared: bool = False
+    ) -> dict[str, Any]:
+        """``get_table_metadata``; with ``shared``, the cached dict itself (not to be changed)."""
         datastack_name = self._datastack(datastack_name)
         version = self._resolve_version(version)
 
@@ -306,7 +314,7 @@ class MaterializationClient(QueryMethods, ServiceClient):
             url = self._url("metadata", datastack_name=datastack_name, table_name=table_name, version=version)
             return _combine_voxel_resolution(self._get_json(url, log_warning=log_warning))
 
-        return self._cached("table", (table_name, datastack_name, version), fetch)
+        return self._cached("table", (table_name, datastack_name, version), fetch, shared=shared)
 
     @check_version_compatibility(method_api_constraint=">=3.0.0")
     def get_tables_metadata(

@@ -266,7 +266,7 @@ class QueryMethods:
         (``target_id`` = ``id``) when ``merge_reference``."""
         target = None
         if merge_reference:
-            metadata = self.get_table_metadata(table, datastack_name=datastack_name, version=version, log_warning=False)
+            metadata = self._table_metadata(table, datastack_name, version, log_warning=False, shared=True)
             target = metadata.get("reference_table") or None
         if target is None:
             return [table], None
@@ -288,16 +288,14 @@ class QueryMethods:
             return df
         if len(desired_resolution) != 3:
             raise ValueError("desired resolution needs to be of length 3, for xyz")
-        voxel_resolution = self.get_table_metadata(
-            table, datastack_name=datastack_name, version=version, log_warning=False
-        )["voxel_resolution"]
+        voxel_resolution = self._table_metadata(table, datastack_name, version, log_warning=False, shared=True)["voxel_resolution"]
         return convert_position_columns(df, voxel_resolution, desired_resolution)
 
     def _metadata_of(self, name: str, version: int | None, is_view: bool) -> dict[str, Any]:
         if is_view:
             return self.get_view_metadata(name, materialization_version=version, log_warning=False)
-        try:
-            return self.get_table_metadata(name, version=version, log_warning=False)
+        try:  # shared: the attrs made of it are a JSON copy
+            return self._table_metadata(name, version=version, log_warning=False, shared=True)
         except HTTPError:
             if self.fc is None:
                 raise

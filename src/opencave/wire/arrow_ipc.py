@@ -93,24 +93,38 @@ def encode_frame(frame: pd.DataFrame, compression: str | None) -> bytes:
 
 # Answers of fewer rows are converted to pandas in the calling thread: handing a small table's
 # columns to pyarrow's thread pool costs more (~0.15 ms of a ~0.3 ms conversion) than it saves.
+# They are also consolidated into 2-D blocks even when they came in several batches: copying a
+# small answer once is cheaper than making a block per column.
 THREADED_ROWS = 65_536
+
+
+@functools.lru_cache(maxsize=512)
+def _plain_pandas_metadata(schema: pa.Schema) -> bool:
+    """Whether ``schema``'s ``pandas`` metadata is just what ``with_pandas_metadata`` writes
+    for its Arrow types (a default index, nothing else): a frame is then the same without it,
+    and converting without it is quicker (~0.04 ms of ~0.14 ms for a neuron's synapses)."""
+    bare = schema.remove_metadata()
+    return schema.metadata == with_pandas_metadata(bare).metadata
 
 
 def decode_frame(body: bytes | BinaryIO) -> pd.DataFrame:
     """An IPC stream (a body, or a file-like object read as it arrives; compressed buffers are
     handled by pyarrow) as a DataFrame.
 
-    An answer of several batches becomes one pandas block per column: consolidating
+    A large answer of several batches becomes one pandas block per column: consolidating
     same-typed columns into 2-D blocks would copy the whole answer once more, which costs more
-    than the transfer itself. An answer of one batch is consolidated: that single copy is what
-    makes its columns writable (they would otherwise be read-only views of the message).
+    than the transfer itself. Other answers are consolidated: for an answer of one batch, that
+    single copy is what makes its columns writable (they would otherwise be read-only views of
+    the message).
     """
     source = pa.py_buffer(body) if isinstance(body, bytes | bytearray | memoryview) else body
     table = ipc.open_stream(source).read_all()
-    threads = table.num_rows >= THREADED_ROWS
-    if table.num_columns and table.column(0).num_chunks > 1:
-        return table.to_pandas(split_blocks=True, self_destruct=True, use_threads=threads)
-    return table.to_pandas(use_threads=threads)
+    if table.schema.metadata and _plain_pandas_metadata(table.schema):
+        table = table.replace_schema_metadata(None)
+    large = table.num_rows >= THREADED_ROWS
+    if large and table.num_columns and table.column(0).num_chunks > 1:
+        return table.to_pandas(split_blocks=True, self_destruct=True, use_threads=True)
+    return table.to_pandas(use_threads=large)
 
 
 def _drain(sink: io.BytesIO) -> bytes:
