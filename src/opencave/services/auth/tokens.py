@@ -12,10 +12,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, literal, or_, select, update
 
 from opencave.errors import NotFound
-from opencave.storage.sql import reader
+from opencave.storage.sql import QuickRead
 from opencave.storage.state import GENERATION_KEYS, Generations, as_utc, utcnow
 from opencave.storage.tables import server_state, tokens
 
@@ -71,10 +71,12 @@ class TokenMatch:
     generations: Generations
 
 
-# One round trip per request: the token's row joined with the generation counters.
+# One round trip per request: the token's row joined with the generation counters. The keys are
+# compared one by one: an IN list is re-rendered on every execution (an "expanding" parameter),
+# which made the query a quarter slower.
 _MATCH_QUERY = (
     select(tokens.c.id, tokens.c.user_id, tokens.c.kind, tokens.c.expires, tokens.c.last_used, server_state.c.key, server_state.c.value)
-    .select_from(tokens.outerjoin(server_state, server_state.c.key.in_(GENERATION_KEYS)))
+    .select_from(tokens.outerjoin(server_state, or_(*(server_state.c.key == literal(key) for key in GENERATION_KEYS))))
     .where(tokens.c.token_hash == bindparam("token_hash"))
 )
 
@@ -95,7 +97,7 @@ def _record(row) -> TokenRecord:
 class TokenStore:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._reader = reader(engine)
+        self._match = QuickRead(engine, _MATCH_QUERY)
 
     def create(self, user_id: int, kind: str = API, description: str = "", connection: Connection | None = None) -> str:
         """Mint a token for ``user_id``; the plain token is returned once and never stored."""
@@ -149,17 +151,16 @@ class TokenStore:
 
     def match(self, token: str) -> TokenMatch | None:
         """Look a presented token up; None when unknown or expired. One query, no hashing cost."""
-        with self._reader.connect() as conn:
-            rows = conn.execute(_MATCH_QUERY, {"token_hash": digest(token)}).all()
+        rows = self._match.rows(token_hash=digest(token))
         if not rows:
             return None
-        row, now = rows[0], utcnow()
-        expires = as_utc(row.expires)
+        (token_id, user_id, kind, expires, last_used, _, _), now = rows[0], utcnow()
+        expires = as_utc(expires)
         if expires is not None and expires <= now:
             return None
-        last_used = as_utc(row.last_used)
+        last_used = as_utc(last_used)
         if last_used is None or now - last_used > LAST_USED_RESOLUTION:
             with self.engine.begin() as conn:
-                conn.execute(update(tokens).where(tokens.c.id == row.id).values(last_used=now))
-        generations = Generations.from_pairs((r.key, r.value) for r in rows)
-        return TokenMatch(token_id=row.id, user_id=row.user_id, kind=row.kind, generations=generations)
+                conn.execute(update(tokens).where(tokens.c.id == token_id).values(last_used=now))
+        generations = Generations.from_pairs((key, value) for *_, key, value in rows)
+        return TokenMatch(token_id=token_id, user_id=user_id, kind=kind, generations=generations)
