@@ -4,14 +4,12 @@ of the event loop are joined, a large one is never held back, and closing sends 
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 
 import pytest
 import requests
-import uvicorn
 
-from opencave.server.protocol import WRITE_NOW_BYTES, CoalescingTransport, JsonErrorHttpToolsProtocol
+from opencave.server.protocol import WRITE_NOW_BYTES, CoalescingTransport
+from tests.support.app_server import served_app
 
 
 class Recording:
@@ -103,7 +101,7 @@ def test_closing_sends_what_is_held_and_a_lost_connection_drops_it():
 
 
 @pytest.fixture
-def plain_server(tmp_path):
+def plain_server():
     """uvicorn with the server's protocol, serving a small and a large answer, and a stream."""
 
     async def app(scope, receive, send):
@@ -121,17 +119,8 @@ def plain_server(tmp_path):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=JsonErrorHttpToolsProtocol, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        thread.join(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served_app(app) as url:
+        yield url
 
 
 def test_answers_arrive_whole_over_keep_alive(plain_server):

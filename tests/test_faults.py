@@ -7,22 +7,18 @@ import errno
 import os
 import sqlite3
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 import requests
 import sqlalchemy.exc
-import uvicorn
 from fastapi import FastAPI, Request
 
 from opencave.server.errors import install_error_handlers
 from opencave.server.faults import FaultMiddleware
-from opencave.server.protocol import JsonErrorHttpToolsProtocol
 from opencave.storage.faults import StorageFault, storage_fault
-from tests.support.postgres import free_port
+from tests.support.app_server import served_app
 from tests.support.server import ServerProcess
 
 DS = "opencave_demo"
@@ -83,16 +79,8 @@ def faulty_app_url():
         raise OSError(errno.ENOSPC, "No space left on device")
 
     app.add_middleware(FaultMiddleware)
-    port_number = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port_number, log_level="critical", http=JsonErrorHttpToolsProtocol))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port_number}"
-    server.should_exit = True
-    thread.join(5)
+    with served_app(app) as url:
+        yield url
 
 
 def test_unexpected_error_is_json_and_keeps_the_connection(faulty_app_url):
