@@ -261,9 +261,15 @@ class Runtime:
     def start(self) -> None:
         """Start background work: edit subscribers' jobs, remesh requests, queued skeletons,
         missing clustered copies and any version schedule, and this process's job threads (a
-        server's lifespan; administration commands do without)."""
+        server's lifespan; administration commands do without).
+
+        Every graph's index is loaded now, in the background: otherwise the first request on a
+        graph loads it (~10 s for the 10 M supervoxels of the large demo world); a request that
+        comes meanwhile waits for the same load."""
         self.background.start()
         self.job_runner.start()
+        for table_id in self.graphs.table_ids():
+            self.background.submit(f"loading graph {table_id}", lambda table_id=table_id: self.graphs.graph(table_id))
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop background work, letting queued jobs finish for up to ``timeout`` seconds.
