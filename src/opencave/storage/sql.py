@@ -58,7 +58,7 @@ def reader(engine: Engine) -> Engine:
     """
     view = engine.__dict__.get("_opencave_reader")
     if view is None:
-        view = engine if engine.dialect.name == "sqlite" else engine.execution_options(isolation_level="AUTOCOMMIT")
+        view = engine if is_sqlite(engine) else engine.execution_options(isolation_level="AUTOCOMMIT")
         engine.__dict__["_opencave_reader"] = view
     return view
 

@@ -275,16 +275,19 @@ async def query_table(
     service = runtime_of(request).materialize
     number, v3 = version, _is_v3(request)
     kept = service.kept_table(datastack_name, number, table_name, context.generations)
-    if kept is not None and options.return_pyarrow:
-        # A few roots' rows from a mapped twin, sent as Arrow: answered here, as the token was
-        # checked here, since a hop to a worker thread would cost more than the answer.
+    if kept is not None:
         _readable(request, context, datastack_name, table_name, kept.frozen.metadata)
-        answer = service.answer_in_memory(kept, query, options, rescale=v3)
-        if answer is not None:
-            return _respond(request, answer, options.return_pyarrow, options.ipc_compress, v3)
+        if options.return_pyarrow:
+            # A few roots' rows from a mapped twin, sent as Arrow: answered here, as the token
+            # was checked here, since a hop to a worker thread would cost more than the answer.
+            answer = service.answer_in_memory(kept, query, options, rescale=v3)
+            if answer is not None:
+                return _respond(request, answer, options.return_pyarrow, options.ipc_compress, v3)
 
     def work() -> Answer:
-        found = kept or service.frozen_table(datastack_name, number, table_name, generations=context.generations)
+        if kept is not None:  # its permission is checked above
+            return service.query_table(kept, query, options, rescale=v3)
+        found = service.frozen_table(datastack_name, number, table_name, generations=context.generations)
         _readable(request, context, datastack_name, table_name, found.frozen.metadata)
         return service.query_table(found, query, options, rescale=v3)
 

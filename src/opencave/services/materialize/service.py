@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from cachetools import LRUCache
 
 from opencave.errors import BadRequest, NotFound
 from opencave.services.materialize import direct, planner
@@ -89,7 +89,7 @@ class MaterializeService:
         self.row_limit = row_limit
         self.root_rows = RootRowReader()
         self._versions: GenerationCache[Version] = GenerationCache()
-        self._sources: OrderedDict[tuple, tuple[FrozenTable, planner.Source, tuple[str, ...]]] = OrderedDict()
+        self._sources: LRUCache[tuple, tuple[FrozenTable, planner.Source, tuple[str, ...]]] = LRUCache(maxsize=SOURCES_KEPT)
         self._sources_lock = threading.Lock()
 
     # -- versions ------------------------------------------------------------------------------
@@ -138,39 +138,36 @@ class MaterializeService:
 
         The source of a local published table with all its copies is kept: its files change only
         if someone removes one (checked on every use, then the source is found again)."""
-        kept = self._kept(found, name, kind)
+        key = self._kept_key(found, name, kind)
+        kept = self._kept(found, key)
         if kept is not None:
             return kept
         table, source, complete = self._source_of(found, name, kind)
-        key = self._kept_key(found, name, kind)
         if key is not None and complete:
             copies = tuple(str(path) for path in (*source.clustered.values(), *source.arrow_copies.values()))
             with self._sources_lock:
                 self._sources[key] = (table, source, copies)
-                while len(self._sources) > SOURCES_KEPT:
-                    self._sources.popitem(last=False)
         return VersionTable(found, table, source)
 
     def kept_table(self, datastack: str, version: int, name: str, generations: Generations) -> VersionTable | None:
         """``frozen_table`` when the table's source is kept (``table_of``): then no file is read,
         and the version is one lookup cached per catalog generation, as a token's is; None
         otherwise."""
-        return self._kept(self._usable(datastack, version, generations), name, "table")
+        found = self._usable(datastack, version, generations)
+        return self._kept(found, self._kept_key(found, name, "table"))
 
     @staticmethod
     def _kept_key(found: Version, name: str, kind: str) -> tuple | None:
+        """The key of a table's kept source: only local published versions' are kept."""
         if found.status != AVAILABLE or found.created is None or is_remote(found.location):
             return None
         return (found.id, found.created, kind, name)
 
-    def _kept(self, found: Version, name: str, kind: str) -> VersionTable | None:
-        key = self._kept_key(found, name, kind)
+    def _kept(self, found: Version, key: tuple | None) -> VersionTable | None:
         if key is None:
             return None
         with self._sources_lock:
             known = self._sources.get(key)
-            if known is not None:
-                self._sources.move_to_end(key)
         if known is None or not all(os.path.exists(path) for path in known[2]):
             return None
         return VersionTable(found, known[0], known[1])

@@ -16,13 +16,13 @@ import os
 import secrets
 import socket
 import threading
-from collections import OrderedDict
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import Engine, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -150,7 +150,7 @@ class VersionRegistry:
         self.engine = engine
         self.files = files or VersionFiles(Path("versions"), Path("."))
         # A published version's tables never change: kept per process, read once.
-        self._published_tables: OrderedDict[tuple, list[FrozenTable]] = OrderedDict()
+        self._published_tables: LRUCache[tuple, list[FrozenTable]] = LRUCache(maxsize=PUBLISHED_TABLES_KEPT)
         self._lock = threading.Lock()
 
     # -- building ------------------------------------------------------------------------------
@@ -335,14 +335,10 @@ class VersionRegistry:
         key = (version.id, version.created, kind)
         with self._lock:
             found = self._published_tables.get(key)
-            if found is not None:
-                self._published_tables.move_to_end(key)
-                return found
-        found = self._read_tables(version, kind)
-        with self._lock:
-            self._published_tables[key] = found
-            while len(self._published_tables) > PUBLISHED_TABLES_KEPT:
-                self._published_tables.popitem(last=False)
+        if found is None:
+            found = self._read_tables(version, kind)
+            with self._lock:
+                self._published_tables[key] = found
         return found
 
     def _read_tables(self, version: Version, kind: str) -> list[FrozenTable]:
